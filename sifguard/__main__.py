@@ -1,0 +1,3 @@
+from sifguard.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,62 @@
+"""Shared CLI plumbing: argument parser that fails in one line, progress bar, output."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+from sifguard.errors import BadInputError
+
+PROGRESS_THRESHOLD = 256 << 20
+
+
+class UsageError(BadInputError):
+    pass
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2, no usage dump
+        raise UsageError(f"{self.prog}: {message} (see --help)")
+
+
+def print_json(obj) -> None:
+    json.dump(obj, sys.stdout, indent=2, sort_keys=False, default=str)
+    sys.stdout.write("\n")
+
+
+class ProgressBar:
+    """A progress bar on stderr for large images, only when stderr is a terminal."""
+
+    def __init__(self, total: int, label: str):
+        self.total, self.label, self.done = total, label, 0
+        self.enabled = total > PROGRESS_THRESHOLD and sys.stderr.isatty()
+        self._last = 0.0
+
+    def __call__(self, n: int) -> None:
+        self.done += n
+        now = time.monotonic()
+        if not self.enabled or (now - self._last < 0.1 and self.done < self.total):
+            return
+        self._last = now
+        frac = min(1.0, self.done / self.total)
+        width = 30
+        bar = "#" * int(frac * width)
+        sys.stderr.write(f"\r{self.label} [{bar:<{width}}] {frac * 100:5.1f}% "
+                         f"{self.done >> 20}/{self.total >> 20} MiB")
+        if self.done >= self.total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+    def finish(self) -> None:
+        if self.enabled and self.done < self.total:
+            sys.stderr.write("\n")
+
+
+def image_size(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0

@@ -1,0 +1,149 @@
+"""Key material: loading PEM keys and certificates, keyids, and the raw sign/verify
+primitives used by DSSE (RSA PKCS#1 v1.5, ECDSA P-256/P-384, Ed25519)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import re
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+from sifguard.errors import KeyMaterialError
+
+PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
+PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
+
+_HASHES = {1: hashes.SHA256, 2: hashes.SHA384, 3: hashes.SHA512}
+_CURVES = (ec.SECP256R1, ec.SECP384R1, ec.SECP521R1)
+_PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.S)
+
+
+def _read(path: str, what: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read(1 << 20)
+    except OSError as e:
+        raise KeyMaterialError(f"{path}: cannot read {what}: {e.strerror}") from None
+
+
+def read_passphrase(file: str | None = None, env: str | None = None) -> bytes | None:
+    """A passphrase from a file (first line) or an environment variable — never from argv."""
+    if file:
+        data = _read(file, "passphrase file")
+        return data.splitlines()[0] if data.strip() else b""
+    if env:
+        if env not in os.environ:
+            raise KeyMaterialError(f"environment variable {env} (passphrase) is not set")
+        return os.environ[env].encode()
+    return None
+
+
+def _check_supported(key, path: str):
+    if isinstance(key, (rsa.RSAPrivateKey, rsa.RSAPublicKey)):
+        if key.key_size < 2048:
+            raise KeyMaterialError(f"{path}: RSA key of {key.key_size} bits is too small (2048 minimum)")
+    elif isinstance(key, (ec.EllipticCurvePrivateKey, ec.EllipticCurvePublicKey)):
+        if not isinstance(key.curve, _CURVES):
+            raise KeyMaterialError(f"{path}: unsupported curve {key.curve.name}")
+    elif not isinstance(key, (ed25519.Ed25519PrivateKey, ed25519.Ed25519PublicKey)):
+        raise KeyMaterialError(f"{path}: unsupported key type {type(key).__name__}")
+    return key
+
+
+def load_private_key(path: str, passphrase: bytes | None = None) -> PrivateKey:
+    data = _read(path, "private key")
+    try:
+        key = serialization.load_pem_private_key(data, password=passphrase)
+    except TypeError as e:
+        if "encrypted" in str(e) and passphrase is None:
+            raise KeyMaterialError(
+                f"{path}: key is encrypted; give --passphrase-file or --passphrase-env") from None
+        raise KeyMaterialError(f"{path}: {e}") from None
+    except ValueError as e:
+        msg = "wrong passphrase or corrupt key" if passphrase is not None else "not a PEM private key"
+        raise KeyMaterialError(f"{path}: {msg}") from None
+    except UnsupportedAlgorithm as e:
+        raise KeyMaterialError(f"{path}: unsupported key algorithm ({e})") from None
+    return _check_supported(key, path)
+
+
+def load_public_key(path: str) -> PublicKey:
+    """A PEM public key, or the key of a PEM certificate."""
+    data = _read(path, "public key")
+    try:
+        if b"-----BEGIN CERTIFICATE-----" in data:
+            key = x509.load_pem_x509_certificate(data).public_key()
+        elif b"PRIVATE KEY-----" in data:
+            raise KeyMaterialError(f"{path}: is a private key; verify takes the public key")
+        else:
+            key = serialization.load_pem_public_key(data)
+    except (ValueError, UnsupportedAlgorithm):
+        raise KeyMaterialError(f"{path}: not a PEM public key or certificate") from None
+    return _check_supported(key, path)
+
+
+def load_certificates(path: str, what: str = "certificates") -> list[x509.Certificate]:
+    data = _read(path, what)
+    blocks = _PEM_CERT.findall(data)
+    if not blocks:
+        try:
+            return [x509.load_der_x509_certificate(data)]
+        except ValueError:
+            raise KeyMaterialError(f"{path}: holds no PEM certificate") from None
+    try:
+        return [x509.load_pem_x509_certificate(b) for b in blocks]
+    except ValueError as e:
+        raise KeyMaterialError(f"{path}: malformed certificate ({e})") from None
+
+
+def public_bytes(key: PublicKey) -> bytes:
+    return key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def keyid(key: PublicKey) -> str:
+    """OpenSSH SHA256 fingerprint of the key, as the Go DSSE signer writes in `keyid`."""
+    ssh = key.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    wire = base64.b64decode(ssh.split()[1])
+    return "SHA256:" + base64.b64encode(hashlib.sha256(wire).digest()).decode().rstrip("=")
+
+
+def algorithm(key: PublicKey | PrivateKey) -> str:
+    if isinstance(key, (rsa.RSAPublicKey, rsa.RSAPrivateKey)):
+        return f"rsa-{key.key_size}-pkcs1v15-sha256"
+    if isinstance(key, (ec.EllipticCurvePublicKey, ec.EllipticCurvePrivateKey)):
+        return f"ecdsa-{key.curve.name}-sha256"
+    return "ed25519"
+
+
+def sign(key: PrivateKey, message: bytes) -> bytes:
+    """Sign as the Go DSSE signer with crypto.SHA256 does."""
+    if isinstance(key, rsa.RSAPrivateKey):
+        return key.sign(message, padding.PKCS1v15(), hashes.SHA256())
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        return key.sign(message, ec.ECDSA(hashes.SHA256()))
+    return key.sign(message)
+
+
+def verify(key: PublicKey, signature: bytes, message: bytes, hashtype: int = 1) -> bool:
+    """True when `signature` over `message` verifies; ECDSA accepts DER or raw r||s."""
+    h = _HASHES.get(hashtype, hashes.SHA256)
+    try:
+        if isinstance(key, rsa.RSAPublicKey):
+            key.verify(signature, message, padding.PKCS1v15(), h())
+        elif isinstance(key, ec.EllipticCurvePublicKey):
+            n = (key.curve.key_size + 7) // 8
+            if len(signature) == 2 * n and signature[0] != 0x30:
+                signature = encode_dss_signature(int.from_bytes(signature[:n], "big"),
+                                                  int.from_bytes(signature[n:], "big"))
+            key.verify(signature, message, ec.ECDSA(h()))
+        else:
+            key.verify(signature, message)
+        return True
+    except (InvalidSignature, ValueError):
+        return False
