@@ -242,7 +242,9 @@ def verify_image(img: SifImage, trust: Trust, groups: list[int] | None = None,
             else:
                 refusals.append(f"group {g} is not signed")
         elif status == UNTRUSTED:
-            why = next(s.reason for s in rep.signatures if s.group == g and s.status == UNTRUSTED)
+            untrusted = [r for r in results if r.status == UNTRUSTED]
+            # the most informative reason: one about a certificate we could examine
+            why = next((r.reason for r in untrusted if r.signer), untrusted[0].reason)
             refusals.append(f"group {g}: no trusted signature ({why})")
     if refusals:
         rep.reason = refusals[0]

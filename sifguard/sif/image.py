@@ -16,6 +16,7 @@ A crash between 2 and 3 leaves a header whose counters lag by one object; reader
 from __future__ import annotations
 
 import fcntl
+import mmap
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -27,7 +28,8 @@ from sifguard.sif.format import (
     VERSION, ZERO_TIME, Descriptor, Header, check_header_bounds, parse_descriptor_table,
 )
 
-CHUNK = 1 << 20  # streaming read size: bounded memory whatever the image size
+CHUNK = 1 << 20        # streaming read size: bounded memory whatever the image size
+MAP_WINDOW = 8 << 20   # largest window mapped at once while hashing
 Progress = Callable[[int], None]
 
 
@@ -134,14 +136,27 @@ class SifImage:
 
     def iter_object(self, d: Descriptor, progress: Progress | None = None,
                     chunk: int = CHUNK) -> Iterator[memoryview]:
-        """Stream an object's bytes in bounded chunks (one reusable buffer)."""
-        buf = bytearray(min(chunk, max(d.size, 1)))
-        view = memoryview(buf)
-        pos, end = d.offset, d.offset + d.size
+        """Stream an object's bytes in bounded windows.
+
+        Windows are read-only mmaps of at most MAP_WINDOW bytes, unmapped before the
+        next one: no copy out of the page cache (faster than read()), and resident
+        memory stays bounded by the window whatever the image size. Files that
+        cannot be mapped fall back to preadv into one reusable buffer.
+        """
         try:
             os.posix_fadvise(self._fd, d.offset, d.size, os.POSIX_FADV_SEQUENTIAL)
         except (AttributeError, OSError):
             pass
+        if d.size >= chunk:
+            try:
+                yield from self._iter_mapped(d, progress)
+                return
+            except (OSError, ValueError) as e:
+                if getattr(self, "_mapped_some", False):
+                    raise SifFormatError(f"object {d.id}: read failed: {e}") from None
+        buf = bytearray(min(chunk, max(d.size, 1)))
+        view = memoryview(buf)
+        pos, end = d.offset, d.offset + d.size
         while pos < end:
             n = os.preadv(self._fd, [view[: min(len(buf), end - pos)]], pos)
             if n <= 0:
@@ -150,6 +165,27 @@ class SifImage:
             if progress:
                 progress(n)
             yield view[:n]
+
+    def _iter_mapped(self, d: Descriptor, progress: Progress | None) -> Iterator[memoryview]:
+        self._mapped_some = False
+        pos, end = d.offset, d.offset + d.size
+        while pos < end:
+            base = pos - pos % mmap.ALLOCATIONGRANULARITY
+            length = min(MAP_WINDOW, end - base)
+            with mmap.mmap(self._fd, length, offset=base, access=mmap.ACCESS_READ) as m:
+                self._mapped_some = True
+                view = memoryview(m)
+                try:
+                    part = view[pos - base:]
+                    try:
+                        yield part
+                    finally:
+                        part.release()
+                finally:
+                    view.release()
+            if progress:
+                progress(base + length - pos)
+            pos = base + length
 
     # --- writing -------------------------------------------------------------
     def _require_writable(self) -> None:

@@ -1,0 +1,46 @@
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DATA = os.path.join(HERE, "data")
+SYLABS = os.path.join(DATA, "sylabs-sif")
+APPT = os.path.join(DATA, "apptainer")
+
+
+@pytest.fixture
+def copy_vector(tmp_path):
+    """Copy a vector into tmp_path (writable) and return the new path."""
+    def _copy(rel: str, name: str | None = None) -> str:
+        src = os.path.join(DATA, rel)
+        dst = tmp_path / (name or os.path.basename(rel))
+        shutil.copyfile(src, dst)
+        os.chmod(dst, 0o644)
+        return str(dst)
+    return _copy
+
+
+class Result:
+    def __init__(self, rc, out, err):
+        self.rc, self.out, self.err = rc, out, err
+
+    def __repr__(self):
+        return f"Result(rc={self.rc}, out={self.out[-500:]!r}, err={self.err[-500:]!r})"
+
+
+def run_cli(*args, env=None, input=None, timeout=120) -> Result:
+    """Run the real `sifguard` CLI in a subprocess (as users and hooks do)."""
+    e = dict(os.environ)
+    e.update(env or {})
+    p = subprocess.run([sys.executable, "-m", "sifguard", *map(str, args)], capture_output=True,
+                       text=True, env=e, input=input, timeout=timeout)
+    assert "Traceback" not in p.stderr, p.stderr
+    return Result(p.returncode, p.stdout, p.stderr)
+
+
+@pytest.fixture
+def cli():
+    return run_cli
