@@ -1,0 +1,176 @@
+"""Certificate profiles of the site CA: pure builders, no I/O.
+
+root (self-signed, CA, pathlen 1) → issuing intermediate (CA, pathlen 0, EKU
+codeSigning + OCSPSigning) → code-signing leaves and the delegated OCSP responder
+(EKU OCSPSigning, id-pkix-ocsp-nocheck).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
+
+from sifguard.errors import BadInputError
+
+KEY_TYPES = ("ec-p256", "ec-p384", "rsa-3072", "ed25519")
+BACKDATE = dt.timedelta(minutes=5)   # tolerate node clock skew on notBefore
+
+
+def generate_key(kind: str):
+    if kind == "ec-p256":
+        return ec.generate_private_key(ec.SECP256R1())
+    if kind == "ec-p384":
+        return ec.generate_private_key(ec.SECP384R1())
+    if kind == "rsa-3072":
+        return rsa.generate_private_key(65537, 3072)
+    if kind == "ed25519":
+        return ed25519.Ed25519PrivateKey.generate()
+    raise BadInputError(f"unknown key type {kind!r} (choose {', '.join(KEY_TYPES)})")
+
+
+def sig_hash(key):
+    """Hash to sign with this key (Ed25519 takes none)."""
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        return None
+    if isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.key_size >= 384:
+        return hashes.SHA384()
+    return hashes.SHA256()
+
+
+def random_serial() -> int:
+    """Positive, at most 20 bytes, 159 random bits."""
+    return x509.random_serial_number()
+
+
+@dataclass(frozen=True)
+class SiteURLs:
+    base: str
+
+    def _u(self, path: str) -> str:
+        return self.base.rstrip("/") + "/" + path
+
+    @property
+    def ocsp(self) -> str:
+        return self.base.rstrip("/") + "/"
+
+    @property
+    def intermediate(self) -> str:
+        return self._u("intermediate.crt")
+
+    @property
+    def root(self) -> str:
+        return self._u("root.crt")
+
+    @property
+    def crl(self) -> str:
+        return self._u("crl.der")
+
+    @property
+    def root_crl(self) -> str:
+        return self._u("root-crl.der")
+
+
+def _name(site: str, cn: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, site),
+                      x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+
+def _base(subject: x509.Name, issuer: x509.Name, pub, serial: int, now: dt.datetime, days: int):
+    return (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer).public_key(pub)
+            .serial_number(serial).not_valid_before(now - BACKDATE)
+            .not_valid_after(now + dt.timedelta(days=days))
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(pub), critical=False))
+
+
+def _aki(issuer_cert: x509.Certificate) -> x509.AuthorityKeyIdentifier:
+    return x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_cert.public_key())
+
+
+def _ku(digital_signature=False, key_cert_sign=False, crl_sign=False) -> x509.KeyUsage:
+    return x509.KeyUsage(digital_signature, False, False, False, False, key_cert_sign, crl_sign, False, False)
+
+
+def root_cert(key, site: str, now: dt.datetime, days: int = 3650) -> x509.Certificate:
+    name = _name(site, f"{site} Root CA")
+    return (_base(name, name, key.public_key(), random_serial(), now, days)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=1), critical=True)
+            .add_extension(_ku(key_cert_sign=True, crl_sign=True), critical=True)
+            .sign(key, sig_hash(key)))
+
+
+def intermediate_cert(key, root: x509.Certificate, root_key, site: str, urls: SiteURLs,
+                      now: dt.datetime, days: int = 1825) -> x509.Certificate:
+    return (_base(_name(site, f"{site} Issuing CA"), root.subject, key.public_key(), random_serial(), now, days)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(_ku(digital_signature=True, key_cert_sign=True, crl_sign=True), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CODE_SIGNING,
+                                                  ExtendedKeyUsageOID.OCSP_SIGNING]), critical=False)
+            .add_extension(_aki(root), critical=False)
+            .add_extension(x509.AuthorityInformationAccess([x509.AccessDescription(
+                AuthorityInformationAccessOID.CA_ISSUERS, x509.UniformResourceIdentifier(urls.root))]),
+                critical=False)
+            .add_extension(x509.CRLDistributionPoints([x509.DistributionPoint(
+                [x509.UniformResourceIdentifier(urls.root_crl)], None, None, None)]), critical=False)
+            .sign(root_key, sig_hash(root_key)))
+
+
+def ocsp_responder_cert(key, issuer: x509.Certificate, issuer_key, site: str, now: dt.datetime,
+                        days: int = 365) -> x509.Certificate:
+    return (_base(_name(site, f"{site} OCSP Responder"), issuer.subject, key.public_key(), random_serial(), now, days)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(_ku(digital_signature=True), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.OCSP_SIGNING]), critical=False)
+            .add_extension(x509.OCSPNoCheck(), critical=False)
+            .add_extension(_aki(issuer), critical=False)
+            .sign(issuer_key, sig_hash(issuer_key)))
+
+
+def code_signing_cert(pub, cn: str, email: str | None, issuer: x509.Certificate, issuer_key,
+                      site: str, urls: SiteURLs, serial: int, now: dt.datetime,
+                      days: int) -> x509.Certificate:
+    b = (_base(_name(site, cn), issuer.subject, pub, serial, now, days)
+         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+         .add_extension(_ku(digital_signature=True), critical=True)
+         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CODE_SIGNING]), critical=False)
+         .add_extension(_aki(issuer), critical=False)
+         .add_extension(x509.AuthorityInformationAccess([
+             x509.AccessDescription(AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(urls.ocsp)),
+             x509.AccessDescription(AuthorityInformationAccessOID.CA_ISSUERS,
+                                    x509.UniformResourceIdentifier(urls.intermediate))]), critical=False)
+         .add_extension(x509.CRLDistributionPoints([x509.DistributionPoint(
+             [x509.UniformResourceIdentifier(urls.crl)], None, None, None)]), critical=False))
+    if email:
+        b = b.add_extension(x509.SubjectAlternativeName([x509.RFC822Name(email)]), critical=False)
+    if issuer_cert_end := issuer.not_valid_after_utc:
+        if now + dt.timedelta(days=days) > issuer_cert_end:
+            raise BadInputError(f"--days {days} would outlive the issuing CA (valid until {issuer_cert_end:%Y-%m-%d})")
+    return b.sign(issuer_key, sig_hash(issuer_key))
+
+
+REASONS = {
+    "unspecified": x509.ReasonFlags.unspecified,
+    "keyCompromise": x509.ReasonFlags.key_compromise,
+    "affiliationChanged": x509.ReasonFlags.affiliation_changed,
+    "superseded": x509.ReasonFlags.superseded,
+    "cessationOfOperation": x509.ReasonFlags.cessation_of_operation,
+    "certificateHold": x509.ReasonFlags.certificate_hold,
+}
+
+
+def build_crl(issuer: x509.Certificate, issuer_key, revoked: list[tuple[int, dt.datetime, str]],
+              number: int, now: dt.datetime, next_update: dt.timedelta) -> x509.CertificateRevocationList:
+    b = (x509.CertificateRevocationListBuilder().issuer_name(issuer.subject)
+         .last_update(now).next_update(now + next_update)
+         .add_extension(x509.CRLNumber(number), critical=False)
+         .add_extension(_aki(issuer), critical=False))
+    for serial, when, reason in revoked:
+        rb = x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(when)
+        if reason and reason != "unspecified":
+            rb = rb.add_extension(x509.CRLReason(REASONS[reason]), critical=False)
+        b = b.add_revoked_certificate(rb.build())
+    return b.sign(issuer_key, sig_hash(issuer_key))

@@ -1,0 +1,52 @@
+"""Static OCSP: pre-signed responses laid out for RFC 5019 GET, for nginx or a CDN.
+
+A nonce-less GET request is `/<base64 of the DER request>`; the DER of a minimal
+single-certificate request is deterministic, so each (certificate, hash) pair has one
+URL. '/' inside the base64 becomes a directory level (and '//' collapses, as nginx
+merges slashes), so the files map 1:1 onto request paths. Re-run before nextUpdate
+(e.g. from cron every validity/2); each file is replaced atomically.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import os
+import re
+
+from sifguard.ca import ocsp_response as oc
+from sifguard.ca import store as castore
+
+
+def request_path(der: bytes) -> str:
+    return re.sub("/+", "/", base64.b64encode(der).decode()).lstrip("/")
+
+
+def export(s: castore.CAStore, out: str, sign_with: str = "responder") -> int:
+    validity = dt.timedelta(hours=s.config.get("ocsp_validity_hours", 4))
+    issuer = s.intermediate
+    key = s.key(castore.INT_KEY if sign_with == "issuer" else castore.OCSP_KEY)
+    signer = oc.Signer(issuer, key, issuer if sign_with == "issuer" else s.responder, validity)
+    now = dt.datetime.now(dt.timezone.utc)
+    os.makedirs(out, exist_ok=True)
+    manifest, n = [], 0
+    for row in s.rows():
+        if row.effective_status(int(now.timestamp())) == "expired":
+            continue
+        serial = int(row.serial, 16)
+        for alg in ("sha1", "sha256"):
+            der = oc.minimal_request(serial, issuer, alg)
+            ans = signer.answer(oc.parse_request(der), lambda _s, r=row: (r.status, r.revoked_at, r.reason), now)
+            rel = request_path(der)
+            for path in (os.path.join(out, rel), os.path.join(out, "by-serial", f"{row.serial}.{alg}.der")):
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                castore.write_public(path, ans.der)
+            manifest.append({"serial": row.serial, "hash": alg, "status": ans.status, "path": "/" + rel,
+                             "next_update": ans.next_update.strftime("%Y-%m-%dT%H:%M:%SZ")})
+            n += 1
+    castore.write_public(os.path.join(out, "manifest.json"),
+                         json.dumps({"generated": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                                     "valid_seconds": int(validity.total_seconds()),
+                                     "responses": manifest}, indent=1).encode())
+    return n

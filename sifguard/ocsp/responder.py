@@ -1,0 +1,199 @@
+"""The CA's HTTP service as a WSGI application: OCSP (RFC 6960 POST, RFC 5019 GET),
+CRLs and CA certificates at the URLs baked into issued certificates.
+
+`make_app(ca_dir)` is importable for any WSGI server; `sifguard ca serve` runs it on
+gunicorn. Every request reads the certificate's current status from SQLite (one
+indexed read), so a revocation is visible on the next request without a restart;
+answers to nonce-less requests are pre-signed and reused until half their validity
+has passed, requests with a nonce are signed online with the nonce echoed.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import hashlib
+import threading
+import urllib.parse
+from email.utils import format_datetime
+
+from cryptography.hazmat.primitives import serialization
+
+from sifguard.ca import ocsp_response as oc
+from sifguard.ca import store as castore
+
+OCSP_TYPE = "application/ocsp-response"
+READ_TIMEOUT = 5.0
+
+
+def _http_date(t: dt.datetime) -> str:
+    return format_datetime(t.astimezone(dt.timezone.utc), usegmt=True)
+
+
+def decode_get_path(path: str) -> bytes | None:
+    """RFC 5019 GET: base64 of the DER request in the path, tolerating URL escaping,
+    '+' turned into space, base64url, missing padding and doubled leading slashes."""
+    s = path.lstrip("/")
+    if s.startswith("ocsp/"):
+        s = s[5:].lstrip("/")
+    s = urllib.parse.unquote(s).replace(" ", "+").replace("-", "+").replace("_", "/")
+    s = s.replace("\n", "").replace("\r", "").rstrip("=")
+    if not s:
+        return None
+    try:
+        return base64.b64decode(s + "=" * (-len(s) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+class ResponderApp:
+    def __init__(self, ca_dir: str, passphrase: bytes | None = None, sign_with: str = "responder",
+                 validity: dt.timedelta | None = None):
+        self.store = castore.CAStore(ca_dir, passphrase)
+        self.lock = threading.Lock()
+        validity = validity or dt.timedelta(hours=self.store.config.get("ocsp_validity_hours", 4))
+        issuer = self.store.intermediate
+        if sign_with == "issuer":
+            self.signer = oc.Signer(issuer, self.store.key(castore.INT_KEY), issuer, validity)
+        else:
+            self.signer = oc.Signer(issuer, self.store.key(castore.OCSP_KEY), self.store.responder, validity)
+        try:
+            self.crl_key_ok = bool(self.store.key(castore.INT_KEY))
+        except Exception:  # noqa: BLE001 - an encrypted key without passphrase: serve the stored CRL
+            self.crl_key_ok = False
+        self.cache: dict[tuple[int, str], tuple[tuple, oc.Answer]] = {}
+        self.static = {
+            "/root.crt": (self.store.root.public_bytes(serialization.Encoding.DER), "application/pkix-cert"),
+            "/intermediate.crt": (issuer.public_bytes(serialization.Encoding.DER), "application/pkix-cert"),
+            "/root.pem": (castore.pem(self.store.root), "application/x-pem-file"),
+            "/intermediate.pem": (castore.pem(issuer), "application/x-pem-file"),
+            "/ocsp-responder.pem": (castore.pem(self.store.responder), "application/x-pem-file"),
+        }
+
+    # --- OCSP ---------------------------------------------------------------
+    def lookup(self, serial: int):
+        with self.lock:
+            return self.store.status_of(serial)
+
+    def answer(self, der: bytes | None, now: dt.datetime | None = None) -> oc.Answer:
+        q = oc.parse_request(der) if der else None
+        if q is None:
+            return oc.MALFORMED
+        now = now or dt.datetime.now(dt.timezone.utc)
+        if q.nonce is None:
+            rec = self.lookup(q.serial)
+            hit = self.cache.get((q.serial, q.alg))
+            if hit and rec is not None and hit[0] == rec and \
+                    hit[1].next_update - now > self.signer.validity / 2:
+                return hit[1]
+            a = self.signer.answer(q, lambda _s: rec, now)
+            if a.cacheable and rec is not None:
+                self.cache[(q.serial, q.alg)] = (rec, a)
+            return a
+        return self.signer.answer(q, self.lookup, now)
+
+    # --- CRL ----------------------------------------------------------------
+    def crl(self, issuer: str = "intermediate") -> bytes | None:
+        with self.lock:
+            latest = self.store.latest_crl(issuer)
+            now = int(dt.datetime.now(dt.timezone.utc).timestamp())
+            if self.crl_key_ok:
+                period = self.store.config.get("crl_hours", 24) * 3600
+                stale = latest is None or latest[1] - now < period / 2
+                if issuer == "intermediate" and latest is not None and not stale:
+                    newest_revocation = self.store.revision()[1]
+                    this_update = self.store.db.execute(
+                        "SELECT this_update FROM crls WHERE issuer=? AND number=?", (issuer, latest[0])).fetchone()[0]
+                    stale = newest_revocation >= this_update
+                if stale:
+                    self.store.make_crl(issuer=issuer)
+                    latest = self.store.latest_crl(issuer)
+            return latest[2] if latest else None
+
+    # --- WSGI ---------------------------------------------------------------
+    def __call__(self, environ, start_response):
+        try:
+            return self._route(environ, start_response)
+        except Exception:  # noqa: BLE001 - never a 500 for OCSP clients: internalError instead
+            return self._ocsp(start_response, oc.INTERNAL)
+
+    def _route(self, environ, start_response):
+        method = environ.get("REQUEST_METHOD", "GET")
+        path = environ.get("PATH_INFO", "/") or "/"
+        if method == "POST":
+            return self._ocsp(start_response, self.answer(self._body(environ)))
+        if method not in ("GET", "HEAD"):
+            start_response("405 Method Not Allowed", [("Allow", "GET, POST"), ("Content-Length", "0")])
+            return [b""]
+        if path in self.static:
+            body, ctype = self.static[path]
+            return self._plain(start_response, "200 OK", body, ctype, "max-age=3600, public")
+        if path in ("/crl.der", "/crl", "/crl.pem", "/root-crl.der"):
+            der = self.crl("root" if path == "/root-crl.der" else "intermediate")
+            if der is None:
+                return self._plain(start_response, "404 Not Found", b"no CRL\n", "text/plain", "no-store")
+            if path == "/crl.pem":
+                from cryptography import x509
+                der = x509.load_der_x509_crl(der).public_bytes(serialization.Encoding.PEM)
+            return self._plain(start_response, "200 OK", der, "application/pkix-crl", "max-age=300, public")
+        if path.strip("/") in ("", "ocsp"):
+            text = f"sifguard OCSP responder for {self.store.config['name']}\n".encode()
+            return self._plain(start_response, "200 OK", text, "text/plain", "no-store")
+        ans = self.answer(decode_get_path(environ.get("RAW_URI", "").split("?")[0] or path)
+                          if environ.get("RAW_URI") else decode_get_path(path))
+        etag = f'"{hashlib.sha256(ans.der).hexdigest()[:32]}"'
+        if ans.cacheable and environ.get("HTTP_IF_NONE_MATCH") == etag:
+            start_response("304 Not Modified", [("ETag", etag)])
+            return [b""]
+        return self._ocsp(start_response, ans, etag)
+
+    def _body(self, environ) -> bytes | None:
+        try:
+            n = int(environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            return None
+        if n <= 0 or n > oc.MAX_REQUEST:
+            return None               # refused without reading a huge body
+        sock = environ.get("gunicorn.socket")
+        if sock is not None:
+            sock.settimeout(READ_TIMEOUT)   # a client that stalls mid-body cannot pin a thread
+        try:
+            data = environ["wsgi.input"].read(n)
+        except (OSError, ValueError):
+            return None
+        return data if len(data) == n else None
+
+    def _ocsp(self, start_response, ans: oc.Answer, etag: str | None = None):
+        headers = [("Content-Type", OCSP_TYPE), ("Content-Length", str(len(ans.der)))]
+        if ans.cacheable and ans.next_update is not None:
+            now = dt.datetime.now(dt.timezone.utc)
+            max_age = max(0, int((ans.next_update - now).total_seconds()))
+            headers += [("Cache-Control", f"max-age={max_age}, public, no-transform, must-revalidate"),
+                        ("Expires", _http_date(ans.next_update)),
+                        ("Last-Modified", _http_date(ans.this_update)),
+                        ("ETag", etag or f'"{hashlib.sha256(ans.der).hexdigest()[:32]}"')]
+        elif ans.next_update is not None:
+            headers.append(("Cache-Control", "no-cache, no-store"))   # nonce'd: for this client only
+        else:
+            headers.append(("Cache-Control", "max-age=0, no-cache"))  # unauthorized / malformed
+        start_response("200 OK", headers)
+        return [ans.der]
+
+    @staticmethod
+    def _plain(start_response, status, body: bytes, ctype: str, cache: str):
+        start_response(status, [("Content-Type", ctype), ("Content-Length", str(len(body))),
+                                ("Cache-Control", cache)])
+        return [body]
+
+
+def make_app(ca_dir: str, passphrase: bytes | None = None, sign_with: str = "responder",
+             validity: dt.timedelta | None = None) -> ResponderApp:
+    """WSGI entry point for other servers, e.g. `gunicorn 'sifguard.ocsp.responder:from_env()'`."""
+    return ResponderApp(ca_dir, passphrase, sign_with, validity)
+
+
+def from_env():
+    """WSGI app configured from SIFGUARD_CA_DIR (and SIFGUARD_SIGN_WITH)."""
+    import os
+    return make_app(os.environ["SIFGUARD_CA_DIR"], sign_with=os.environ.get("SIFGUARD_SIGN_WITH", "responder"))
