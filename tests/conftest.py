@@ -44,3 +44,49 @@ def run_cli(*args, env=None, input=None, timeout=120) -> Result:
 @pytest.fixture
 def cli():
     return run_cli
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """`sifguard ca serve` as a real process on 127.0.0.1; stopped by PID."""
+
+    def __init__(self, ca_dir, *extra, port=None):
+        import time
+        import urllib.request
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen([sys.executable, "-m", "sifguard", "ca", "serve", "--ca", str(ca_dir),
+                                      "--listen", f"127.0.0.1:{self.port}", "--workers", "2", *extra],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(self.url + "/", timeout=1).read()
+                return
+            except OSError:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"ca serve exited: {self.proc.stderr.read().decode()}")
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError("ca serve did not come up in 20 s")
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def split_pem(path):
+    import re
+    text = open(path).read()
+    return re.findall(r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----\n?", text, re.S)

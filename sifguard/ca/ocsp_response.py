@@ -129,6 +129,7 @@ class Signer:
         if status == "revoked":
             cert_status = ocsp.OCSPCertStatus.REVOKED
             rtime = dt.datetime.fromtimestamp(revoked_at, dt.timezone.utc)
+            this_update = max(this_update, min(rtime, now))   # never claim knowledge from before the revocation
             rreason = REASONS.get(reason) if reason and reason != "unspecified" else None
         else:
             cert_status, rtime, rreason = ocsp.OCSPCertStatus.GOOD, None, None

@@ -57,6 +57,19 @@ MIGRATIONS = [
         PRIMARY KEY (issuer, number)
     );
     """,
+    # 2: pre-signed OCSP answers shared by every responder process (one ETag per answer)
+    """
+    CREATE TABLE ocsp_cache (
+        serial      TEXT NOT NULL,
+        alg         TEXT NOT NULL,
+        signer      TEXT NOT NULL,             -- responder | issuer
+        record      TEXT NOT NULL,             -- the status row the answer was signed for
+        this_update INTEGER NOT NULL,
+        next_update INTEGER NOT NULL,
+        der         BLOB NOT NULL,
+        PRIMARY KEY (serial, alg, signer)
+    );
+    """,
 ]
 
 
@@ -260,6 +273,21 @@ class CAStore:
         r = self.db.execute("SELECT status, revoked_at, reason FROM certificates WHERE serial=?",
                             (serial_hex(serial),)).fetchone()
         return tuple(r) if r else None
+
+    def status_and_cached(self, serial: int, alg: str, signer: str):
+        """One indexed read: the certificate's status and any pre-signed answer for it."""
+        r = self.db.execute(
+            "SELECT c.status, c.revoked_at, c.reason, o.record, o.this_update, o.next_update, o.der "
+            "FROM certificates c LEFT JOIN ocsp_cache o ON o.serial = c.serial AND o.alg = ? AND o.signer = ? "
+            "WHERE c.serial = ?", (alg, signer, serial_hex(serial))).fetchone()
+        if r is None:
+            return None, None
+        return tuple(r[:3]), (None if r[3] is None else (r[3], r[4], r[5], r[6]))
+
+    def store_answer(self, serial: int, alg: str, signer: str, record: tuple, this_update: int,
+                     next_update: int, der: bytes) -> None:
+        self.db.execute("INSERT OR REPLACE INTO ocsp_cache VALUES (?,?,?,?,?,?,?)",
+                        (serial_hex(serial), alg, signer, json.dumps(record), this_update, next_update, der))
 
     def rows(self, status: str | None = None) -> list[Row]:
         now = _ts(utcnow())

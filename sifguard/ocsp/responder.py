@@ -4,8 +4,10 @@ CRLs and CA certificates at the URLs baked into issued certificates.
 `make_app(ca_dir)` is importable for any WSGI server; `sifguard ca serve` runs it on
 gunicorn. Every request reads the certificate's current status from SQLite (one
 indexed read), so a revocation is visible on the next request without a restart;
-answers to nonce-less requests are pre-signed and reused until half their validity
-has passed, requests with a nonce are signed online with the nonce echoed.
+answers to nonce-less requests are pre-signed, shared by all worker processes through
+the CA database (so every worker returns the same bytes and ETag) and re-signed once
+half their validity has passed or the status changed; requests with a nonce are
+signed online with the nonce echoed.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import base64
 import binascii
 import datetime as dt
 import hashlib
+import json
+import sqlite3
 import threading
 import urllib.parse
 from email.utils import format_datetime
@@ -62,7 +66,7 @@ class ResponderApp:
             self.crl_key_ok = bool(self.store.key(castore.INT_KEY))
         except Exception:  # noqa: BLE001 - an encrypted key without passphrase: serve the stored CRL
             self.crl_key_ok = False
-        self.cache: dict[tuple[int, str], tuple[tuple, oc.Answer]] = {}
+        self.sign_with = sign_with
         self.static = {
             "/root.crt": (self.store.root.public_bytes(serialization.Encoding.DER), "application/pkix-cert"),
             "/intermediate.crt": (issuer.public_bytes(serialization.Encoding.DER), "application/pkix-cert"),
@@ -81,17 +85,24 @@ class ResponderApp:
         if q is None:
             return oc.MALFORMED
         now = now or dt.datetime.now(dt.timezone.utc)
-        if q.nonce is None:
-            rec = self.lookup(q.serial)
-            hit = self.cache.get((q.serial, q.alg))
-            if hit and rec is not None and hit[0] == rec and \
-                    hit[1].next_update - now > self.signer.validity / 2:
-                return hit[1]
-            a = self.signer.answer(q, lambda _s: rec, now)
-            if a.cacheable and rec is not None:
-                self.cache[(q.serial, q.alg)] = (rec, a)
-            return a
-        return self.signer.answer(q, self.lookup, now)
+        if q.nonce is not None or not self.signer.serves(q):
+            return self.signer.answer(q, self.lookup, now)
+        with self.lock:
+            rec, cached = self.store.status_and_cached(q.serial, q.alg, self.sign_with)
+        if rec is None:
+            return oc.UNAUTHORIZED
+        ts = now.timestamp()
+        if cached and cached[0] == json.dumps(list(rec)) and cached[2] - ts > self.signer.validity.total_seconds() / 2:
+            return oc.Answer(cached[3], rec[0], dt.datetime.fromtimestamp(cached[1], dt.timezone.utc),
+                             dt.datetime.fromtimestamp(cached[2], dt.timezone.utc), cacheable=True)
+        a = self.signer.answer(q, lambda _s: rec, now)
+        with self.lock:
+            try:
+                self.store.store_answer(q.serial, q.alg, self.sign_with, list(rec), int(a.this_update.timestamp()),
+                                        int(a.next_update.timestamp()), a.der)
+            except sqlite3.OperationalError:
+                pass   # busy or read-only CA dir: serve the fresh answer uncached
+        return a
 
     # --- CRL ----------------------------------------------------------------
     def crl(self, issuer: str = "intermediate") -> bytes | None:
