@@ -418,3 +418,41 @@ def test_bad_inputs(tmp_path, ca):
         r = run_cli(*args)
         assert r.rc == 2 and r.err.strip() and "\n" not in r.err.strip(), (args, r)
     assert not (tmp_path / "c").exists()
+
+
+def test_static_export_behind_real_nginx(ca, tmp_path):
+    """config/nginx-ocsp.conf serves export-ocsp's files for RFC 5019 GETs (real nginx)."""
+    import shutil
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not os.path.exists(nginx):
+        pytest.skip("nginx not installed (tests/run.sh installs it as root)")
+    os.chmod(tmp_path, 0o755)
+    www = tmp_path / "www"
+    assert run_cli("ca", "export-ocsp", "--ca", ca["dir"], "--out", www).rc == 0
+    port = __import__("conftest").free_port()
+    conf = open(os.path.join(os.path.dirname(DATA), "..", "config", "nginx-ocsp.conf")).read()
+    conf = conf.replace("listen 8080;", f"listen 127.0.0.1:{port};").replace("/var/www/sifguard-ocsp", str(www))
+    (tmp_path / "site.conf").write_text(conf)
+    (tmp_path / "nginx.conf").write_text(
+        f"{'user root; ' if os.geteuid() == 0 else ''}worker_processes 1; pid {tmp_path}/nginx.pid; error_log {tmp_path}/err; daemon off;\n"
+        f"events {{ worker_connections 64; }}\nhttp {{ access_log off; client_body_temp_path {tmp_path}/b;"
+        f" include {tmp_path}/site.conf; }}\n")
+    p = subprocess.Popen([nginx, "-c", str(tmp_path / "nginx.conf"), "-p", str(tmp_path)],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        b64 = base64.b64encode(_req(ca, "alice", hashes.SHA256())).decode()
+        for _ in range(50):
+            try:
+                r = requests.get(f"http://127.0.0.1:{port}/{b64}", timeout=TIMEOUT)
+                break
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        assert r.status_code == 200 and r.headers["Content-Type"] == "application/ocsp-response"
+        assert "max-age" in r.headers["Cache-Control"]
+        resp = ocsp.load_der_ocsp_response(r.content)
+        assert resp.certificate_status == ocsp.OCSPCertStatus.GOOD and resp.hash_algorithm.name == "sha256"
+        r = requests.get(f"http://127.0.0.1:{port}/{urllib.parse.quote(b64, safe='')}", timeout=TIMEOUT)
+        assert r.status_code == 200
+    finally:
+        p.terminate()
+        p.wait(10)

@@ -183,7 +183,14 @@ class CAStore:
             raise BadInputError(f"{path}: unreadable CA configuration: {e}") from None
         self.urls = profiles.SiteURLs(self.config["url"])
         self.db = connect(self.file(DB))
+        self._pid = os.getpid()
         self._certs: dict[str, x509.Certificate] = {}
+
+    def reconnect_after_fork(self) -> None:
+        """A forked worker must not share its parent's SQLite connection."""
+        if self._pid != os.getpid():
+            self.db = connect(self.file(DB))
+            self._pid = os.getpid()
 
     def file(self, name: str) -> str:
         return os.path.join(self.path, name)

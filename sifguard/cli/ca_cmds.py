@@ -62,12 +62,12 @@ def add_parsers(sub) -> None:
     p.add_argument("--der", action="store_true", help="DER instead of PEM for --out / stdout")
     p.add_argument("--next-update-hours", type=int, help="override the configured nextUpdate")
 
-    p = p_("serve", "serve OCSP, CRLs and CA certificates over HTTP (gunicorn)", cmd_serve)
+    p = p_("serve", "serve OCSP, CRLs and CA certificates over HTTP (uWSGI)", cmd_serve)
     p.add_argument("--listen", default="127.0.0.1:8080", metavar="HOST:PORT")
     p.add_argument("--sign-with", choices=("responder", "issuer"), default="responder",
                    help="sign OCSP answers with the delegated responder cert (default) or the issuing CA "
                         "key (Apptainer's client rejects delegated responders)")
-    p.add_argument("--workers", type=int, default=0, help="worker processes (default 2 x cores)")
+    p.add_argument("--workers", type=int, default=0, help="worker processes (default: one per core, at least 2)")
     p.add_argument("--access-log", action="store_true")
 
     p = p_("export-ocsp", "write pre-signed OCSP responses as static files for RFC 5019 GET", cmd_export)
@@ -179,13 +179,13 @@ def cmd_crl(args) -> int:
 def cmd_serve(args) -> int:
     from sifguard.ocsp import server
     from sifguard.ocsp.responder import make_app
-    pw = _passphrase(args)
-    make_app(args.ca, pw, args.sign_with)     # fail here, in one line, before forking workers
     host, _, port = args.listen.rpartition(":")
     if not host or not port.isdigit():
         raise BadInputError(f"--listen wants HOST:PORT, not {args.listen!r}")
-    server.serve(lambda: make_app(args.ca, pw, args.sign_with), args.listen,
-                 args.workers or server.default_workers(), access_log=args.access_log)
+    app = make_app(args.ca, _passphrase(args), args.sign_with)   # keys load (or fail) before the fork
+    print(f"sifguard ca serve: OCSP, CRL and CA certificates for '{app.store.config['name']}' "
+          f"on http://{args.listen}/", file=sys.stderr, flush=True)
+    server.serve(app, args.listen, args.workers or server.default_workers(), access_log=args.access_log)
     return 0
 
 

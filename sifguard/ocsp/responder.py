@@ -2,7 +2,7 @@
 CRLs and CA certificates at the URLs baked into issued certificates.
 
 `make_app(ca_dir)` is importable for any WSGI server; `sifguard ca serve` runs it on
-gunicorn. Every request reads the certificate's current status from SQLite (one
+uWSGI. Every request reads the certificate's current status from SQLite (one
 indexed read), so a revocation is visible on the next request without a restart;
 answers to nonce-less requests are pre-signed, shared by all worker processes through
 the CA database (so every worker returns the same bytes and ETag) and re-signed once
@@ -28,7 +28,7 @@ from sifguard.ca import ocsp_response as oc
 from sifguard.ca import store as castore
 
 OCSP_TYPE = "application/ocsp-response"
-READ_TIMEOUT = 5.0
+application = None   # set by `sifguard ca serve` before the server forks (see ocsp/server.py)
 
 
 def _http_date(t: dt.datetime) -> str:
@@ -130,6 +130,7 @@ class ResponderApp:
             return self._ocsp(start_response, oc.INTERNAL)
 
     def _route(self, environ, start_response):
+        self.store.reconnect_after_fork()
         method = environ.get("REQUEST_METHOD", "GET")
         path = environ.get("PATH_INFO", "/") or "/"
         if method == "POST":
@@ -151,8 +152,8 @@ class ResponderApp:
         if path.strip("/") in ("", "ocsp"):
             text = f"sifguard OCSP responder for {self.store.config['name']}\n".encode()
             return self._plain(start_response, "200 OK", text, "text/plain", "no-store")
-        ans = self.answer(decode_get_path(environ.get("RAW_URI", "").split("?")[0] or path)
-                          if environ.get("RAW_URI") else decode_get_path(path))
+        raw = environ.get("REQUEST_URI") or environ.get("RAW_URI") or ""
+        ans = self.answer(decode_get_path(raw.split("?")[0] if raw.startswith("/") else path))
         etag = f'"{hashlib.sha256(ans.der).hexdigest()[:32]}"'
         if ans.cacheable and environ.get("HTTP_IF_NONE_MATCH") == etag:
             start_response("304 Not Modified", [("ETag", etag)])
@@ -166,9 +167,6 @@ class ResponderApp:
             return None
         if n <= 0 or n > oc.MAX_REQUEST:
             return None               # refused without reading a huge body
-        sock = environ.get("gunicorn.socket")
-        if sock is not None:
-            sock.settimeout(READ_TIMEOUT)   # a client that stalls mid-body cannot pin a thread
         try:
             data = environ["wsgi.input"].read(n)
         except (OSError, ValueError):
