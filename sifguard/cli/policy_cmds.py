@@ -1,0 +1,95 @@
+"""`sifguard policy check` and `sifguard verify --policy`: argument handling and output."""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import sys
+
+from sifguard.cli.common import ProgressBar, image_size, print_json
+from sifguard.errors import RefusedError
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser("policy", help="site policy tools")
+    ps = p.add_subparsers(dest="policy_command", metavar="POLICY_COMMAND", parser_class=type(p))
+    p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
+    c = ps.add_parser("check", help="validate a policy file and print a summary")
+    c.add_argument("file")
+    c.set_defaults(func=cmd_check)
+    # `verify --policy` flags join the verify parser defined in image_cmds
+    v = sub.choices["verify"]
+    v.add_argument("--policy", metavar="FILE", help="decide with the site policy (roots, rules, revocation, audit)")
+    v.add_argument("--user", help="job user (default: you)")
+    v.add_argument("--group", dest="unix_group", metavar="GROUP", help="job Unix group (default: your primary group)")
+    v.add_argument("--account", help="job account")
+    v.add_argument("--partition", help="job partition")
+
+
+def cmd_check(args) -> int:
+    from sifguard.enforce.decide import Engine
+    from sifguard.policy.loader import load
+    pol = load(args.file)
+    eng = Engine(pol)     # loads the roots: a missing root file is an error here too
+    r = pol.revocation
+    print(f"{args.file}: valid (version {pol.version})")
+    print(f"  trust roots: {len(eng.roots)} certificate(s) from {', '.join(pol.roots)}")
+    for c in eng.roots:
+        print(f"    {c.subject.rfc4514_string()} (until {c.not_valid_after_utc:%Y-%m-%d})")
+    print(f"  revocation: mode {r.mode}, timeout {r.timeout:g} s, retries {r.retries}, "
+          f"CRL fallback {'on' if r.crl_fallback else 'off'}, cache {r.cache_dir}"
+          + (f" + shared {r.shared_cache_dir}" if r.shared_cache_dir else "")
+          + (f", {len(r.responders)} responder override(s)" if r.responders else ""))
+    print(f"  audit log: {pol.audit_log or 'none'}; verified-image cache: {pol.image_cache or 'off'}")
+    print(f"  runtime sources allowed: {', '.join(pol.runtime.allow_sources)}")
+    print(f"  rules (first match wins):")
+    for i, rule in enumerate(pol.rules, 1):
+        m = rule.match
+        cond = ", ".join(f"{k} {'|'.join(getattr(m, k))}" for k in ("path", "user", "group", "account", "partition")
+                         if getattr(m, k)) or "everything"
+        who = f", signers: {len(rule.signers)} pattern(s)" if rule.signers else ""
+        rev = f", revocation {rule.revocation_mode}" if rule.revocation_mode else ""
+        print(f"    {i}. {rule.name} (line {rule.line}): {cond} -> {rule.action}, require {rule.require}{who}{rev}")
+    print(f"    *. default (built-in): everything else -> enforce, require signed")
+    return 0
+
+
+def context_from_args(args):
+    from sifguard.policy.decide import JobContext
+    user = args.user
+    group = args.unix_group
+    if user is None:
+        try:
+            user = pwd.getpwuid(os.getuid()).pw_name
+        except KeyError:
+            user = str(os.getuid())
+    if group is None:
+        try:
+            group = grp.getgrgid(os.getgid()).gr_name
+        except KeyError:
+            group = str(os.getgid())
+    return JobContext(user=user, group=group, account=args.account, partition=args.partition,
+                      job_id=os.environ.get("SLURM_JOB_ID"))
+
+
+def verify_with_policy(args) -> int:
+    from sifguard.enforce.decide import Engine
+    from sifguard.policy.loader import load
+    if args.key or args.roots or args.cert or args.intermediates:
+        from sifguard.errors import BadInputError
+        raise BadInputError("--policy takes its trust from the policy file; drop --key/--roots/--cert/--intermediates")
+    eng = Engine(load(args.policy))
+    bar = ProgressBar(image_size(args.image), "verifying")
+    v = eng.decide(args.image, context_from_args(args), progress=bar)
+    bar.finish()
+    if getattr(v, "audit_error", None):
+        print(f"sifguard: warning: {v.audit_error}", file=sys.stderr)
+    if args.json:
+        print_json(v.as_dict())
+    else:
+        print(f"{v.image}: {v.decision.upper()} (rule '{v.rule}', action {v.action}, "
+              f"revocation {v.revocation_source or 'n/a'}, image cache {v.image_cache}) — {v.reason}")
+    if not v.allowed:
+        raise RefusedError(f"{args.image}: refused by rule '{v.rule}': {v.reason}")
+    return 0

@@ -1,0 +1,250 @@
+"""Load and validate the policy YAML with errors that name file, line and key.
+
+PyYAML's composer keeps each node's position; the validator walks nodes, so an
+unknown key (`revokation:`), a wrong type or a bad value is reported as
+`policy.yaml:4: unknown key 'revokation' in the top level (did you mean 'revocation'?)`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+
+import yaml
+
+from sifguard.errors import BadInputError
+from sifguard.policy import model as m
+
+
+class PolicyError(BadInputError):
+    """The policy file is unreadable or invalid."""
+
+
+class _V:
+    def __init__(self, path: str):
+        self.path = path
+
+    def err(self, node, msg: str):
+        line = node.start_mark.line + 1 if node is not None else 1
+        raise PolicyError(f"{self.path}:{line}: {msg}")
+
+    def mapping(self, node, where: str, allowed: dict) -> dict:
+        if not isinstance(node, yaml.MappingNode):
+            self.err(node, f"{where} must be a mapping")
+        out = {}
+        for k, v in node.value:
+            key = k.value if isinstance(k, yaml.ScalarNode) else None
+            if key not in allowed:
+                hint = difflib.get_close_matches(str(key), list(allowed), 1)
+                self.err(k, f"unknown key '{key}' in {where}" + (f" (did you mean '{hint[0]}'?)" if hint else "")
+                         + f"; allowed: {', '.join(allowed)}")
+            if key in out:
+                self.err(k, f"duplicate key '{key}' in {where}")
+            out[key] = v
+        return out
+
+    def scalar(self, node, where: str) -> str:
+        if not isinstance(node, yaml.ScalarNode):
+            self.err(node, f"{where} must be a single value")
+        return node.value
+
+    def string(self, node, where: str) -> str:
+        s = self.scalar(node, where)
+        if node.tag not in ("tag:yaml.org,2002:str",) and not s:
+            self.err(node, f"{where} must be a non-empty string")
+        return s
+
+    def choice(self, node, where: str, choices) -> str:
+        s = self.scalar(node, where)
+        if s not in choices:
+            self.err(node, f"{where} must be one of {', '.join(choices)}, not '{s}'")
+        return s
+
+    def number(self, node, where: str, lo: float, hi: float, integer=False) -> float:
+        s = self.scalar(node, where)
+        try:
+            v = int(s) if integer else float(s)
+        except ValueError:
+            self.err(node, f"{where} must be a {'whole ' if integer else ''}number, not '{s}'")
+        if not lo <= v <= hi:
+            self.err(node, f"{where} must be between {lo} and {hi}")
+        return v
+
+    def boolean(self, node, where: str) -> bool:
+        s = self.scalar(node, where).lower()
+        if s in ("true", "yes", "on"):
+            return True
+        if s in ("false", "no", "off"):
+            return False
+        self.err(node, f"{where} must be true or false")
+
+    def strings(self, node, where: str) -> tuple[str, ...]:
+        """A string or a list of strings."""
+        if isinstance(node, yaml.SequenceNode):
+            return tuple(self.string(n, where) for n in node.value)
+        return (self.string(node, where),)
+
+
+def load(path: str) -> m.Policy:
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read(1 << 20)
+    except OSError as e:
+        raise PolicyError(f"{path}: cannot read policy: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise PolicyError(f"{path}: policy is not UTF-8 text") from None
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = mark.line + 1 if mark else 1
+        raise PolicyError(f"{path}:{line}: invalid YAML: {getattr(e, 'problem', None) or e}") from None
+    v = _V(path)
+    if root is None:
+        raise PolicyError(f"{path}:1: empty policy")
+    top = v.mapping(root, "the top level", {"version": 1, "trust": 1, "revocation": 1, "audit": 1,
+                                              "rules": 1, "runtime": 1, "cache": 1})
+    if "version" not in top:
+        v.err(root, "missing 'version: 1'")
+    version = int(v.number(top["version"], "version", 1, 1, integer=True))
+    base = os.path.dirname(os.path.abspath(path))
+    absolute = lambda p: p if os.path.isabs(p) else os.path.join(base, p)  # noqa: E731
+
+    if "trust" not in top:
+        v.err(root, "missing 'trust' (trust.roots lists the site's root certificates)")
+    trust = v.mapping(top["trust"], "trust", {"roots": 1, "intermediates": 1})
+    if "roots" not in trust:
+        v.err(top["trust"], "missing 'trust.roots'")
+    roots = tuple(absolute(p) for p in v.strings(trust["roots"], "trust.roots"))
+    if not roots:
+        v.err(trust["roots"], "trust.roots is empty: nothing would be trusted")
+    inters = tuple(absolute(p) for p in v.strings(trust["intermediates"], "trust.intermediates")) \
+        if "intermediates" in trust else ()
+
+    rev = m.Revocation()
+    if "revocation" in top:
+        r = v.mapping(top["revocation"], "revocation", {
+            "mode": 1, "timeout": 1, "retries": 1, "nonce": 1, "crl_fallback": 1, "cache_dir": 1,
+            "shared_cache_dir": 1, "max_age": 1, "clock_skew": 1, "responders": 1})
+        kw = {}
+        if "mode" in r:
+            kw["mode"] = v.choice(r["mode"], "revocation.mode", m.MODES)
+        if "timeout" in r:
+            kw["timeout"] = v.number(r["timeout"], "revocation.timeout", 0.1, 60)
+        if "retries" in r:
+            kw["retries"] = int(v.number(r["retries"], "revocation.retries", 0, 5, integer=True))
+        for b in ("nonce", "crl_fallback"):
+            if b in r:
+                kw[b] = v.boolean(r[b], f"revocation.{b}")
+        for d in ("cache_dir", "shared_cache_dir"):
+            if d in r:
+                kw[d] = absolute(v.string(r[d], f"revocation.{d}"))
+        if "max_age" in r:
+            kw["max_age"] = int(v.number(r["max_age"], "revocation.max_age", 0, 30 * 86400, integer=True))
+        if "clock_skew" in r:
+            kw["clock_skew"] = int(v.number(r["clock_skew"], "revocation.clock_skew", 0, 3600, integer=True))
+        if "responders" in r:
+            if not isinstance(r["responders"], yaml.SequenceNode):
+                v.err(r["responders"], "revocation.responders must be a list")
+            out = []
+            for n in r["responders"].value:
+                e = v.mapping(n, "a revocation.responders entry", {"issuer": 1, "url": 1})
+                if "issuer" not in e or "url" not in e:
+                    v.err(n, "a responders entry needs 'issuer' and 'url'")
+                url = v.string(e["url"], "responders.url")
+                if not url.startswith(("http://", "https://")):
+                    v.err(e["url"], f"responder url must be http(s), not '{url}'")
+                out.append(m.Responder(v.string(e["issuer"], "responders.issuer"), url))
+            kw["responders"] = tuple(out)
+        rev = m.Revocation(**kw)
+
+    audit_log = None
+    if "audit" in top:
+        a = v.mapping(top["audit"], "audit", {"log": 1})
+        if "log" in a:
+            audit_log = absolute(v.string(a["log"], "audit.log"))
+
+    image_cache = "/var/cache/sifguard/images"
+    if "cache" in top:
+        c = v.mapping(top["cache"], "cache", {"images": 1})
+        if "images" in c:
+            s = v.scalar(c["images"], "cache.images")
+            image_cache = None if s.lower() in ("off", "false", "none", "") else absolute(s)
+
+    runtime = m.Runtime()
+    if "runtime" in top:
+        rt = v.mapping(top["runtime"], "runtime", {"allow_sources": 1, "apptainer": 1, "singularity": 1,
+                                                   "allow_build": 1, "allow_pull": 1})
+        kw = {}
+        if "allow_sources" in rt:
+            srcs = v.strings(rt["allow_sources"], "runtime.allow_sources")
+            for s, n in zip(srcs, rt["allow_sources"].value if isinstance(rt["allow_sources"], yaml.SequenceNode)
+                            else [rt["allow_sources"]]):
+                if s.rstrip(":/") not in m.SOURCES:
+                    v.err(n, f"unknown image source '{s}' (choose from {', '.join(m.SOURCES)})")
+            kw["allow_sources"] = tuple(s.rstrip(":/") for s in srcs)
+        for k in ("apptainer", "singularity"):
+            if k in rt:
+                kw[k] = v.string(rt[k], f"runtime.{k}")
+        for k in ("allow_build", "allow_pull"):
+            if k in rt:
+                kw[k] = v.boolean(rt[k], f"runtime.{k}")
+        runtime = m.Runtime(**kw)
+
+    rules = []
+    if "rules" in top:
+        if not isinstance(top["rules"], yaml.SequenceNode):
+            v.err(top["rules"], "rules must be a list")
+        names = set()
+        for n in top["rules"].value:
+            rules.append(_rule(v, n, names))
+    return m.Policy(path=path, version=version, roots=roots, intermediates=inters, revocation=rev,
+                    rules=tuple(rules), runtime=runtime, audit_log=audit_log, image_cache=image_cache)
+
+
+def _rule(v: _V, n, names: set) -> m.Rule:
+    r = v.mapping(n, "a rule", {"name": 1, "match": 1, "action": 1, "require": 1, "signers": 1, "revocation": 1})
+    if "name" not in r:
+        v.err(n, "a rule needs a 'name'")
+    name = v.string(r["name"], "rule name")
+    if name in names:
+        v.err(r["name"], f"duplicate rule name '{name}'")
+    names.add(name)
+    where = f"rule '{name}'"
+    match = m.Match()
+    if "match" in r:
+        mm = v.mapping(r["match"], f"{where} match", {"path": 1, "user": 1, "group": 1, "account": 1,
+                                                          "partition": 1})
+        match = m.Match(**{k: v.strings(x, f"{where} match.{k}") for k, x in mm.items()})
+    kw = {}
+    if "action" in r:
+        kw["action"] = v.choice(r["action"], f"{where} action", m.ACTIONS)
+    if "require" in r:
+        kw["require"] = v.choice(r["require"], f"{where} require", m.REQUIRES)
+    if "revocation" in r:
+        node = r["revocation"]
+        if isinstance(node, yaml.MappingNode):
+            rr = v.mapping(node, f"{where} revocation", {"mode": 1})
+            kw["revocation_mode"] = v.choice(rr["mode"], f"{where} revocation.mode", m.MODES) if "mode" in rr else None
+        else:
+            kw["revocation_mode"] = v.choice(node, f"{where} revocation", m.MODES)
+    if "signers" in r:
+        if not isinstance(r["signers"], yaml.SequenceNode) or not r["signers"].value:
+            v.err(r["signers"], f"{where} signers must be a non-empty list")
+        pats = []
+        for sn in r["signers"].value:
+            s = v.mapping(sn, f"a signer of {where}", {"subject": 1, "email": 1, "fingerprint": 1, "issuer": 1})
+            if not s:
+                v.err(sn, f"an empty signer pattern in {where} would match anyone")
+            vals = {k: v.string(x, f"{where} signer {k}") for k, x in s.items()}
+            if "fingerprint" in vals:
+                fp = vals["fingerprint"].lower().replace(":", "")
+                fp = fp[6:] if fp.startswith("sha256") else fp
+                if len(fp) != 64 or any(c not in "0123456789abcdef" for c in fp):
+                    v.err(s["fingerprint"], f"{where} signer fingerprint must be sha256:<64 hex digits>")
+                vals["fingerprint"] = fp
+            pats.append(m.SignerPattern(line=sn.start_mark.line + 1, **vals))
+        kw["signers"] = tuple(pats)
+    if kw.get("require") == "any" and "signers" in kw:
+        v.err(n, f"{where}: 'require: any' with 'signers' is contradictory")
+    return m.Rule(name=name, match=match, line=n.start_mark.line + 1, **kw)

@@ -1,0 +1,86 @@
+"""The site policy as immutable data (what the YAML says, validated)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+MODES = ("enforce", "soft-fail", "off")
+ACTIONS = ("enforce", "audit")
+REQUIRES = ("signed", "any")
+SOURCES = ("local", "docker", "library", "oras", "shub", "http", "https", "instance")
+
+
+@dataclass(frozen=True)
+class SignerPattern:
+    """All fields given must match the signer; a rule's `signers` matches when any pattern does."""
+
+    subject: str | None = None        # glob over the RFC 4514 subject, e.g. "CN=builder,*"
+    email: str | None = None          # glob over e-mail SANs
+    fingerprint: str | None = None    # "sha256:<hex>" of the signer certificate
+    issuer: str | None = None         # glob over the issuer DN, or "sha256:<hex>" of an issuing CA cert
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class Responder:
+    issuer: str                       # issuer DN glob or "sha256:<hex>" of the issuer certificate
+    url: str
+
+
+@dataclass(frozen=True)
+class Revocation:
+    mode: str = "enforce"
+    timeout: float = 2.0              # seconds, a whole OCSP exchange (and, separately, a CRL fetch)
+    retries: int = 1
+    nonce: bool = False
+    crl_fallback: bool = True
+    cache_dir: str = "/var/cache/sifguard"
+    shared_cache_dir: str | None = None
+    max_age: int = 86400              # seconds a cached response may be used, even before nextUpdate
+    clock_skew: int = 300
+    responders: tuple[Responder, ...] = ()
+
+
+@dataclass(frozen=True)
+class Match:
+    path: tuple[str, ...] = ()
+    user: tuple[str, ...] = ()
+    group: tuple[str, ...] = ()
+    account: tuple[str, ...] = ()
+    partition: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    match: Match = field(default_factory=Match)
+    action: str = "enforce"
+    require: str = "signed"
+    signers: tuple[SignerPattern, ...] = ()
+    revocation_mode: str | None = None
+    line: int = 0
+
+
+DEFAULT_RULE = Rule(name="default (built-in)", require="signed", action="enforce")
+
+
+@dataclass(frozen=True)
+class Runtime:
+    allow_sources: tuple[str, ...] = ("local",)
+    apptainer: str = "/usr/bin/apptainer"
+    singularity: str = "/usr/bin/singularity"
+    allow_build: bool = False
+    allow_pull: bool = False
+
+
+@dataclass(frozen=True)
+class Policy:
+    path: str
+    version: int
+    roots: tuple[str, ...]
+    intermediates: tuple[str, ...] = ()
+    revocation: Revocation = field(default_factory=Revocation)
+    rules: tuple[Rule, ...] = ()
+    runtime: Runtime = field(default_factory=Runtime)
+    audit_log: str | None = None
+    image_cache: str | None = "/var/cache/sifguard/images"
