@@ -456,3 +456,19 @@ def test_static_export_behind_real_nginx(ca, tmp_path):
     finally:
         p.terminate()
         p.wait(10)
+
+
+def test_intermediate_status_answered_by_root(ca):
+    """The root key answers for the intermediate (its AIA points at the same service)."""
+    root = x509.load_pem_x509_certificate(open(ca["root"], "rb").read())
+    inter = x509.load_pem_x509_certificate(open(ca["issuer"], "rb").read())
+    der = ocsp.OCSPRequestBuilder().add_certificate(inter, root, hashes.SHA256()).build().public_bytes(
+        serialization.Encoding.DER)
+    resp = ocsp.load_der_ocsp_response(_post(ca["url"], der).content)
+    assert resp.certificate_status == ocsp.OCSPCertStatus.GOOD
+    assert resp.responder_name == root.subject or resp.responder_key_hash
+    # the leaf issuer's responder never vouches for a root-issued serial, nor the reverse
+    from sifguard.ca.ocsp_response import issuer_hashes
+    nh, kh = issuer_hashes(inter, "sha1")
+    der = ocsp.OCSPRequestBuilder().add_certificate_by_hash(nh, kh, inter.serial_number, hashes.SHA1()).build()
+    assert _status(_post(ca["url"], der.public_bytes(serialization.Encoding.DER)).content) == "UNAUTHORIZED"

@@ -111,9 +111,10 @@ def intermediate_cert(key, root: x509.Certificate, root_key, site: str, urls: Si
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CODE_SIGNING,
                                                   ExtendedKeyUsageOID.OCSP_SIGNING]), critical=False)
             .add_extension(_aki(root), critical=False)
-            .add_extension(x509.AuthorityInformationAccess([x509.AccessDescription(
-                AuthorityInformationAccessOID.CA_ISSUERS, x509.UniformResourceIdentifier(urls.root))]),
-                critical=False)
+            .add_extension(x509.AuthorityInformationAccess([
+                x509.AccessDescription(AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(urls.ocsp)),
+                x509.AccessDescription(AuthorityInformationAccessOID.CA_ISSUERS,
+                                       x509.UniformResourceIdentifier(urls.root))]), critical=False)
             .add_extension(x509.CRLDistributionPoints([x509.DistributionPoint(
                 [x509.UniformResourceIdentifier(urls.root_crl)], None, None, None)]), critical=False)
             .sign(root_key, sig_hash(root_key)))

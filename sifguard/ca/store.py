@@ -275,10 +275,11 @@ class CAStore:
         r = self.db.execute(f"SELECT {COLUMNS} FROM certificates WHERE serial=?", (serial,)).fetchone()
         return _row(r) if r else None
 
-    def status_of(self, serial: int) -> tuple[str, int | None, str | None] | None:
-        """(status, revoked_at, reason) for the responder: one indexed read."""
-        r = self.db.execute("SELECT status, revoked_at, reason FROM certificates WHERE serial=?",
-                            (serial_hex(serial),)).fetchone()
+    def status_of(self, serial: int, by_root: bool = False) -> tuple[str, int | None, str | None] | None:
+        """(status, revoked_at, reason) for the responder: one indexed read. The root issued
+        only intermediates, the intermediate everything else."""
+        r = self.db.execute("SELECT status, revoked_at, reason FROM certificates WHERE serial=? AND "
+                            f"(profile = 'intermediate') = {int(by_root)}", (serial_hex(serial),)).fetchone()
         return tuple(r) if r else None
 
     def status_and_cached(self, serial: int, alg: str, signer: str):
@@ -286,7 +287,8 @@ class CAStore:
         r = self.db.execute(
             "SELECT c.status, c.revoked_at, c.reason, o.record, o.this_update, o.next_update, o.der "
             "FROM certificates c LEFT JOIN ocsp_cache o ON o.serial = c.serial AND o.alg = ? AND o.signer = ? "
-            "WHERE c.serial = ?", (alg, signer, serial_hex(serial))).fetchone()
+            f"WHERE c.serial = ? AND (c.profile = 'intermediate') = {int(signer == 'root')}",
+            (alg, signer, serial_hex(serial))).fetchone()
         if r is None:
             return None, None
         return tuple(r[:3]), (None if r[3] is None else (r[3], r[4], r[5], r[6]))
@@ -301,9 +303,12 @@ class CAStore:
         out = [_row(r) for r in self.db.execute(f"SELECT {COLUMNS} FROM certificates ORDER BY issued_at, serial")]
         return [r for r in out if status is None or r.effective_status(now) == status]
 
-    def revoked(self) -> list[tuple[int, dt.datetime, str]]:
+    def revoked(self, issuer: str = "intermediate") -> list[tuple[int, dt.datetime, str]]:
+        """Revoked certificates issued by the intermediate, or (issuer='root') revoked intermediates."""
+        op = "=" if issuer == "root" else "!="
         return [(int(s, 16), dt.datetime.fromtimestamp(t, dt.timezone.utc), reason) for s, t, reason in
-                self.db.execute("SELECT serial, revoked_at, reason FROM certificates WHERE status='revoked'")]
+                self.db.execute("SELECT serial, revoked_at, reason FROM certificates "
+                                f"WHERE status='revoked' AND profile {op} 'intermediate'")]
 
     def revision(self) -> tuple:
         """Changes whenever a revocation lands (for caches in long-running services)."""
@@ -314,14 +319,12 @@ class CAStore:
     def make_crl(self, next_update: dt.timedelta | None = None, issuer: str = "intermediate") -> x509.CertificateRevocationList:
         next_update = next_update or dt.timedelta(hours=self.config.get("crl_hours", 24))
         if issuer == "root":
-            cert, key, revoked = self.root, self.key(ROOT_KEY), []   # the root revokes no intermediate yet
+            cert, key = self.root, self.key(ROOT_KEY)
         else:
             cert, key = self.intermediate, self.key(INT_KEY)
         with self.db:
-            # BEGIN IMMEDIATE via a write: the number and the revoked list come from one snapshot
-            self.db.execute("UPDATE crls SET number=number WHERE 0")
-            if issuer != "root":
-                revoked = self.revoked()
+            # one BEGIN IMMEDIATE transaction: the number and the revoked list come from one snapshot
+            revoked = self.revoked(issuer)
             number = self.db.execute("SELECT COALESCE(MAX(number), 0) + 1 FROM crls WHERE issuer=?",
                                      (issuer,)).fetchone()[0]
             now = utcnow()
@@ -428,6 +431,7 @@ def init(path: str, name: str, url: str, key_type: str = "ec-p256", passphrase: 
     os.chmod(os.path.join(path, DB), stat.S_IRUSR | stat.S_IWUSR)
     store = CAStore(path, passphrase)
     with store.db:
+        store._insert(inter, "intermediate", now)
         store._insert(resp, "ocsp-responder", now)
     store.make_crl()
     store.make_crl(issuer="root")

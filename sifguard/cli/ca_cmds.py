@@ -136,7 +136,7 @@ def cmd_revoke(args) -> int:
         serial = castore.parse_serial(args.serial)
     row = s.revoke(serial, args.reason)
     try:
-        s.make_crl()
+        s.make_crl(issuer="root" if row.profile == "intermediate" else "intermediate")
         note = "CRL reissued"
     except KeyMaterialError:
         note = "CRL not reissued (CA key locked): run 'sifguard ca crl'"

@@ -62,6 +62,12 @@ class ResponderApp:
             self.signer = oc.Signer(issuer, self.store.key(castore.INT_KEY), issuer, validity)
         else:
             self.signer = oc.Signer(issuer, self.store.key(castore.OCSP_KEY), self.store.responder, validity)
+        # The root answers for the intermediate itself (signing as the root) when its key is here.
+        try:
+            root = self.store.root
+            self.root_signer = oc.Signer(root, self.store.key(castore.ROOT_KEY), root, validity)
+        except Exception:  # noqa: BLE001 - offline or locked root key: intermediates via the root CRL only
+            self.root_signer = None
         try:
             self.crl_key_ok = bool(self.store.key(castore.INT_KEY))
         except Exception:  # noqa: BLE001 - an encrypted key without passphrase: serve the stored CRL
@@ -76,29 +82,32 @@ class ResponderApp:
         }
 
     # --- OCSP ---------------------------------------------------------------
-    def lookup(self, serial: int):
+    def lookup(self, serial: int, by_root: bool = False):
         with self.lock:
-            return self.store.status_of(serial)
+            return self.store.status_of(serial, by_root)
 
     def answer(self, der: bytes | None, now: dt.datetime | None = None) -> oc.Answer:
         q = oc.parse_request(der) if der else None
         if q is None:
             return oc.MALFORMED
         now = now or dt.datetime.now(dt.timezone.utc)
-        if q.nonce is not None or not self.signer.serves(q):
-            return self.signer.answer(q, self.lookup, now)
+        signer, name = self.signer, self.sign_with
+        if not signer.serves(q) and self.root_signer is not None and self.root_signer.serves(q):
+            signer, name = self.root_signer, "root"
+        if q.nonce is not None or not signer.serves(q):
+            return signer.answer(q, lambda s: self.lookup(s, name == "root"), now)
         with self.lock:
-            rec, cached = self.store.status_and_cached(q.serial, q.alg, self.sign_with)
+            rec, cached = self.store.status_and_cached(q.serial, q.alg, name)
         if rec is None:
             return oc.UNAUTHORIZED
         ts = now.timestamp()
-        if cached and cached[0] == json.dumps(list(rec)) and cached[2] - ts > self.signer.validity.total_seconds() / 2:
+        if cached and cached[0] == json.dumps(list(rec)) and cached[2] - ts > signer.validity.total_seconds() / 2:
             return oc.Answer(cached[3], rec[0], dt.datetime.fromtimestamp(cached[1], dt.timezone.utc),
                              dt.datetime.fromtimestamp(cached[2], dt.timezone.utc), cacheable=True)
-        a = self.signer.answer(q, lambda _s: rec, now)
+        a = signer.answer(q, lambda _s: rec, now)
         with self.lock:
             try:
-                self.store.store_answer(q.serial, q.alg, self.sign_with, list(rec), int(a.this_update.timestamp()),
+                self.store.store_answer(q.serial, q.alg, name, list(rec), int(a.this_update.timestamp()),
                                         int(a.next_update.timestamp()), a.der)
             except sqlite3.OperationalError:
                 pass   # busy or read-only CA dir: serve the fresh answer uncached
