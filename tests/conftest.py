@@ -61,9 +61,11 @@ class Server:
         import urllib.request
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        import tempfile
+        self.log = tempfile.NamedTemporaryFile(prefix="ca-serve-", suffix=".log", delete=False)
         self.proc = subprocess.Popen([sys.executable, "-m", "sifguard", "ca", "serve", "--ca", str(ca_dir),
                                       "--listen", f"127.0.0.1:{self.port}", "--workers", "2", *extra],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                     stdout=subprocess.DEVNULL, stderr=self.log)   # a file: a full pipe would stall it
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             try:
@@ -71,7 +73,7 @@ class Server:
                 return
             except OSError:
                 if self.proc.poll() is not None:
-                    raise RuntimeError(f"ca serve exited: {self.proc.stderr.read().decode()}")
+                    raise RuntimeError(f"ca serve exited: {open(self.log.name).read()[-2000:]}")
                 time.sleep(0.1)
         self.stop()
         raise RuntimeError("ca serve did not come up in 20 s")
@@ -84,6 +86,10 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        try:
+            os.unlink(self.log.name) if not os.environ.get("KEEP_SERVE_LOG") else None
+        except OSError:
+            pass
 
 
 def split_pem(path):

@@ -15,9 +15,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
+from sifguard.ca.names import KEY_TYPES, REASON_NAMES
 from sifguard.errors import BadInputError
 
-KEY_TYPES = ("ec-p256", "ec-p384", "rsa-3072", "ed25519")
 BACKDATE = dt.timedelta(minutes=5)   # tolerate node clock skew on notBefore
 
 
@@ -153,14 +153,9 @@ def code_signing_cert(pub, cn: str, email: str | None, issuer: x509.Certificate,
     return b.sign(issuer_key, sig_hash(issuer_key))
 
 
-REASONS = {
-    "unspecified": x509.ReasonFlags.unspecified,
-    "keyCompromise": x509.ReasonFlags.key_compromise,
-    "affiliationChanged": x509.ReasonFlags.affiliation_changed,
-    "superseded": x509.ReasonFlags.superseded,
-    "cessationOfOperation": x509.ReasonFlags.cessation_of_operation,
-    "certificateHold": x509.ReasonFlags.certificate_hold,
-}
+REASONS = dict(zip(REASON_NAMES, (
+    x509.ReasonFlags.unspecified, x509.ReasonFlags.key_compromise, x509.ReasonFlags.affiliation_changed,
+    x509.ReasonFlags.superseded, x509.ReasonFlags.cessation_of_operation, x509.ReasonFlags.certificate_hold)))
 
 
 def build_crl(issuer: x509.Certificate, issuer_key, revoked: list[tuple[int, dt.datetime, str]],

@@ -6,13 +6,12 @@ import datetime as dt
 import os
 import sys
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-
-from sifguard.ca import profiles, store as castore
+from sifguard.ca.names import KEY_TYPES, REASON_NAMES
 from sifguard.cli.common import print_json
 from sifguard.errors import BadInputError, KeyMaterialError
-from sifguard.x509 import keys
+
+# Heavy modules (cryptography, the CA store) are imported inside the commands, so that
+# building the parser stays cheap for every other sifguard command.
 
 
 def add_parsers(sub) -> None:
@@ -30,7 +29,7 @@ def add_parsers(sub) -> None:
 
     p = p_("init", "create root, issuing intermediate and OCSP responder certificates", cmd_init)
     p.add_argument("--name", required=True, help='site name, e.g. "Example HPC Site"')
-    p.add_argument("--key-type", default="ec-p256", choices=profiles.KEY_TYPES)
+    p.add_argument("--key-type", default="ec-p256", choices=KEY_TYPES)
     p.add_argument("--url", default="http://127.0.0.1:8080",
                    help="base URL of `ca serve`, baked into certificates (OCSP, caIssuers, CRL)")
     p.add_argument("--crl-hours", type=int, default=24, help="CRL nextUpdate (hours)")
@@ -43,7 +42,7 @@ def add_parsers(sub) -> None:
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--csr", metavar="REQ.pem", help="certificate request (its key never leaves the user)")
     g.add_argument("--out-key", metavar="KEY.pem", help="generate a key here (0600)")
-    p.add_argument("--key-type", default="ec-p256", choices=profiles.KEY_TYPES, help="with --out-key")
+    p.add_argument("--key-type", default="ec-p256", choices=KEY_TYPES, help="with --out-key")
     p.add_argument("--out-key-passphrase-file", metavar="F", help="encrypt the generated key with this passphrase")
     p.add_argument("--out", required=True, metavar="CERT.pem", help="leaf + intermediate (what `sign --cert` takes)")
 
@@ -51,7 +50,7 @@ def add_parsers(sub) -> None:
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--serial", metavar="HEX")
     g.add_argument("--cert", metavar="F")
-    p.add_argument("--reason", default="unspecified", choices=list(profiles.REASONS))
+    p.add_argument("--reason", default="unspecified", choices=REASON_NAMES)
 
     p = p_("list", "list issued certificates", cmd_list)
     p.add_argument("--json", action="store_true")
@@ -76,14 +75,20 @@ def add_parsers(sub) -> None:
 
 
 def _passphrase(args) -> bytes | None:
+    from sifguard.x509 import keys
     return keys.read_passphrase(args.passphrase_file, args.passphrase_env)
 
 
-def _open(args) -> castore.CAStore:
+def _open(args):
+    from sifguard.ca import store as castore
     return castore.CAStore(args.ca, _passphrase(args))
 
 
 def cmd_init(args) -> int:
+    from cryptography import x509  # noqa: F401
+    from cryptography.hazmat.primitives import serialization  # noqa: F401
+    from sifguard.ca import profiles, store as castore  # noqa: F401
+    from sifguard.x509 import keys  # noqa: F401
     s = castore.init(args.ca, args.name, args.url, args.key_type, _passphrase(args),
                      args.crl_hours, args.ocsp_validity_hours)
     print(f"created CA '{args.name}' in {args.ca}")
@@ -95,6 +100,10 @@ def cmd_init(args) -> int:
 
 
 def cmd_issue(args) -> int:
+    from cryptography import x509  # noqa: F401
+    from cryptography.hazmat.primitives import serialization  # noqa: F401
+    from sifguard.ca import profiles, store as castore  # noqa: F401
+    from sifguard.x509 import keys  # noqa: F401
     if args.days <= 0:
         raise BadInputError("--days must be positive")
     s = _open(args)
@@ -129,6 +138,10 @@ def cmd_issue(args) -> int:
 
 
 def cmd_revoke(args) -> int:
+    from cryptography import x509  # noqa: F401
+    from cryptography.hazmat.primitives import serialization  # noqa: F401
+    from sifguard.ca import profiles, store as castore  # noqa: F401
+    from sifguard.x509 import keys  # noqa: F401
     s = _open(args)
     if args.cert:
         serial = castore.serial_hex(keys.load_certificates(args.cert, "certificate")[0].serial_number)
@@ -145,6 +158,10 @@ def cmd_revoke(args) -> int:
 
 
 def cmd_list(args) -> int:
+    from cryptography import x509  # noqa: F401
+    from cryptography.hazmat.primitives import serialization  # noqa: F401
+    from sifguard.ca import profiles, store as castore  # noqa: F401
+    from sifguard.x509 import keys  # noqa: F401
     s = _open(args)
     now = int(dt.datetime.now(dt.timezone.utc).timestamp())
     rows = [r.as_dict(now) for r in s.rows(args.status)]
@@ -159,6 +176,10 @@ def cmd_list(args) -> int:
 
 
 def cmd_crl(args) -> int:
+    from cryptography import x509  # noqa: F401
+    from cryptography.hazmat.primitives import serialization  # noqa: F401
+    from sifguard.ca import profiles, store as castore  # noqa: F401
+    from sifguard.x509 import keys  # noqa: F401
     s = _open(args)
     nu = dt.timedelta(hours=args.next_update_hours) if args.next_update_hours else None
     if nu is not None and nu <= dt.timedelta(0):
@@ -177,6 +198,10 @@ def cmd_crl(args) -> int:
 
 
 def cmd_serve(args) -> int:
+    from cryptography import x509  # noqa: F401
+    from cryptography.hazmat.primitives import serialization  # noqa: F401
+    from sifguard.ca import profiles, store as castore  # noqa: F401
+    from sifguard.x509 import keys  # noqa: F401
     from sifguard.ocsp import server
     from sifguard.ocsp.responder import make_app
     host, _, port = args.listen.rpartition(":")
@@ -190,6 +215,10 @@ def cmd_serve(args) -> int:
 
 
 def cmd_export(args) -> int:
+    from cryptography import x509  # noqa: F401
+    from cryptography.hazmat.primitives import serialization  # noqa: F401
+    from sifguard.ca import profiles, store as castore  # noqa: F401
+    from sifguard.x509 import keys  # noqa: F401
     from sifguard.ocsp.export import export
     n = export(_open(args), args.out, args.sign_with)
     print(f"wrote {n} pre-signed OCSP responses under {args.out} (serve with config/nginx-ocsp.conf)")

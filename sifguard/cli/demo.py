@@ -8,13 +8,6 @@ import datetime as dt
 import os
 import struct
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-from sifguard.integrity.sign import Signer, sign_image
-from sifguard.integrity.verify import Trust, verify_image
 from sifguard.sif.format import DT_PARTITION
 from sifguard.sif.image import NewObject, SifImage, create
 
@@ -25,12 +18,18 @@ def add_parsers(sub) -> None:
     p.set_defaults(func=cmd_demo)
 
 
-def _name(cn: str) -> x509.Name:
+def _name(cn: str):
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
     return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "sifguard demo"),
                       x509.NameAttribute(NameOID.COMMON_NAME, cn)])
 
 
-def demo_chain() -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate, x509.Certificate]:
+def demo_chain():
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID
     now = dt.datetime.now(dt.timezone.utc)
     root_key, leaf_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
     root = (x509.CertificateBuilder().subject_name(_name("Demo Root")).issuer_name(_name("Demo Root"))
@@ -60,6 +59,9 @@ def demo_image(path: str) -> None:
 
 
 def cmd_demo(args) -> int:
+    from cryptography.hazmat.primitives import serialization
+    from sifguard.integrity.sign import Signer, sign_image
+    from sifguard.integrity.verify import Trust, verify_image
     os.makedirs(args.dir, mode=0o700, exist_ok=True)
     os.chmod(args.dir, 0o700)
     key, leaf, root = demo_chain()

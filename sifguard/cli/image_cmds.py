@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import sys
 
-from sifguard.errors import KeyMaterialError, SignatureError
 from sifguard.cli.common import ProgressBar, image_size, print_json
-from sifguard.integrity import dsse
-from sifguard.integrity.sign import Signer, sign_image
-from sifguard.integrity.verify import Trust, verify_image
+from sifguard.errors import KeyMaterialError, SignatureError
 from sifguard.sif.format import HASHTYPES
 from sifguard.sif.image import SifImage
-from sifguard.x509 import keys
-from sifguard.x509.chain import identity
-from cryptography import x509
+
+# cryptography-backed modules are imported inside the commands (cheap parser build).
 
 
 def add_parsers(sub) -> None:
@@ -81,6 +77,9 @@ def cmd_inspect(args) -> int:
 
 
 def describe(img: SifImage) -> dict:
+    from cryptography import x509
+    from sifguard.integrity import dsse
+    from sifguard.x509.chain import identity
     h = img.header
     objects, sigs = [], []
     for d in img.objects:
@@ -123,7 +122,9 @@ def describe(img: SifImage) -> dict:
             "groups": img.group_ids(), "objects": objects, "signatures": sigs}
 
 
-def load_signers(key_paths, cert_paths, chain_paths, passphrase) -> list[Signer]:
+def load_signers(key_paths, cert_paths, chain_paths, passphrase) -> list:
+    from sifguard.integrity.sign import Signer
+    from sifguard.x509 import keys
     priv = [keys.load_private_key(k, passphrase) for k in key_paths]
     bundles = [keys.load_certificates(c, "certificate") for c in cert_paths]
     extra = [c for p in chain_paths for c in keys.load_certificates(p, "chain")]
@@ -147,6 +148,8 @@ def load_signers(key_paths, cert_paths, chain_paths, passphrase) -> list[Signer]
 
 
 def cmd_sign(args) -> int:
+    from sifguard.integrity.sign import sign_image
+    from sifguard.x509 import keys
     passphrase = keys.read_passphrase(args.passphrase_file, args.passphrase_env)
     signers = load_signers(args.key, args.cert, args.chain, passphrase)
     bar = ProgressBar(image_size(args.image), "hashing")
@@ -158,7 +161,9 @@ def cmd_sign(args) -> int:
     return 0
 
 
-def trust_from_args(args) -> Trust:
+def trust_from_args(args):
+    from sifguard.integrity.verify import Trust
+    from sifguard.x509 import keys
     modes = sum(bool(x) for x in (args.key, args.roots, getattr(args, "policy", None)))
     if modes != 1:
         raise KeyMaterialError("give exactly one of --key, --roots or --policy")
@@ -176,6 +181,7 @@ def cmd_verify(args) -> int:
     if getattr(args, "policy", None):
         from sifguard.cli.policy_cmds import verify_with_policy
         return verify_with_policy(args)
+    from sifguard.integrity.verify import verify_image
     trust = trust_from_args(args)
     bar = ProgressBar(image_size(args.image), "verifying")
     with SifImage(args.image) as img:

@@ -159,11 +159,12 @@ class Checker:
                     body = b.build().public_bytes(serialization.Encoding.DER)
                     try:
                         r = self.session.post(url, data=body, timeout=(min(left, self.cfg.timeout), left),
-                                              headers={"Content-Type": "application/ocsp-request"},
+                                              headers={"Content-Type": "application/ocsp-request",
+                                                       "Connection": "close"},   # no stale pooled sockets
                                               allow_redirects=False)
                         der = r.content[:1 << 20]
                     except Exception as e:  # noqa: BLE001 - requests/urllib3 raise many kinds
-                        last = f"{url}: {type(e).__name__}"
+                        last = f"{url}: {type(e).__name__}: {str(e)[-160:]}"
                         break   # this URL is unreachable; the other hash will not help
                     if r.status_code != 200:
                         last = f"{url}: HTTP {r.status_code}"

@@ -133,10 +133,18 @@ class ResponderApp:
 
     # --- WSGI ---------------------------------------------------------------
     def __call__(self, environ, start_response):
+        def start(status, headers, *exc):
+            # uWSGI's HTTP front closes every connection after one answer: say so, or
+            # HTTP/1.1 clients reuse the socket and race the close (connection resets).
+            return start_response(status, headers + [("Connection", "close")], *exc)
         try:
-            return self._route(environ, start_response)
-        except Exception:  # noqa: BLE001 - never a 500 for OCSP clients: internalError instead
-            return self._ocsp(start_response, oc.INTERNAL)
+            return self._route(environ, start)
+        except Exception as e:  # noqa: BLE001 - never a 500 for OCSP clients: internalError instead
+            import sys
+            import traceback
+            print(f"sifguard ca serve: internal error: {type(e).__name__}: {e}\n{traceback.format_exc()}",
+                  file=sys.stderr, flush=True)
+            return self._ocsp(start, oc.INTERNAL)
 
     def _route(self, environ, start_response):
         self.store.reconnect_after_fork()

@@ -33,7 +33,7 @@ def serve(app, listen: str, workers: int, access_log: bool = False) -> None:
         "--master", "--processes", str(workers), "--need-app", "--die-on-term",
         "--socket-timeout", "5",          # a client stalling mid-request is dropped
         "--harakiri", "20",               # a worker stuck on one request is replaced
-        "--buffer-size", "16384", "--listen", "128", "--http-keepalive",
+        "--buffer-size", "16384", "--listen", "128",
         "--ignore-sigpipe", "--ignore-write-errors", "--disable-write-exception",
         "--procname-prefix-spaced", "sifguard-ca-serve",
         "--hook-master-start", "unix_signal:15 gracefully_kill_them_all",

@@ -1,0 +1,112 @@
+#!/usr/bin/env python3
+"""Verification latency under a site policy, for a >=1 GiB signed image:
+cold (no caches), warm (unchanged image, cached OCSP) and touched (image re-hashed,
+OCSP still cached) — as a library call and as a CLI process — with a real
+`sifguard ca serve` responder on 127.0.0.1. Goal: warm <= 50 ms (library) and
+<= 150 ms (CLI), flat in image size. Usage: tests/bench/verify_latency.py [--size-mib 1100]
+"""
+import argparse
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
+SG = [sys.executable, "-m", "sifguard"]
+
+
+def port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def timed(fn, n=1):
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - t) * 1000)
+    return statistics.median(out)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--size-mib", type=int, default=1100)
+    ap.add_argument("--dir", default=None)
+    a = ap.parse_args()
+    from sifguard.enforce.decide import Engine
+    from sifguard.policy.loader import load
+    from sifguard.sif.image import NewObject, create
+    with tempfile.TemporaryDirectory(dir=a.dir) as d:
+        p = port()
+        ca = f"{d}/ca"
+        subprocess.run(SG + ["ca", "init", "--ca", ca, "--name", "Bench", "--url", f"http://127.0.0.1:{p}"],
+                       check=True, capture_output=True)
+        subprocess.run(SG + ["ca", "issue", "--ca", ca, "--cn", "bench", "--out-key", f"{d}/b.key",
+                             "--out", f"{d}/b.pem"], check=True, capture_output=True)
+        part = f"{d}/part.bin"
+        with open(part, "wb") as f:
+            block = os.urandom(1 << 20)
+            for i in range(a.size_mib):
+                f.write(block[i % 7:] + block[:i % 7])
+        img = f"{d}/big.sif"
+        create(img, [NewObject(0x4001, data=b"Bootstrap: scratch\n", group=1),
+                     NewObject(0x4004, path=part, group=1, extra=(1).to_bytes(4, "little") + (2).to_bytes(4, "little") + b"02\0")])
+        os.unlink(part)
+        subprocess.run(SG + ["sign", img, "--key", f"{d}/b.key", "--cert", f"{d}/b.pem"], check=True, capture_output=True)
+        os.sync()
+        srv = subprocess.Popen(SG + ["ca", "serve", "--ca", ca, "--listen", f"127.0.0.1:{p}"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            for _ in range(100):
+                try:
+                    socket.create_connection(("127.0.0.1", p), timeout=0.2).close()
+                    break
+                except OSError:
+                    time.sleep(0.1)
+
+            def policy(tag):
+                path = f"{d}/policy-{tag}.yaml"
+                with open(path, "w") as f:
+                    f.write(f"version: 1\ntrust: {{roots: [{ca}/root.pem]}}\nrevocation:\n  mode: enforce\n"
+                            f"  cache_dir: {d}/ocsp-{tag}\ncache: {{images: {d}/img-{tag}}}\n"
+                            f"audit: {{log: {d}/audit.jsonl}}\n")
+                return path
+
+            def lib(pol):
+                v = Engine(load(pol)).decide(img)
+                assert v.allowed, v.reason
+                return v
+
+            def cli(pol):
+                subprocess.run(SG + ["verify", img, "--policy", pol], check=True, capture_output=True)
+
+            size = os.path.getsize(img)
+            subprocess.run(["cat", img], stdout=subprocess.DEVNULL)   # page cache warm for every case
+            print(f"image {size / 2**30:.2f} GiB; responder sifguard ca serve on 127.0.0.1; medians")
+            res = {}
+            for mode, fn, n in (("library", lib, 5), ("CLI", cli, 5)):
+                cold = timed(lambda: fn(policy(f"{mode}-cold-{time.monotonic_ns()}")), 2)
+                warm_pol = policy(f"{mode}-warm")
+                fn(warm_pol)                                  # fill both caches
+                warm = timed(lambda: fn(warm_pol), n)
+                touched = []
+                for _ in range(2):
+                    os.utime(img)
+                    touched.append(timed(lambda: fn(warm_pol)))
+                res[mode] = (cold, warm, statistics.median(touched))
+                print(f"{mode:8} cold {cold:8.1f} ms   warm {warm:7.1f} ms   touched {res[mode][2]:8.1f} ms")
+            v = lib(policy("lib-warm"))
+            print(f"(warm verdict: image cache {v.image_cache}, revocation {v.revocation_source})")
+        finally:
+            srv.terminate()
+            srv.wait(10)
+
+
+if __name__ == "__main__":
+    main()
