@@ -185,3 +185,9 @@ def test_signer_patterns(tmp_path, pol):
     assert not pd.signer_matches(SignerPattern(email="*@other.org"), who, ())
     assert pd.signer_matches(SignerPattern(email="BUILDER@HPC.example.org"), who, ())   # e-mail is case-insensitive
     assert not pd.signer_matches(SignerPattern(email="builder@hpc.example.org", subject="CN=x"), who, ())  # all fields
+
+
+def test_example_policy_in_config_is_valid():
+    p = load(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "config", "policy.example.yaml"))
+    assert [r.name for r in p.rules] == ["scratch-trial", "site-builders", "training-partition", "default"]
+    assert p.revocation.mode == "enforce" and p.rules[2].revocation_mode == "soft-fail"
