@@ -307,3 +307,47 @@ def test_demo(cli, tmp_path):
     r = cli("demo", "--dir", tmp_path / "d")
     assert r.rc == 0 and "VERIFIED" in r.out and "REFUSED" in r.out
     assert os.stat(tmp_path / "d" / "builder.key").st_mode & 0o777 == 0o600
+
+
+def test_progress_bar_only_on_a_terminal(monkeypatch, capsys):
+    from sifguard.cli import common
+    monkeypatch.setattr(common.sys.stderr, "isatty", lambda: True, raising=False)
+    bar = common.ProgressBar(300 << 20, "hashing")
+    assert bar.enabled
+    for _ in range(300):
+        bar(1 << 20)
+    err = capsys.readouterr().err
+    assert "hashing [" in err and "100.0%" in err and err.endswith("\n")
+    assert not common.ProgressBar(100 << 20, "small").enabled        # under 256 MiB: no bar
+    monkeypatch.setattr(common.sys.stderr, "isatty", lambda: False, raising=False)
+    assert not common.ProgressBar(300 << 20, "piped").enabled
+
+
+def test_progress_bar_pty_end_to_end(tmp_path):
+    """A real terminal on stderr (pty) and a 300 MiB image: the bar is drawn while hashing."""
+    import pty
+    import subprocess
+    import sys
+    from sifguard.sif.image import NewObject, create
+    part = tmp_path / "p.bin"
+    with open(part, "wb") as f:
+        f.truncate(300 << 20)
+    img = str(tmp_path / "big.sif")
+    create(img, [NewObject(0x4004, path=str(part), group=1, extra=b"\x01\0\0\0\x03\0\0\x0002\0")])
+    k = new_key("ed25519")
+    kp = write(tmp_path / "k.pem", key_pem(k), 0o600)
+    master, slave = pty.openpty()
+    p = subprocess.run([sys.executable, "-m", "sifguard", "sign", img, "--key", kp], stderr=slave,
+                       stdout=subprocess.PIPE, timeout=120)
+    os.close(slave)
+    out = b""
+    try:
+        while True:
+            chunk = os.read(master, 65536)
+            if not chunk:
+                break
+            out += chunk
+    except OSError:
+        pass
+    os.close(master)
+    assert p.returncode == 0 and b"hashing [" in out and b"100.0%" in out
