@@ -93,6 +93,8 @@ class Engine:
         try:
             self._evaluate(v, rule, image, fd, progress)
         finally:
+            if not v.revocation_source and v.revocation:
+                v.revocation_source = ", ".join(sorted({r["source"] for r in v.revocation}))
             if rule.action == "audit" and not v.allowed:
                 v.allowed, v.decision = True, "audit"
                 v.reason = f"audit rule '{rule.name}': would refuse: {v.reason}"
