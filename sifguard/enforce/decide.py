@@ -84,8 +84,11 @@ class Engine:
 
     # ------------------------------------------------------------------------------
     def decide(self, image: str, ctx: JobContext = JobContext(), fd: int | None = None,
-               progress: Progress | None = None, log: bool = True) -> Verdict:
+               progress: Progress | None = None, log: bool = True, cache: bool = True) -> Verdict:
+        """Decide `image` for this job. With `fd`, the bytes verified are the fd's (e.g. a
+        sealed copy) while rules match `image`, the path the user named."""
         t0 = time.monotonic()
+        self._use_cache = cache
         real = os.path.realpath(image) if fd is None else image
         v = Verdict(image=real, context=ctx.as_dict())
         rule = match_rule(self.policy, real, ctx)
@@ -186,8 +189,9 @@ class Engine:
         """{group: [ {chain: [...]} ]} of signatures whose integrity verified, via the image cache."""
         with SifImage(image if fd is None else f"/proc/self/fd/{fd}") as img:
             st = img.stat
-            hit = self.image_cache.get(st) if self.policy.image_cache else None
-            v.image_cache = "off" if not self.policy.image_cache else ("hit" if hit else "miss")
+            use = self.policy.image_cache and self._use_cache
+            hit = self.image_cache.get(st) if use else None
+            v.image_cache = "off" if not use else ("hit" if hit else "miss")
             if hit:
                 v.digests = hit.get("digests", {})
                 return {int(g): s for g, s in hit["groups"].items()}
@@ -203,7 +207,7 @@ class Engine:
                 groups.setdefault(s.group, []).append({"chain": encode_chain(s.chain), "keyid": s.keyid,
                                                        "algorithm": s.algorithm})
         v.digests = {str(k): d for k, d in rep.digests.items()}
-        if self.policy.image_cache:
+        if self.policy.image_cache and self._use_cache:
             self.image_cache.put(st, {str(g): s for g, s in groups.items()}, v.digests)
         return groups
 

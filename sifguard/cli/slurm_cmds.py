@@ -1,0 +1,35 @@
+"""`sifguard slurm …`: install the Slurm hooks (argument handling and output only)."""
+
+from __future__ import annotations
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser("slurm", help="Slurm enforcement: install the hooks")
+    ss = p.add_subparsers(dest="slurm_command", metavar="SLURM_COMMAND", parser_class=type(p))
+    p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
+    i = ss.add_parser("install", help="install prolog, task prolog, shim and SPANK plugin; print the Slurm lines")
+    i.add_argument("--prefix", required=True, help="directory for the hooks, e.g. /usr/libexec/sifguard")
+    i.add_argument("--policy", required=True, help="site policy file the hooks use")
+    i.add_argument("--slurm-conf", default="/etc/slurm/slurm.conf")
+    i.add_argument("--apptainer", default="/usr/bin/apptainer", help="the real apptainer binary")
+    i.add_argument("--singularity", default="/usr/bin/singularity", help="the real singularity binary")
+    i.add_argument("--state-dir", default="", help="slurmctld StateSaveLocation (to read job environments)")
+    i.add_argument("--python", help="interpreter for the hooks (default: this one); must be usable by job users")
+    i.add_argument("--no-spank", action="store_true", help="do not build the SPANK plugin")
+    i.set_defaults(func=cmd_install)
+
+
+def cmd_install(args) -> int:
+    from sifguard.policy.loader import load
+    from sifguard.slurm.install import install
+    load(args.policy)   # refuse to install hooks over a policy that does not load
+    out = install(args.prefix, args.policy, args.slurm_conf, args.apptainer, args.singularity,
+                  args.state_dir, args.python, not args.no_spank)
+    print(f"installed sifguard Slurm hooks in {args.prefix} (configuration {out['config']})")
+    print("# slurm.conf:")
+    for line in out["slurm.conf"]:
+        print(line)
+    print("# plugstack.conf:")
+    for line in out["plugstack.conf"]:
+        print(line)
+    return 0

@@ -1,0 +1,44 @@
+"""Where the Slurm hooks find their settings: a root-owned JSON file written by
+`sifguard slurm install` next to the hooks (never the job's environment)."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+from sifguard.errors import BadInputError
+
+DEFAULT = "/etc/sifguard/slurm.json"
+
+
+@dataclass(frozen=True)
+class HookConfig:
+    policy: str
+    slurm_conf: str = "/etc/slurm/slurm.conf"
+    apptainer: str = "/usr/bin/apptainer"
+    singularity: str = "/usr/bin/singularity"
+    shim_dir: str = ""
+    state_dir: str = ""          # slurmctld StateSaveLocation (job environments), optional
+    bin_dir: str = "/usr/bin"    # where scontrol/scancel live (hooks run without PATH)
+    copy_dir: str = "/var/tmp"   # fallback for verified copies too large for memory
+
+
+def find(script: str | None = None) -> str:
+    cands = []
+    if script:
+        cands.append(os.path.join(os.path.dirname(os.path.realpath(script)), "sifguard-slurm.json"))
+    cands.append(DEFAULT)
+    for c in cands:
+        if os.path.exists(c):
+            return c
+    raise BadInputError(f"no sifguard Slurm configuration (looked for {', '.join(cands)})")
+
+
+def load(path: str) -> HookConfig:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+        return HookConfig(**data)
+    except (OSError, ValueError, TypeError) as e:
+        raise BadInputError(f"{path}: unusable sifguard Slurm configuration: {e}") from None

@@ -1,0 +1,81 @@
+"""`sifguard slurm install`: put the hooks in place and say which Slurm lines enable them.
+
+Copies prolog/ (from the source tree, or share/sifguard/prolog of an installed
+package) into PREFIX with each script's shebang set to this Python in isolated mode
+(`-I`: no PYTHONPATH or user site from a job's environment), writes the hooks'
+root-owned configuration, and builds the SPANK plugin with the C compiler against
+libslurm-dev's <slurm/spank.h>.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+from sifguard.errors import BadInputError
+
+
+def prolog_source() -> str:
+    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    for d in (os.path.join(here, "prolog"), os.path.join(sys.prefix, "share", "sifguard", "prolog")):
+        if os.path.isfile(os.path.join(d, "sifguard-prolog-slurmctld")):
+            return d
+    raise BadInputError("cannot find sifguard's prolog/ directory (install from a source checkout)")
+
+
+def _copy_script(src: str, dst: str, python: str, subst: dict | None = None) -> None:
+    with open(src, encoding="utf-8") as f:
+        text = f.read()
+    if text.startswith("#!/usr/bin/env python3"):
+        text = f"#!{python} -I" + text[len("#!/usr/bin/env python3"):]
+    for k, v in (subst or {}).items():
+        text = text.replace(k, v)
+    tmp = dst + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.chmod(tmp, 0o755)
+    os.replace(tmp, dst)
+
+
+def install(prefix: str, policy: str, slurm_conf: str, apptainer: str, singularity: str,
+            state_dir: str = "", python: str | None = None, build_spank: bool = True) -> dict:
+    python = python or sys.executable
+    src = prolog_source()
+    prefix = os.path.abspath(prefix)
+    shim = os.path.join(prefix, "shim")
+    os.makedirs(shim, mode=0o755, exist_ok=True)
+    os.chmod(prefix, 0o755)
+    for name in ("sifguard-prolog-slurmctld", "sifguard-spank-check"):
+        _copy_script(os.path.join(src, name), os.path.join(prefix, name), python)
+    _copy_script(os.path.join(src, "sifguard-task-prolog"), os.path.join(prefix, "sifguard-task-prolog"),
+                 python, {"@SHIM_DIR@": shim})
+    for tool in ("apptainer", "singularity"):
+        _copy_script(os.path.join(src, "sifguard-shim"), os.path.join(shim, tool), python)
+    bin_dir = os.path.dirname(shutil.which("scontrol") or "/usr/bin/scontrol")
+    conf = {"policy": os.path.abspath(policy), "slurm_conf": os.path.abspath(slurm_conf),
+            "apptainer": apptainer, "singularity": singularity, "shim_dir": shim,
+            "state_dir": state_dir, "bin_dir": bin_dir, "copy_dir": "/var/tmp"}
+    cpath = os.path.join(prefix, "sifguard-slurm.json")
+    with open(cpath + ".tmp", "w", encoding="utf-8") as f:
+        json.dump(conf, f, indent=2)
+    os.chmod(cpath + ".tmp", 0o644)
+    os.replace(cpath + ".tmp", cpath)
+    so = os.path.join(prefix, "sifguard_spank.so")
+    if build_spank:
+        cc = shutil.which("cc") or shutil.which("gcc")
+        if not cc:
+            raise BadInputError("no C compiler to build the SPANK plugin (apt-get install gcc libslurm-dev)")
+        p = subprocess.run([cc, "-O2", "-Wall", "-shared", "-fPIC", "-o", so,
+                            os.path.join(src, "spank", "sifguard_spank.c")], capture_output=True, text=True)
+        if p.returncode != 0:
+            raise BadInputError(f"building the SPANK plugin failed (is libslurm-dev installed?): "
+                                f"{p.stderr.strip().splitlines()[-1] if p.stderr.strip() else p.returncode}")
+    return {
+        "config": cpath,
+        "slurm.conf": [f"PrologSlurmctld={prefix}/sifguard-prolog-slurmctld",
+                       f"TaskProlog={prefix}/sifguard-task-prolog"],
+        "plugstack.conf": [f"required {so} helper={prefix}/sifguard-spank-check config={cpath}"],
+    }
