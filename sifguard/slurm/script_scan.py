@@ -90,7 +90,7 @@ def _logical_lines(script: str) -> list[tuple[int, str]]:
             buf += line[:-1]
             continue
         buf += line
-        m = re.search(r"<<-?\s*(['\"]?)([A-Za-z_][A-Za-z0-9_]*)\1", _strip_quoted(buf))
+        m = re.search(r"<<-?\s*(['\"]?)([A-Za-z_][A-Za-z0-9_]*)\1", buf)
         out.append((start, buf))
         buf = ""
         if m:
@@ -98,10 +98,6 @@ def _logical_lines(script: str) -> list[tuple[int, str]]:
     if buf:
         out.append((start, buf))
     return out
-
-
-def _strip_quoted(s: str) -> str:
-    return re.sub(r"'[^']*'|\"(?:\\.|[^\"\\])*\"", "''", s)
 
 
 def _lex(line: str, env: dict) -> list[list[Word]]:
@@ -290,7 +286,7 @@ def scan(script: str, env: dict | None = None, cwd: str = "/", _depth: int = 0) 
             text = " ".join(w.raw for w in words)
             head = ws[0]
             base = os.path.basename(head.text)
-            if base == "eval" or (head.dynamic and any(t in text for t in runtime_argv.TOOLS)):
+            if base == "eval" or (head.dynamic and (any(t in text for t in runtime_argv.TOOLS) or ".sif" in text)):
                 if any(t in text for t in runtime_argv.TOOLS) or ".sif" in text:
                     res.found.append(Found(lineno, text, resolved=False,
                                            note="eval or a command named at run time: left to the runtime hooks"))

@@ -1,0 +1,214 @@
+"""Enforcement on a real single-node Slurm cluster (slurmctld + slurmd + munge, started
+by tests/slurm/cluster.sh), jobs submitted as the unprivileged user `nobody`.
+
+Apptainer itself is not installable here: the "real" runtime the shim execs is a
+stand-in (written by cluster.sh) that records its argv, refuses a non-SIF image
+operand, and for `exec IMAGE CMD…` runs CMD on the host.
+"""
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import time
+
+import pytest
+
+from conftest import APPT, Server, free_port, run_cli
+
+pytestmark = pytest.mark.slurm
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CLUSTER = os.path.join(ROOT, "tests", "slurm", "cluster.sh")
+
+if os.geteuid() != 0:
+    pytest.skip("the Slurm cluster tests need root (CI runs them as root)", allow_module_level=True)
+
+
+def _policy(w, extra_rules=""):
+    (w / "policy.yaml").write_text(f"""version: 1
+trust: {{roots: [{w}/root.pem]}}
+revocation:
+  mode: enforce
+  timeout: 2
+  cache_dir: {w}/revcache
+cache: {{images: {w}/imgcache}}
+audit: {{log: {w}/audit.jsonl}}
+rules:
+  - name: audit-trial
+    match: {{path: "{w}/jobs/trial/*"}}
+    action: audit
+{extra_rules}  - name: default
+    require: signed
+""")
+    os.chmod(w / "policy.yaml", 0o644)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    w = tmp_path_factory.mktemp("slurm")
+    os.chmod(w, 0o755)
+    os.chmod(w.parent, 0o755)
+    os.chmod(w.parent.parent, 0o755)   # /tmp/pytest-of-root/... : jobs run as nobody
+    jobs = w / "jobs"
+    (jobs / "trial").mkdir(parents=True)
+    os.chmod(jobs, 0o1777)
+    os.chmod(jobs / "trial", 0o755)
+    port = free_port()
+    ca = w / "ca"
+    assert run_cli("ca", "init", "--ca", ca, "--name", "Cluster Site", "--url", f"http://127.0.0.1:{port}").rc == 0
+    shutil.copyfile(ca / "root.pem", w / "root.pem")
+    os.chmod(w / "root.pem", 0o644)
+    for who in ("builder", "revoked"):
+        assert run_cli("ca", "issue", "--ca", ca, "--cn", who, "--out-key", w / f"{who}.key", "--out", w / f"{who}.pem").rc == 0
+    foreign = w / "foreign"
+    assert run_cli("ca", "init", "--ca", foreign, "--name", "Elsewhere").rc == 0
+    assert run_cli("ca", "issue", "--ca", foreign, "--cn", "stranger", "--out-key", w / "f.key", "--out", w / "f.pem").rc == 0
+    src = os.path.join(APPT, "images", "one-group.sif")
+
+    def img(name, key=None, cert=None):
+        p = jobs / name
+        shutil.copyfile(src, p)
+        if key:
+            assert run_cli("sign", p, "--key", key, "--cert", cert).rc == 0
+        os.chmod(p, 0o644)
+        return p
+    img("signed.sif", w / "builder.key", w / "builder.pem")
+    import pwd
+    nobody = pwd.getpwnam("nobody")
+    os.chown(img("swap.sif", w / "builder.key", w / "builder.pem"), nobody.pw_uid, nobody.pw_gid)   # the user's own file
+    img("unsigned.sif")
+    img("trial/unsigned.sif")
+    img("revoked.sif", w / "revoked.key", w / "revoked.pem")
+    img("foreign.sif", w / "f.key", w / "f.pem")
+    t = img("tampered.sif", w / "builder.key", w / "builder.pem")
+    with open(t, "r+b") as f:
+        f.seek(36864)
+        f.write(b"X")
+    assert run_cli("ca", "revoke", "--ca", ca, "--cert", w / "revoked.pem", "--reason", "keyCompromise").rc == 0
+    srv = Server(ca, port=port)
+    _policy(w)
+    up = subprocess.run([CLUSTER, "up", "--policy", str(w / "policy.yaml")], capture_output=True, text=True, timeout=600)
+    if up.returncode != 0:
+        srv.stop()
+        pytest.fail(f"cluster up failed: {up.stderr[-2000:]}")
+    env = dict(os.environ)
+    for line in up.stdout.splitlines():
+        if line.startswith("export "):
+            k, v = line[7:].split("=", 1)
+            env[k] = v
+    yield {"w": w, "jobs": jobs, "env": env, "srv": srv}
+    subprocess.run([CLUSTER, "down"], capture_output=True, timeout=120)
+    srv.stop()
+
+
+def submit(c, name, body):
+    script = c["jobs"] / f"{name}.sh"
+    script.write_text("#!/bin/bash\n" + body + "\n")
+    os.chmod(script, 0o755)
+    p = subprocess.run(["runuser", "-u", "nobody", "--", "env", f"SLURM_CONF={c['env']['SLURM_CONF']}",
+                        f"SIFGUARD_REAL_APPTAINER={c['env']['SIFGUARD_REAL_APPTAINER']}", "sbatch", "--parsable",
+                        "-D", str(c["jobs"]), "-o", str(c["jobs"] / f"{name}.out"), str(script)],
+                       capture_output=True, text=True, env=c["env"], timeout=30)
+    assert p.returncode == 0, p.stderr
+    return p.stdout.strip()
+
+
+def wait(c, ids, timeout=120):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        q = subprocess.run(["squeue", "-h", "-j", ",".join(ids)], capture_output=True, text=True, env=c["env"]).stdout
+        if not q.strip():
+            return
+        time.sleep(0.3)
+    pytest.fail(f"jobs {ids} did not finish in {timeout} s")
+
+
+def job(c, jid):
+    out = subprocess.run(["scontrol", "show", "job", "-o", jid], capture_output=True, text=True, env=c["env"]).stdout
+    return out
+
+
+def output(c, name):
+    try:
+        return (c["jobs"] / f"{name}.out").read_text()
+    except OSError:
+        return ""
+
+
+@pytest.fixture(scope="module")
+def results(cluster):
+    c = cluster
+    J = c["jobs"]
+    bodies = {
+        "ok": f"apptainer exec {J}/signed.sif echo RAN-OK",
+        "unsigned": f"apptainer exec {J}/unsigned.sif echo RAN-BAD",
+        "tampered": f"IMG={J}/tampered.sif\nsingularity exec $IMG echo RAN-BAD",
+        "revoked": f"apptainer run --nv {J}/revoked.sif\necho RAN-BAD",
+        "foreign": f"srun apptainer exec -B /tmp {J}/foreign.sif echo RAN-BAD",
+        "trial": f"apptainer exec {J}/trial/unsigned.sif echo RAN-TRIAL",
+        "hidden": f"IMG=$(cat {J}/which)\napptainer exec $IMG echo RAN-HIDDEN",
+        "bypass": f"srun $SIFGUARD_REAL_APPTAINER exec $(cat {J}/which) echo RAN-BYPASS",
+        "swap": (f"apptainer exec {J}/swap.sif sh -c 'cp {J}/unsigned.sif {J}/swap.sif; "
+                 "for fd in /proc/self/fd/*; do case $(readlink $fd) in *sifguard-verified*) "
+                 "echo SEALED $(sha256sum < $fd | cut -c1-64);; esac; done; echo RAN-SWAP'"),
+    }
+    (J / "which").write_text(f"{J}/unsigned.sif\n")
+    os.chmod(J / "which", 0o644)
+    swap_hash = hashlib.sha256((J / "swap.sif").read_bytes()).hexdigest()
+    ids = {name: submit(c, name, body) for name, body in bodies.items()}
+    wait(c, list(ids.values()))
+    return {"ids": ids, "swap_hash": swap_hash}
+
+
+def state(c, jid):
+    import re
+    return re.search(r"JobState=(\S+)", job(c, jid)).group(1)
+
+
+def test_signed_image_runs(cluster, results):
+    assert state(cluster, results["ids"]["ok"]) == "COMPLETED"
+    assert "RAN-OK" in output(cluster, "ok").split()
+    log = (cluster["env"]["SIFGUARD_CLUSTER_DIR"] + "/standin.log")
+    assert "/proc/self/fd/" in open(log).read()   # the runtime got the sealed, verified copy
+
+
+@pytest.mark.parametrize("name,why", [("unsigned", "not signed"), ("tampered", "changed"),
+                                      ("revoked", "revoked"), ("foreign", "trusted root")])
+def test_refused_with_reason_visible(cluster, results, name, why):
+    jid = results["ids"][name]
+    out = output(cluster, name)
+    assert "RAN-BAD" not in out
+    assert state(cluster, jid) == "CANCELLED"                 # terminal, not requeued
+    assert "sifguard: job" in out and "refused" in out and why in out, out
+    assert "AdminComment=sifguard" in job(cluster, jid)
+
+
+def test_audit_rule_lets_job_run_and_logs(cluster, results):
+    assert "RAN-TRIAL" in output(cluster, "trial")
+    rows = [json.loads(line) for line in open(cluster["w"] / "audit.jsonl")]
+    assert any(r.get("decision") == "audit" and r.get("rule") == "audit-trial" for r in rows)
+
+
+def test_image_behind_variable_caught_at_runtime(cluster, results):
+    out = output(cluster, "hidden")
+    assert "RAN-HIDDEN" not in out and "sifguard: refused" in out
+    rows = [json.loads(line) for line in open(cluster["w"] / "audit.jsonl")]
+    assert any(r.get("decision") == "deferred" and r.get("job") == results["ids"]["hidden"] for r in rows)
+
+
+def test_absolute_runtime_via_srun_refused_by_spank(cluster, results):
+    out = output(cluster, "bypass")
+    assert "RAN-BYPASS" not in out and "sifguard: task refused" in out
+
+
+def test_swapped_file_after_verification_does_not_run(cluster, results):
+    out = output(cluster, "swap")
+    assert "RAN-SWAP" in out
+    sealed = [line.split()[1] for line in out.splitlines() if line.startswith("SEALED")]
+    assert sealed == [results["swap_hash"]]          # what ran is the verified bytes, not the swapped file
+    assert hashlib.sha256((cluster["jobs"] / "swap.sif").read_bytes()).hexdigest() != results["swap_hash"]
+
+
+def test_node_never_drained(cluster, results):
+    st = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, env=cluster["env"]).stdout.split()
+    assert set(st) <= {"idle", "mix", "alloc"}, st
