@@ -94,7 +94,7 @@ def load(path: str) -> m.Policy:
     except UnicodeDecodeError:
         raise PolicyError(f"{path}: policy is not UTF-8 text") from None
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = yaml.compose(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = mark.line + 1 if mark else 1

@@ -26,11 +26,28 @@ def prolog_source() -> str:
     raise BadInputError("cannot find sifguard's prolog/ directory (install from a source checkout)")
 
 
-def _copy_script(src: str, dst: str, python: str, subst: dict | None = None) -> None:
+def _python_paths(python: str) -> list[str]:
+    """sys.path entries the hooks need (sifguard and its dependencies) for `python`, so the
+    hooks can start with -S (no site: no .pth processing, ~25-40 ms less per job step)."""
+    code = ("import json, os, sys, site, sifguard; "
+            "print(json.dumps([os.path.dirname(os.path.dirname(sifguard.__file__))] + site.getsitepackages()))")
+    try:
+        out = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=60, check=True).stdout
+        return json.loads(out)
+    except (subprocess.SubprocessError, ValueError, OSError):
+        return []
+
+
+def _copy_script(src: str, dst: str, python: str, subst: dict | None = None, paths: list | None = None) -> None:
     with open(src, encoding="utf-8") as f:
         text = f.read()
     if text.startswith("#!/usr/bin/env python3"):
-        text = f"#!{python} -I" + text[len("#!/usr/bin/env python3"):]
+        head, _, body = text.partition("\n")
+        if paths:
+            # isolated and without site: the job's environment cannot steer imports
+            text = f"#!{python} -IS\nimport sys; sys.path[:0] = {paths!r}\n" + body
+        else:
+            text = f"#!{python} -I\n" + body
     for k, v in (subst or {}).items():
         text = text.replace(k, v)
     tmp = dst + ".tmp"
@@ -48,12 +65,13 @@ def install(prefix: str, policy: str, slurm_conf: str, apptainer: str, singulari
     shim = os.path.join(prefix, "shim")
     os.makedirs(shim, mode=0o755, exist_ok=True)
     os.chmod(prefix, 0o755)
+    paths = _python_paths(python)
     for name in ("sifguard-prolog-slurmctld", "sifguard-spank-check"):
-        _copy_script(os.path.join(src, name), os.path.join(prefix, name), python)
+        _copy_script(os.path.join(src, name), os.path.join(prefix, name), python, paths=paths)
     _copy_script(os.path.join(src, "sifguard-task-prolog"), os.path.join(prefix, "sifguard-task-prolog"),
                  python, {"@SHIM_DIR@": shim})
     for tool in ("apptainer", "singularity"):
-        _copy_script(os.path.join(src, "sifguard-shim"), os.path.join(shim, tool), python)
+        _copy_script(os.path.join(src, "sifguard-shim"), os.path.join(shim, tool), python, paths=paths)
     bin_dir = os.path.dirname(shutil.which("scontrol") or "/usr/bin/scontrol")
     conf = {"policy": os.path.abspath(policy), "slurm_conf": os.path.abspath(slurm_conf),
             "apptainer": apptainer, "singularity": singularity, "shim_dir": shim,

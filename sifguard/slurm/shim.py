@@ -89,15 +89,9 @@ def main(argv: list[str], cfg_path: str | None = None) -> int:
         fd = sealed_copy(inv.image, cfg.copy_dir)
     except OSError as e:
         return _fail(f"refused: cannot read image {inv.image}: {e.strerror or e}")
-    from sifguard.cli.policy_cmds import context_from_args
     from sifguard.enforce.decide import Engine
-
-    class _A:
-        user = unix_group = None
-        account = os.environ.get("SLURM_JOB_ACCOUNT")
-        partition = os.environ.get("SLURM_JOB_PARTITION")
     try:
-        v = Engine(policy).decide(os.path.realpath(inv.image), context_from_args(_A), fd=fd, cache=False)
+        v = Engine(policy).decide(os.path.realpath(inv.image), _context(), fd=fd, cache=False)
     except Exception as e:  # noqa: BLE001 - fail closed with one line
         return _fail(f"refused: {inv.image}: {e}")
     if not v.allowed:
@@ -105,6 +99,24 @@ def main(argv: list[str], cfg_path: str | None = None) -> int:
     os.lseek(fd, 0, os.SEEK_SET)
     args[inv.image_index - 1] = f"/proc/self/fd/{fd}"
     return _exec(real, args)
+
+
+def _context():
+    """The job context as the shim sees it (advisory: the controller prolog decided with
+    Slurm's own record of the job; these variables only narrow which rule applies)."""
+    import grp
+    import pwd
+    from sifguard.policy.decide import JobContext
+    try:
+        user = pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        user = str(os.getuid())
+    try:
+        group = grp.getgrgid(os.getgid()).gr_name
+    except KeyError:
+        group = str(os.getgid())
+    return JobContext(user=user, group=group, account=os.environ.get("SLURM_JOB_ACCOUNT"),
+                      partition=os.environ.get("SLURM_JOB_PARTITION"), job_id=os.environ.get("SLURM_JOB_ID"))
 
 
 def _exec(real: str, args: list[str]) -> int:

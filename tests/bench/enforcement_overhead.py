@@ -1,0 +1,131 @@
+#!/usr/bin/env python3
+"""Enforcement overhead on the job-start path (no Slurm daemons needed):
+
+* controller prolog decision for a job whose script names 3 images — cold (empty
+  caches) and warm (verified-image cache and OCSP cache filled), in-process and as a
+  fresh process like the real PrologSlurmctld (interpreter + imports + decision);
+* the shim: `shim/apptainer exec IMAGE true` (parse, sealed copy, verify, exec)
+  versus calling the stand-in runtime directly, for a 40 KiB and a 64 MiB image.
+
+Goals: warm prolog <= 200 ms, shim <= 100 ms. Usage: tests/bench/enforcement_overhead.py
+"""
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
+SG = [sys.executable, "-m", "sifguard"]
+
+
+def med(fn, n=7):
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - t) * 1000)
+    return statistics.median(out)
+
+
+def main():
+    subprocess.run([sys.executable, "-m", "compileall", "-q", os.path.join(ROOT, "sifguard")], check=True)
+    from sifguard.enforce.decide import Engine
+    from sifguard.policy.loader import load
+    from sifguard.slurm.config import HookConfig
+    from sifguard.slurm.controller import decide_job
+    from sifguard.slurm.jobinfo import Job
+    from sifguard.sif.image import NewObject, create
+    with tempfile.TemporaryDirectory() as d:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        ca = f"{d}/ca"
+        subprocess.run(SG + ["ca", "init", "--ca", ca, "--name", "B", "--url", f"http://127.0.0.1:{port}"], check=True,
+                       capture_output=True)
+        subprocess.run(SG + ["ca", "issue", "--ca", ca, "--cn", "b", "--out-key", f"{d}/b.key", "--out", f"{d}/b.pem"],
+                       check=True, capture_output=True)
+        imgs = []
+        for i in range(3):
+            p = f"{d}/img{i}.sif"
+            shutil.copyfile(os.path.join(ROOT, "tests", "data", "apptainer", "images", "busybox_amd64.sif"), p)
+            subprocess.run(SG + ["sign", p, "--key", f"{d}/b.key", "--cert", f"{d}/b.pem"], check=True, capture_output=True)
+            imgs.append(p)
+        big = f"{d}/big.sif"
+        with open(f"{d}/part", "wb") as f:
+            f.write(os.urandom(64 << 20))
+        create(big, [NewObject(0x4004, path=f"{d}/part", group=1, extra=b"\x01\0\0\0\x02\0\0\x0002\0")])
+        subprocess.run(SG + ["sign", big, "--key", f"{d}/b.key", "--cert", f"{d}/b.pem"], check=True, capture_output=True)
+        srv = subprocess.Popen(SG + ["ca", "serve", "--ca", ca, "--listen", f"127.0.0.1:{port}"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            for _ in range(100):
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                    break
+                except OSError:
+                    time.sleep(0.1)
+
+            def policy(tag):
+                p = f"{d}/p-{tag}.yaml"
+                open(p, "w").write(f"version: 1\ntrust: {{roots: [{ca}/root.pem]}}\nrevocation:\n  mode: enforce\n"
+                                   f"  cache_dir: {d}/oc-{tag}\ncache: {{images: {d}/ic-{tag}}}\n"
+                                   f"audit: {{log: {d}/audit.jsonl}}\n")
+                return p
+            script = "#!/bin/bash\n" + "".join(f"srun apptainer exec {p} true\n" for p in imgs)
+            job = Job("1", user="root", uid=0, gid=0, work_dir=d, script=script, env={"HOME": "/root"})
+            cfg = HookConfig(policy="")
+
+            def prolog_inproc(pol):
+                reasons = decide_job(cfg, job, Engine(load(pol)))
+                assert not reasons, reasons
+            prolog_code = ("import sys; from sifguard.slurm.controller import decide_job; "
+                           "from sifguard.slurm.jobinfo import Job; from sifguard.slurm.config import HookConfig; "
+                           "from sifguard.enforce.decide import Engine; from sifguard.policy.loader import load; "
+                           f"job = Job('1', user='root', uid=0, gid=0, work_dir={d!r}, script={script!r}); "
+                           "r = decide_job(HookConfig(policy=''), job, Engine(load(sys.argv[1]))); sys.exit(1 if r else 0)")
+
+            def prolog_proc(pol):
+                subprocess.run([sys.executable, "-I", "-c", prolog_code, pol], check=True)
+
+            print("controller prolog, job naming 3 signed images (busybox, 0.8 MiB each), medians:")
+            for name, fn in (("in-process", prolog_inproc), ("as a process", prolog_proc)):
+                colds = []
+                for i in range(3):
+                    p = policy(f"{name}-cold-{i}")
+                    t = time.perf_counter()
+                    fn(p)
+                    colds.append((time.perf_counter() - t) * 1000)
+                wp = policy(f"{name}-warm")
+                fn(wp)
+                warm = med(lambda: fn(wp))
+                print(f"  {name:<13} cold {statistics.median(colds):7.1f} ms   warm {warm:7.1f} ms")
+
+            # --- the shim ---------------------------------------------------------
+            standin = f"{d}/apptainer-standin"
+            open(standin, "w").write("#!/bin/sh\n# stand-in runtime: records nothing, runs CMD\n"
+                                     "shift; shift; exec \"$@\"\n")
+            os.chmod(standin, 0o755)
+            sp = policy("shim")
+            subprocess.run(SG + ["slurm", "install", "--prefix", f"{d}/hooks", "--policy", sp, "--apptainer", standin,
+                                 "--singularity", standin, "--no-spank", "--slurm-conf", f"{d}/slurm.conf"],
+                           check=True, capture_output=True)
+            shim = f"{d}/hooks/shim/apptainer"
+            print("shim before exec vs the stand-in runtime called directly (revocation cached), medians:")
+            for label, img in (("busybox 0.8 MiB", imgs[0]), ("64 MiB", big)):
+                subprocess.run([shim, "exec", img, "true"], check=True)
+                direct = med(lambda: subprocess.run([standin, "exec", img, "true"], check=True))
+                shimmed = med(lambda: subprocess.run([shim, "exec", img, "true"], check=True))
+                print(f"  {label:<16} direct {direct:6.1f} ms   via shim {shimmed:7.1f} ms   "
+                      f"overhead {shimmed - direct:7.1f} ms")
+        finally:
+            srv.terminate()
+            srv.wait(10)
+
+
+if __name__ == "__main__":
+    main()
