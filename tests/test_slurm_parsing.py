@@ -140,3 +140,14 @@ def test_task_argv_classification(tmp_path):
     assert image_of([str(sif), "arg"], "/")[0] == str(sif)      # a SIF run directly, whatever its name
     assert image_of(["./run.sif"], "/w")[0] == "/w/./run.sif"
     assert image_of(["/bin/hostname"], "/")[0] is None
+
+
+def test_parse_show_job_values_with_spaces():
+    from sifguard.slurm.jobinfo import parse_show_job
+    line = ("JobId=7 JobName=my job UserId=alice(1001) GroupId=hpc(2000) Account=(null) Partition=debug "
+            "Command=/home/alice/run me.sh WorkDir=/home/alice StdOut=/home/alice/slurm-7.out "
+            "AdminComment=sifguard: job 7 refused: x BatchFlag=1")
+    d = parse_show_job(line)
+    assert d["JobName"] == "my job" and d["Command"] == "/home/alice/run me.sh"
+    assert d["UserId"] == "alice(1001)" and d["Partition"] == "debug" and d["BatchFlag"] == "1"
+    assert d["AdminComment"] == "sifguard: job 7 refused: x"

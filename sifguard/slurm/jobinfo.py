@@ -68,9 +68,31 @@ def _job_environment(cfg: HookConfig, job_id: str) -> dict:
     return env
 
 
+def _pyslurm_info(jid: str) -> tuple[dict, str | None] | None:
+    """Job fields (scontrol's names) and batch script through pyslurm, when a build that
+    matches this Slurm imports; None otherwise (no PyPI build matches Slurm 22.05, so the
+    scontrol path below is the one tested here)."""
+    try:
+        import pyslurm  # noqa: F401
+    except Exception:  # noqa: BLE001 - absent or built for another Slurm
+        return None
+    try:
+        j = pyslurm.job().find_id(jid)[0]
+        info = {"UserId": f"{j.get('user_name') or ''}({j['user_id']})", "GroupId": f"({j['group_id']})",
+                "Account": j.get("account") or "", "Partition": j.get("partition") or "",
+                "WorkDir": j.get("work_dir") or "/", "StdOut": j.get("std_out") or "",
+                "StdErr": j.get("std_err") or "", "BatchFlag": "1" if j.get("batch_flag") else "0",
+                "Command": j.get("command") or ""}
+        script = pyslurm.job().get_batch_script(int(jid)) if j.get("batch_flag") else None
+        return info, script
+    except Exception:  # noqa: BLE001 - API drift between pyslurm releases: use scontrol
+        return None
+
+
 def read_job(cfg: HookConfig, environ: dict) -> Job:
     jid = environ["SLURM_JOB_ID"]
-    info = parse_show_job(scontrol(cfg, "show", "job", "-o", jid))
+    via_pyslurm = _pyslurm_info(jid)
+    info = via_pyslurm[0] if via_pyslurm else parse_show_job(scontrol(cfg, "show", "job", "-o", jid))
     job = Job(jid)
     job.user = environ.get("SLURM_JOB_USER") or info.get("UserId", "").split("(")[0]
     job.uid = int(environ.get("SLURM_JOB_UID") or re.sub(r".*\((\d+)\).*", r"\1", info.get("UserId", "(-1)")))
@@ -84,7 +106,8 @@ def read_job(cfg: HookConfig, environ: dict) -> Job:
     job.stderr = environ.get("SLURM_JOB_STDERR") or info.get("StdErr", "")
     job.batch = info.get("BatchFlag", "1") == "1"
     if job.batch:
-        job.script = scontrol(cfg, "write", "batch_script", jid, "-")
+        job.script = (via_pyslurm[1] if via_pyslurm and via_pyslurm[1] is not None
+                      else scontrol(cfg, "write", "batch_script", jid, "-"))
     else:
         job.script = info.get("Command", "")
     env = _job_environment(cfg, jid)
