@@ -191,3 +191,17 @@ def test_example_policy_in_config_is_valid():
     p = load(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "config", "policy.example.yaml"))
     assert [r.name for r in p.rules] == ["scratch-trial", "site-builders", "training-partition", "default"]
     assert p.revocation.mode == "enforce" and p.rules[2].revocation_mode == "soft-fail"
+
+
+def test_compiled_snapshot_roundtrip_and_staleness(tmp_path, root):
+    from sifguard.policy.loader import COMPILED_SUFFIX, load_fast
+    p = write(tmp_path, FULL.format(root=root, fp="ab" * 32))
+    first = load_fast(p)                                 # parses YAML, writes the snapshot
+    assert os.path.exists(p + COMPILED_SUFFIX)
+    assert load_fast(p) == first == load(p)              # served from the snapshot, identical
+    text = open(p).read().replace("mode: soft-fail", "mode: off")
+    open(p, "w").write(text)
+    assert load_fast(p).revocation.mode == "off"         # any edit makes the snapshot stale
+    os.chmod(p + COMPILED_SUFFIX, 0o666)                 # a snapshot others could write is ignored
+    open(p + COMPILED_SUFFIX, "w").write('{"compiled_version": 1, "source": [], "policy": {}}')
+    assert load_fast(p).revocation.mode == "off"

@@ -119,7 +119,7 @@ def main(script_path: str | None = None, environ: dict | None = None) -> int:
                       work_dir=environ.get("SLURM_JOB_WORK_DIR", "/"), stdout=environ.get("SLURM_JOB_STDOUT", ""))
     try:
         from sifguard.enforce.decide import Engine
-        from sifguard.policy.loader import load
+        from sifguard.policy.loader import load_fast as load
         job = jobinfo.read_job(cfg, environ)
         reasons = decide_job(cfg, job, Engine(load(cfg.policy)))
     except Exception as e:  # noqa: BLE001 - fail closed

@@ -69,7 +69,7 @@ def main(argv: list[str], cfg_path: str | None = None) -> int:
     args = list(argv[1:])
     if not inv.runs_image:
         if runtime_argv.is_build_or_pull(inv):
-            from sifguard.policy.loader import load
+            from sifguard.policy.loader import load_fast as load
             rt = load(cfg.policy).runtime
             if not (rt.allow_build if inv.command == "build" else rt.allow_pull):
                 return _fail(f"'{tool} {inv.command}' is not allowed on this cluster by the site policy")
@@ -77,7 +77,7 @@ def main(argv: list[str], cfg_path: str | None = None) -> int:
     if inv.image is None:
         return _exec(real, args)            # the runtime reports its own usage error
     scheme = inv.scheme
-    from sifguard.policy.loader import load
+    from sifguard.policy.loader import load_fast as load
     policy = load(cfg.policy)
     if scheme == "instance":
         return _exec(real, args)            # a running instance was checked when it started

@@ -53,7 +53,7 @@ def main(argv: list[str]) -> int:
         cfg = hookconf.load(opts.get("config") or hookconf.find(sys.argv[0]))
         from sifguard.enforce.decide import Engine
         from sifguard.policy.decide import JobContext
-        from sifguard.policy.loader import load
+        from sifguard.policy.loader import load_fast as load
         policy = load(cfg.policy)
         if "://" in image:
             scheme = image.split("://", 1)[0]
