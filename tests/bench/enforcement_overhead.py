@@ -85,7 +85,7 @@ def main():
                 assert not reasons, reasons
             prolog_code = ("import sys; from sifguard.slurm.controller import decide_job; "
                            "from sifguard.slurm.jobinfo import Job; from sifguard.slurm.config import HookConfig; "
-                           "from sifguard.enforce.decide import Engine; from sifguard.policy.loader import load; "
+                           "from sifguard.enforce.decide import Engine; from sifguard.policy.loader import load_fast as load; "
                            f"job = Job('1', user='root', uid=0, gid=0, work_dir={d!r}, script={script!r}); "
                            "r = decide_job(HookConfig(policy=''), job, Engine(load(sys.argv[1]))); sys.exit(1 if r else 0)")
 
