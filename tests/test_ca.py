@@ -6,7 +6,6 @@ import json
 import os
 import random
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -333,6 +332,7 @@ def test_method_not_allowed(ca):
 
 # --- static export ----------------------------------------------------------------------
 def test_export_ocsp(ca, tmp_path):
+    run_cli("ca", "revoke", "--ca", ca["dir"], "--cert", ca["d"] / "bob.pem")   # rc 2 if an earlier test did
     out = tmp_path / "www"
     r = run_cli("ca", "export-ocsp", "--ca", ca["dir"], "--out", out)
     assert r.rc == 0, r
@@ -472,3 +472,11 @@ def test_intermediate_status_answered_by_root(ca):
     nh, kh = issuer_hashes(inter, "sha1")
     der = ocsp.OCSPRequestBuilder().add_certificate_by_hash(nh, kh, inter.serial_number, hashes.SHA1()).build()
     assert _status(_post(ca["url"], der.public_bytes(serialization.Encoding.DER)).content) == "UNAUTHORIZED"
+
+
+def test_export_request_paths_with_trailing_slash(tmp_path):
+    """A request whose base64 ends in '/' maps to a directory URL: stored as index.ocsp."""
+    from sifguard.ocsp.export import INDEX, request_path
+    der = next(bytes([0x30, 1, b]) for b in range(256) if base64.b64encode(bytes([0x30, 1, b])).endswith(b"/"))
+    assert request_path(der).endswith("/" + INDEX)
+    assert "/" not in request_path(b"\x30\x03abc")

@@ -2,14 +2,12 @@
 import json
 import os
 import shutil
-import struct
 
 import pytest
 
 from conftest import APPT, SYLABS
-from pki import SiteChain, cert, key_pem, new_key, pem, write
+from pki import SiteChain, key_pem, new_key, write
 from sifguard.integrity import dsse
-from sifguard.integrity.sign import Signer, sign_image
 from sifguard.integrity.verify import Trust, verify_image
 from sifguard.sif.format import DT_SIGNATURE
 from sifguard.sif.image import SifImage

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 
 from conftest import APPT, Server, free_port, run_cli, split_pem
-from pki import cert as mkcert, key_pem, new_key, pem, write
+from pki import cert as mkcert, new_key
 from sifguard.enforce.decide import Engine
 from sifguard.ocsp.client import Checker
 from sifguard.policy.decide import JobContext
@@ -170,7 +170,6 @@ class Canned:
     """An HTTP responder on 127.0.0.1 that answers every POST with `body(request)`."""
 
     def __init__(self, body):
-        outer = self
 
         class H(BaseHTTPRequestHandler):
             def do_POST(self):

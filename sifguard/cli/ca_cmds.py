@@ -85,10 +85,7 @@ def _open(args):
 
 
 def cmd_init(args) -> int:
-    from cryptography import x509  # noqa: F401
-    from cryptography.hazmat.primitives import serialization  # noqa: F401
-    from sifguard.ca import profiles, store as castore  # noqa: F401
-    from sifguard.x509 import keys  # noqa: F401
+    from sifguard.ca import store as castore
     s = castore.init(args.ca, args.name, args.url, args.key_type, _passphrase(args),
                      args.crl_hours, args.ocsp_validity_hours)
     print(f"created CA '{args.name}' in {args.ca}")
@@ -100,10 +97,9 @@ def cmd_init(args) -> int:
 
 
 def cmd_issue(args) -> int:
-    from cryptography import x509  # noqa: F401
-    from cryptography.hazmat.primitives import serialization  # noqa: F401
-    from sifguard.ca import profiles, store as castore  # noqa: F401
-    from sifguard.x509 import keys  # noqa: F401
+    from cryptography import x509
+    from sifguard.ca import profiles, store as castore
+    from sifguard.x509 import keys
     if args.days <= 0:
         raise BadInputError("--days must be positive")
     s = _open(args)
@@ -138,10 +134,8 @@ def cmd_issue(args) -> int:
 
 
 def cmd_revoke(args) -> int:
-    from cryptography import x509  # noqa: F401
-    from cryptography.hazmat.primitives import serialization  # noqa: F401
-    from sifguard.ca import profiles, store as castore  # noqa: F401
-    from sifguard.x509 import keys  # noqa: F401
+    from sifguard.ca import store as castore
+    from sifguard.x509 import keys
     s = _open(args)
     if args.cert:
         serial = castore.serial_hex(keys.load_certificates(args.cert, "certificate")[0].serial_number)
@@ -158,10 +152,6 @@ def cmd_revoke(args) -> int:
 
 
 def cmd_list(args) -> int:
-    from cryptography import x509  # noqa: F401
-    from cryptography.hazmat.primitives import serialization  # noqa: F401
-    from sifguard.ca import profiles, store as castore  # noqa: F401
-    from sifguard.x509 import keys  # noqa: F401
     s = _open(args)
     now = int(dt.datetime.now(dt.timezone.utc).timestamp())
     rows = [r.as_dict(now) for r in s.rows(args.status)]
@@ -176,10 +166,9 @@ def cmd_list(args) -> int:
 
 
 def cmd_crl(args) -> int:
-    from cryptography import x509  # noqa: F401
-    from cryptography.hazmat.primitives import serialization  # noqa: F401
-    from sifguard.ca import profiles, store as castore  # noqa: F401
-    from sifguard.x509 import keys  # noqa: F401
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from sifguard.ca import store as castore
     s = _open(args)
     nu = dt.timedelta(hours=args.next_update_hours) if args.next_update_hours else None
     if nu is not None and nu <= dt.timedelta(0):
@@ -198,10 +187,6 @@ def cmd_crl(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    from cryptography import x509  # noqa: F401
-    from cryptography.hazmat.primitives import serialization  # noqa: F401
-    from sifguard.ca import profiles, store as castore  # noqa: F401
-    from sifguard.x509 import keys  # noqa: F401
     from sifguard.ocsp import server
     from sifguard.ocsp.responder import make_app
     host, _, port = args.listen.rpartition(":")
@@ -215,10 +200,6 @@ def cmd_serve(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from cryptography import x509  # noqa: F401
-    from cryptography.hazmat.primitives import serialization  # noqa: F401
-    from sifguard.ca import profiles, store as castore  # noqa: F401
-    from sifguard.x509 import keys  # noqa: F401
     from sifguard.ocsp.export import export
     n = export(_open(args), args.out, args.sign_with)
     print(f"wrote {n} pre-signed OCSP responses under {args.out} (serve with config/nginx-ocsp.conf)")

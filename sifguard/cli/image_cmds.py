@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 
 from sifguard.cli.common import ProgressBar, image_size, print_json
 from sifguard.errors import KeyMaterialError, SignatureError

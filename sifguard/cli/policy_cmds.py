@@ -43,7 +43,7 @@ def cmd_check(args) -> int:
           + (f", {len(r.responders)} responder override(s)" if r.responders else ""))
     print(f"  audit log: {pol.audit_log or 'none'}; verified-image cache: {pol.image_cache or 'off'}")
     print(f"  runtime sources allowed: {', '.join(pol.runtime.allow_sources)}")
-    print(f"  rules (first match wins):")
+    print("  rules (first match wins):")
     for i, rule in enumerate(pol.rules, 1):
         m = rule.match
         cond = ", ".join(f"{k} {'|'.join(getattr(m, k))}" for k in ("path", "user", "group", "account", "partition")
@@ -51,7 +51,7 @@ def cmd_check(args) -> int:
         who = f", signers: {len(rule.signers)} pattern(s)" if rule.signers else ""
         rev = f", revocation {rule.revocation_mode}" if rule.revocation_mode else ""
         print(f"    {i}. {rule.name} (line {rule.line}): {cond} -> {rule.action}, require {rule.require}{who}{rev}")
-    print(f"    *. default (built-in): everything else -> enforce, require signed")
+    print("    *. default (built-in): everything else -> enforce, require signed")
     return 0
 
 

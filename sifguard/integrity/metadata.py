@@ -114,6 +114,10 @@ class DigestCache:
         self.img, self.progress = img, progress
         self._objects: dict[tuple[int, str], Digest] = {}
 
+    def computed(self) -> dict[int, str]:
+        """Object id -> digest, for the objects hashed so far."""
+        return {oid: str(dg) for (oid, _), dg in self._objects.items()}
+
     def object(self, d: Descriptor, alg: str = "sha256") -> Digest:
         key = (d.id, alg)
         if key not in self._objects:

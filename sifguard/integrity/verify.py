@@ -251,5 +251,5 @@ def verify_image(img: SifImage, trust: Trust, groups: list[int] | None = None,
         return rep
     rep.verified = True
     rep.reason = "all object groups signed by a trusted signer"
-    rep.digests = {oid: str(dg) for (oid, _), dg in cache._objects.items()}
+    rep.digests = cache.computed()
     return rep

@@ -65,7 +65,7 @@ def load_private_key(path: str, passphrase: bytes | None = None) -> PrivateKey:
             raise KeyMaterialError(
                 f"{path}: key is encrypted; give --passphrase-file or --passphrase-env") from None
         raise KeyMaterialError(f"{path}: {e}") from None
-    except ValueError as e:
+    except ValueError:
         msg = "wrong passphrase or corrupt key" if passphrase is not None else "not a PEM private key"
         raise KeyMaterialError(f"{path}: {msg}") from None
     except UnsupportedAlgorithm as e:
