@@ -101,13 +101,13 @@ def cluster(tmp_path_factory):
     srv.stop()
 
 
-def submit(c, name, body):
+def submit(c, name, body, out=None):
     script = c["jobs"] / f"{name}.sh"
     script.write_text("#!/bin/bash\n" + body + "\n")
     os.chmod(script, 0o755)
     p = subprocess.run(["runuser", "-u", "nobody", "--", "env", f"SLURM_CONF={c['env']['SLURM_CONF']}",
                         f"SIFGUARD_REAL_APPTAINER={c['env']['SIFGUARD_REAL_APPTAINER']}", "sbatch", "--parsable",
-                        "-D", str(c["jobs"]), "-o", str(c["jobs"] / f"{name}.out"), str(script)],
+                        "-D", str(c["jobs"]), "-o", str(out or c["jobs"] / f"{name}.out"), str(script)],
                        capture_output=True, text=True, env=c["env"], timeout=30)
     assert p.returncode == 0, p.stderr
     return p.stdout.strip()
@@ -152,10 +152,16 @@ def results(cluster):
                  "for fd in /proc/self/fd/*; do case $(readlink $fd) in *sifguard-verified*) "
                  "echo SEALED $(sha256sum < $fd | cut -c1-64);; esac; done; echo RAN-SWAP'"),
     }
+    private = c["w"] / "root-only"
+    private.mkdir(mode=0o700)
+    shutil.copyfile(J / "signed.sif", private / "secret.sif")
+    bodies["rootonly"] = f"apptainer exec {private}/secret.sif echo RAN-ROOTONLY"
     (J / "which").write_text(f"{J}/unsigned.sif\n")
     os.chmod(J / "which", 0o644)
     swap_hash = hashlib.sha256((J / "swap.sif").read_bytes()).hexdigest()
     ids = {name: submit(c, name, body) for name, body in bodies.items()}
+    # a refused job whose output path is somewhere only root may write: nothing is created there
+    ids["evilout"] = submit(c, "evilout", f"apptainer exec {J}/unsigned.sif true", out=private / "planted.out")
     wait(c, list(ids.values()))
     return {"ids": ids, "swap_hash": swap_hash}
 
@@ -181,6 +187,15 @@ def test_refused_with_reason_visible(cluster, results, name, why):
     assert state(cluster, jid) == "CANCELLED"                 # terminal, not requeued
     assert "sifguard: job" in out and "refused" in out and why in out, out
     assert "AdminComment=sifguard" in job(cluster, jid)
+
+
+def test_hooks_read_and_write_with_the_users_rights(cluster, results):
+    """The root prolog opens images and writes refusals as the job's user: a job cannot make
+    it verify a root-only file, nor create a file where only root may write."""
+    out = output(cluster, "rootonly")
+    assert "RAN-ROOTONLY" not in out and "cannot read it" in out
+    assert state(cluster, results["ids"]["evilout"]) == "CANCELLED"
+    assert not (cluster["w"] / "root-only" / "planted.out").exists()
 
 
 def test_audit_rule_lets_job_run_and_logs(cluster, results):

@@ -30,21 +30,14 @@ def _expand_path(pattern: str, job: jobinfo.Job) -> str:
 
 
 def tell_user(job: jobinfo.Job, message: str) -> None:
-    """Append the refusal to the job's output file(s), owned by the job's user."""
+    """Append the refusal to the job's output file(s), written with the job user's rights."""
+    from sifguard.slurm.privileges import append_as
     for pattern in {job.stdout or os.path.join(job.work_dir, f"slurm-{job.job_id}.out"), job.stderr}:
         path = _expand_path(pattern, job)
         if not path:
             continue
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-            try:
-                st = os.fstat(fd)
-                if st.st_nlink <= 1 and (st.st_uid == job.uid or st.st_size == 0):
-                    if st.st_uid != job.uid and os.geteuid() == 0:
-                        os.fchown(fd, job.uid, job.gid)
-                    os.write(fd, (message + "\n").encode())
-            finally:
-                os.close(fd)
+            append_as(job.uid, job.gid, path, message + "\n")
         except OSError:
             pass
 
@@ -86,15 +79,23 @@ def decide_job(cfg: hookconf.HookConfig, job: jobinfo.Job, engine) -> list[str]:
                 reasons.append(f"{f.image}: image source '{scheme}://' is not allowed by the site policy")
                 _audit(engine, base | {"decision": "refuse", "image": f.image, "reason": reasons[-1]})
             continue
-        if not os.path.exists(f.image):
+        from sifguard.slurm.privileges import open_image_as
+        try:
+            fd = open_image_as(job.uid, job.gid, f.image)     # the user's rights, not root's
+        except FileNotFoundError:
             _audit(engine, base | {"decision": "deferred", "image": f.image,
                                    "reason": "image does not exist yet: left to the runtime hooks"})
             continue
+        except OSError as e:
+            reasons.append(f"{f.image}: the job's user cannot read it ({e.strerror})")
+            continue
         try:
-            v = engine.decide(f.image, ctx)
+            v = engine.decide(os.path.realpath(f.image), ctx, fd=fd)
         except Exception as e:  # noqa: BLE001 - an unreadable/malformed image is refused, not a crash
             reasons.append(f"{f.image}: {e}")
             continue
+        finally:
+            os.close(fd)
         if not v.allowed:
             reasons.append(f"{f.image}: {v.reason}")
     return reasons

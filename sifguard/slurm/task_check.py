@@ -76,8 +76,18 @@ def main(argv: list[str]) -> int:
                 partition = info.get("Partition")
             except Exception:  # noqa: BLE001 - decide without them rather than fail open
                 pass
-        v = Engine(policy).decide(path, JobContext(user=user, account=account, partition=partition,
-                                                   job_id=opts.get("job-id")))
+        from sifguard.slurm.privileges import open_image_as
+
+        try:
+            gid = pwd.getpwuid(uid).pw_gid
+        except KeyError:
+            gid = uid
+        fd = open_image_as(uid, gid, path)      # read with the task user's rights, not root's
+        try:
+            v = Engine(policy).decide(os.path.realpath(path), JobContext(
+                user=user, account=account, partition=partition, job_id=opts.get("job-id")), fd=fd)
+        finally:
+            os.close(fd)
     except Exception as e:  # noqa: BLE001 - fail closed
         print(f"sifguard: task refused: {image}: {e}", file=sys.stderr)
         return 1
