@@ -227,3 +227,20 @@ def test_swapped_file_after_verification_does_not_run(cluster, results):
 def test_node_never_drained(cluster, results):
     st = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, env=cluster["env"]).stdout.split()
     assert set(st) <= {"idle", "mix", "alloc"}, st
+
+
+def test_interactive_srun_job_refused(cluster, results):
+    """`srun` as its own job (no batch script): refused by the controller prolog (its
+    Command) or, at the latest, by the SPANK hook when the task starts."""
+    J = cluster["jobs"]
+    p = subprocess.run(["runuser", "-u", "nobody", "--", "env", f"SLURM_CONF={cluster['env']['SLURM_CONF']}",
+                        "srun", "-D", str(J), cluster["env"]["SIFGUARD_REAL_APPTAINER"], "exec",
+                        f"{J}/unsigned.sif", "echo", "RAN-SRUN"],
+                       capture_output=True, text=True, timeout=120, env=cluster["env"])
+    assert p.returncode != 0 and "RAN-SRUN" not in p.stdout
+    assert "sifguard" in p.stderr, p.stderr
+    p = subprocess.run(["runuser", "-u", "nobody", "--", "env", f"SLURM_CONF={cluster['env']['SLURM_CONF']}",
+                        "srun", "-D", str(J), cluster["env"]["SIFGUARD_REAL_APPTAINER"], "exec",
+                        f"{J}/signed.sif", "echo", "RAN-SRUN-OK"],
+                       capture_output=True, text=True, timeout=120, env=cluster["env"])
+    assert p.returncode == 0 and "RAN-SRUN-OK" in p.stdout, p.stderr
