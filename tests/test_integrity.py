@@ -349,3 +349,20 @@ def test_progress_bar_pty_end_to_end(tmp_path):
         pass
     os.close(master)
     assert p.returncode == 0 and b"hashing [" in out and b"100.0%" in out
+
+
+def test_keyidless_foreign_signature_is_untrusted_not_invalid(tmp_path, copy_vector):
+    """A signature without keyid names no key: failing against ours is not a forgery of ours."""
+    from sifguard.integrity.metadata import DigestCache, image_metadata
+    from sifguard.sif.format import GROUP_MASK, signature_extra
+    from sifguard.sif.image import NewObject
+    p = copy_vector("sylabs-sif/one-group-signed-dsse.sif")
+    other = new_key("ec-p256")
+    with SifImage(p, writable=True) as img:
+        payload = image_metadata(img, img.group_objects(1), DigestCache(img)).encode()
+        pae = dsse.pae(dsse.PAYLOAD_TYPE, payload)
+        env = dsse.Envelope(dsse.PAYLOAD_TYPE, payload, (dsse.EnvelopeSignature("", keys.sign(other, pae)),))
+        img.append(NewObject(DT_SIGNATURE, data=env.encode(), linked_id=1 | GROUP_MASK, extra=signature_extra()))
+    with SifImage(p) as img:
+        rep = verify_image(img, Trust(keys=(keys.load_public_key(S("ed25519-public.pem")),)))
+    assert rep.verified and any(s.status == "untrusted" and s.keyid == "" for s in rep.signatures)

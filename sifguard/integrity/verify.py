@@ -98,8 +98,10 @@ def _check_entry(entry: dsse.EnvelopeSignature, pae: bytes, hashtype: int, trust
             if keys.verify(k, entry.sig, pae, hashtype):
                 res.status, res.reason, res.key = VERIFIED, "signature verified with the given key", keys.keyid(k)
                 return
-        if cands:
+        if cands and entry.keyid:
             res.status, res.reason = INVALID, f"signature does not verify with the trusted key {keys.keyid(cands[0])}"
+        elif cands:   # no keyid: it names no key, so failing against ours is not a forgery of ours
+            res.status, res.reason = UNTRUSTED, "keyid-less signature not made by a given key"
         else:
             res.status, res.reason = UNTRUSTED, f"signed by a key that was not given (keyid {entry.keyid or 'none'})"
         return
@@ -134,9 +136,11 @@ def _check_entry(entry: dsse.EnvelopeSignature, pae: bytes, hashtype: int, trust
         res.signer, res.chain = identity(leaf, path), tuple(path)
         if ok:
             res.status, res.reason = VERIFIED, "signature verified; certificate chains to a trusted root"
-        else:
+            return
+        if entry.keyid:
             res.status, res.reason = INVALID, f"signature does not verify with the trusted certificate {leaf.subject.rfc4514_string()}"
-        return
+            return
+        res.status, res.reason = UNTRUSTED, "keyid-less signature not made by a trusted certificate"
     if res.status != UNTRUSTED:
         res.status, res.reason = UNTRUSTED, "signature does not verify with the embedded certificate"
 
