@@ -11,7 +11,6 @@ Goals: warm prolog <= 200 ms, shim <= 100 ms. Usage: tests/bench/enforcement_ove
 """
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -19,8 +18,8 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
-SG = [sys.executable, "-m", "sifguard"]
+sys.path[:0] = [ROOT, os.path.join(ROOT, "tests"), os.path.dirname(os.path.abspath(__file__))]
+from benchlib import SG, compile_bytecode, free_port, make_ca, policy as make_policy, responder, sign  # noqa: E402
 
 
 def med(fn, n=7):
@@ -33,7 +32,7 @@ def med(fn, n=7):
 
 
 def main():
-    subprocess.run([sys.executable, "-m", "compileall", "-q", os.path.join(ROOT, "sifguard")], check=True)
+    compile_bytecode(ROOT)
     from sifguard.enforce.decide import Engine
     from sifguard.policy.loader import load
     from sifguard.slurm.config import HookConfig
@@ -41,41 +40,22 @@ def main():
     from sifguard.slurm.jobinfo import Job
     from sifguard.sif.image import NewObject, create
     with tempfile.TemporaryDirectory() as d:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        ca = f"{d}/ca"
-        subprocess.run(SG + ["ca", "init", "--ca", ca, "--name", "B", "--url", f"http://127.0.0.1:{port}"], check=True,
-                       capture_output=True)
-        subprocess.run(SG + ["ca", "issue", "--ca", ca, "--cn", "b", "--out-key", f"{d}/b.key", "--out", f"{d}/b.pem"],
-                       check=True, capture_output=True)
+        port = free_port()
+        ca = make_ca(d, port)
         imgs = []
         for i in range(3):
             p = f"{d}/img{i}.sif"
             shutil.copyfile(os.path.join(ROOT, "tests", "data", "apptainer", "images", "busybox_amd64.sif"), p)
-            subprocess.run(SG + ["sign", p, "--key", f"{d}/b.key", "--cert", f"{d}/b.pem"], check=True, capture_output=True)
+            sign(d, p)
             imgs.append(p)
         big = f"{d}/big.sif"
         with open(f"{d}/part", "wb") as f:
             f.write(os.urandom(64 << 20))
         create(big, [NewObject(0x4004, path=f"{d}/part", group=1, extra=b"\x01\0\0\0\x02\0\0\x0002\0")])
-        subprocess.run(SG + ["sign", big, "--key", f"{d}/b.key", "--cert", f"{d}/b.pem"], check=True, capture_output=True)
-        srv = subprocess.Popen(SG + ["ca", "serve", "--ca", ca, "--listen", f"127.0.0.1:{port}"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            for _ in range(100):
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                    break
-                except OSError:
-                    time.sleep(0.1)
-
+        sign(d, big)
+        with responder(ca, port):
             def policy(tag):
-                p = f"{d}/p-{tag}.yaml"
-                open(p, "w").write(f"version: 1\ntrust: {{roots: [{ca}/root.pem]}}\nrevocation:\n  mode: enforce\n"
-                                   f"  cache_dir: {d}/oc-{tag}\ncache: {{images: {d}/ic-{tag}}}\n"
-                                   f"audit: {{log: {d}/audit.jsonl}}\n")
-                return p
+                return make_policy(d, ca, tag)
             script = "#!/bin/bash\n" + "".join(f"srun apptainer exec {p} true\n" for p in imgs)
             job = Job("1", user="root", uid=0, gid=0, work_dir=d, script=script, env={"HOME": "/root"})
             cfg = HookConfig(policy="")
@@ -122,9 +102,6 @@ def main():
                 shimmed = med(lambda: subprocess.run([shim, "exec", img, "true"], check=True))
                 print(f"  {label:<16} direct {direct:6.1f} ms   via shim {shimmed:7.1f} ms   "
                       f"overhead {shimmed - direct:7.1f} ms")
-        finally:
-            srv.terminate()
-            srv.wait(10)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@ OCSP still cached) — as a library call and as a CLI process — with a real
 """
 import argparse
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -15,14 +14,8 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
-SG = [sys.executable, "-m", "sifguard"]
-
-
-def port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+sys.path[:0] = [ROOT, os.path.join(ROOT, "tests"), os.path.dirname(os.path.abspath(__file__))]
+from benchlib import SG, compile_bytecode, free_port, make_ca, policy as make_policy, responder, sign  # noqa: E402
 
 
 def timed(fn, n=1):
@@ -39,19 +32,13 @@ def main():
     ap.add_argument("--size-mib", type=int, default=1100)
     ap.add_argument("--dir", default=None)
     a = ap.parse_args()
-    # An installed package has bytecode (pip compiles it); an editable checkout under
-    # PYTHONDONTWRITEBYTECODE would recompile every module in every CLI run.
-    subprocess.run([sys.executable, "-m", "compileall", "-q", os.path.join(ROOT, "sifguard")], check=True)
+    compile_bytecode(ROOT)
     from sifguard.enforce.decide import Engine
     from sifguard.policy.loader import load
     from sifguard.sif.image import NewObject, create
     with tempfile.TemporaryDirectory(dir=a.dir) as d:
-        p = port()
-        ca = f"{d}/ca"
-        subprocess.run(SG + ["ca", "init", "--ca", ca, "--name", "Bench", "--url", f"http://127.0.0.1:{p}"],
-                       check=True, capture_output=True)
-        subprocess.run(SG + ["ca", "issue", "--ca", ca, "--cn", "bench", "--out-key", f"{d}/b.key",
-                             "--out", f"{d}/b.pem"], check=True, capture_output=True)
+        p = free_port()
+        ca = make_ca(d, p)
         part = f"{d}/part.bin"
         with open(part, "wb") as f:
             block = os.urandom(1 << 20)
@@ -61,25 +48,11 @@ def main():
         create(img, [NewObject(0x4001, data=b"Bootstrap: scratch\n", group=1),
                      NewObject(0x4004, path=part, group=1, extra=(1).to_bytes(4, "little") + (2).to_bytes(4, "little") + b"02\0")])
         os.unlink(part)
-        subprocess.run(SG + ["sign", img, "--key", f"{d}/b.key", "--cert", f"{d}/b.pem"], check=True, capture_output=True)
+        sign(d, img)
         os.sync()
-        srv = subprocess.Popen(SG + ["ca", "serve", "--ca", ca, "--listen", f"127.0.0.1:{p}"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            for _ in range(100):
-                try:
-                    socket.create_connection(("127.0.0.1", p), timeout=0.2).close()
-                    break
-                except OSError:
-                    time.sleep(0.1)
-
+        with responder(ca, p):
             def policy(tag):
-                path = f"{d}/policy-{tag}.yaml"
-                with open(path, "w") as f:
-                    f.write(f"version: 1\ntrust: {{roots: [{ca}/root.pem]}}\nrevocation:\n  mode: enforce\n"
-                            f"  cache_dir: {d}/ocsp-{tag}\ncache: {{images: {d}/img-{tag}}}\n"
-                            f"audit: {{log: {d}/audit.jsonl}}\n")
-                return path
+                return make_policy(d, ca, tag)
 
             def lib(pol):
                 v = Engine(load(pol)).decide(img)
@@ -108,17 +81,13 @@ def main():
             small = f"{d}/small.sif"
             import shutil
             shutil.copyfile(os.path.join(ROOT, "tests", "data", "apptainer", "images", "one-group.sif"), small)
-            subprocess.run(SG + ["sign", small, "--key", f"{d}/b.key", "--cert", f"{d}/b.pem"], check=True,
-                           capture_output=True)
+            sign(d, small)
             sp = policy("small")
             Engine(load(sp)).decide(small)
             lw = timed(lambda: Engine(load(sp)).decide(small), 5)
             cw = timed(lambda: subprocess.run(SG + ["verify", small, "--policy", sp], check=True,
                                               capture_output=True), 5)
             print(f"40 KiB image, warm: library {lw:.1f} ms, CLI {cw:.1f} ms")
-        finally:
-            srv.terminate()
-            srv.wait(10)
 
 
 if __name__ == "__main__":
