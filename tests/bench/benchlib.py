@@ -3,6 +3,7 @@
 import contextlib
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -61,3 +62,13 @@ def compile_bytecode(root: str) -> None:
     """An installed package has bytecode (pip compiles it); an editable checkout under
     PYTHONDONTWRITEBYTECODE would recompile every module in every process measured."""
     subprocess.run([sys.executable, "-m", "compileall", "-q", os.path.join(root, "sifguard")], check=True)
+
+
+def median_ms(fn, n: int = 7) -> float:
+    """Median wall time of n calls of fn, in milliseconds."""
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - t) * 1000)
+    return statistics.median(out)

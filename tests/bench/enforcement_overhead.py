@@ -19,16 +19,8 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path[:0] = [ROOT, os.path.join(ROOT, "tests"), os.path.dirname(os.path.abspath(__file__))]
-from benchlib import SG, compile_bytecode, free_port, make_ca, policy as make_policy, responder, sign  # noqa: E402
-
-
-def med(fn, n=7):
-    out = []
-    for _ in range(n):
-        t = time.perf_counter()
-        fn()
-        out.append((time.perf_counter() - t) * 1000)
-    return statistics.median(out)
+from benchlib import (SG, compile_bytecode, free_port, make_ca, median_ms, policy as make_policy,  # noqa: E402
+                      responder, sign)
 
 
 def main():
@@ -82,7 +74,7 @@ def main():
                     colds.append((time.perf_counter() - t) * 1000)
                 wp = policy(f"{name}-warm")
                 fn(wp)
-                warm = med(lambda: fn(wp))
+                warm = median_ms(lambda: fn(wp))
                 print(f"  {name:<13} cold {statistics.median(colds):7.1f} ms   warm {warm:7.1f} ms")
 
             # --- the shim ---------------------------------------------------------
@@ -98,8 +90,8 @@ def main():
             print("shim before exec vs the stand-in runtime called directly (revocation cached), medians:")
             for label, img in (("busybox 0.8 MiB", imgs[0]), ("64 MiB", big)):
                 subprocess.run([shim, "exec", img, "true"], check=True)
-                direct = med(lambda: subprocess.run([standin, "exec", img, "true"], check=True))
-                shimmed = med(lambda: subprocess.run([shim, "exec", img, "true"], check=True))
+                direct = median_ms(lambda: subprocess.run([standin, "exec", img, "true"], check=True))
+                shimmed = median_ms(lambda: subprocess.run([shim, "exec", img, "true"], check=True))
                 print(f"  {label:<16} direct {direct:6.1f} ms   via shim {shimmed:7.1f} ms   "
                       f"overhead {shimmed - direct:7.1f} ms")
 

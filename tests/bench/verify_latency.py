@@ -15,16 +15,8 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path[:0] = [ROOT, os.path.join(ROOT, "tests"), os.path.dirname(os.path.abspath(__file__))]
-from benchlib import SG, compile_bytecode, free_port, make_ca, policy as make_policy, responder, sign  # noqa: E402
-
-
-def timed(fn, n=1):
-    out = []
-    for _ in range(n):
-        t = time.perf_counter()
-        fn()
-        out.append((time.perf_counter() - t) * 1000)
-    return statistics.median(out)
+from benchlib import (SG, compile_bytecode, free_port, make_ca, median_ms, policy as make_policy,  # noqa: E402
+                      responder, sign)
 
 
 def main():
@@ -67,14 +59,14 @@ def main():
             print(f"image {size / 2**30:.2f} GiB; responder sifguard ca serve on 127.0.0.1; medians")
             res = {}
             for mode, fn, n in (("library", lib, 5), ("CLI", cli, 5)):
-                cold = timed(lambda: fn(policy(f"{mode}-cold-{time.monotonic_ns()}")), 2)
+                cold = median_ms(lambda: fn(policy(f"{mode}-cold-{time.monotonic_ns()}")), 2)
                 warm_pol = policy(f"{mode}-warm")
                 fn(warm_pol)                                  # fill both caches
-                warm = timed(lambda: fn(warm_pol), n)
+                warm = median_ms(lambda: fn(warm_pol), n)
                 touched = []
                 for _ in range(2):
                     os.utime(img)
-                    touched.append(timed(lambda: fn(warm_pol)))
+                    touched.append(median_ms(lambda: fn(warm_pol), 1))
                 res[mode] = (cold, warm, statistics.median(touched))
                 print(f"{mode:8} cold {cold:8.1f} ms   warm {warm:7.1f} ms   touched {res[mode][2]:8.1f} ms")
             # flat in image size: the same warm path for a 40 KiB image
@@ -84,8 +76,8 @@ def main():
             sign(d, small)
             sp = policy("small")
             Engine(load(sp)).decide(small)
-            lw = timed(lambda: Engine(load(sp)).decide(small), 5)
-            cw = timed(lambda: subprocess.run(SG + ["verify", small, "--policy", sp], check=True,
+            lw = median_ms(lambda: Engine(load(sp)).decide(small), 5)
+            cw = median_ms(lambda: subprocess.run(SG + ["verify", small, "--policy", sp], check=True,
                                               capture_output=True), 5)
             print(f"40 KiB image, warm: library {lw:.1f} ms, CLI {cw:.1f} ms")
 
