@@ -151,3 +151,24 @@ def test_parse_show_job_values_with_spaces():
     assert d["JobName"] == "my job" and d["Command"] == "/home/alice/run me.sh"
     assert d["UserId"] == "alice(1001)" and d["Partition"] == "debug" and d["BatchFlag"] == "1"
     assert d["AdminComment"] == "sifguard: job 7 refused: x"
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+_TOKENS = st.sampled_from(["apptainer", "singularity", "exec", "run", "instance", "start", "srun", "-B", "--bind",
+                           "x.sif", "$X", "${Y:-/d.sif}", "'q'", '"dq"', "\\", "\n", ";", "&&", "|", "<<EOF",
+                           "EOF", "#", "$(a)", "`b`", "env", "A=1", "eval", "bash", "-c", " ", "--", "cd", "/"])
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_TOKENS, max_size=40).map(" ".join) | st.text(max_size=300))
+def test_scanner_never_raises(script):
+    """The prolog scans user-written scripts: any text yields findings, never an exception."""
+    scan(script, {"HOME": "/h"}, "/w")
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.text(max_size=12), max_size=12))
+def test_argv_parser_never_raises(args):
+    ra.parse(["apptainer", *args])
+    image_of(["apptainer", *args], "/")
