@@ -85,3 +85,10 @@ def test_missing_and_non_sif_images(shim, tmp_path):
     junk.write_bytes(b"not a sif at all")
     p = shim["run"]("exec", junk, "true")
     assert p.returncode == 1 and "refused" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_broken_policy_refuses_in_one_line(shim):
+    exe = shim["run"]("version") and str(shim["tmp"] / "hooks" / "shim" / "apptainer")
+    (shim["tmp"] / "policy.yaml").write_text("version: 1\ntrust: [oops\n")
+    p = subprocess.run([exe, "exec", str(shim["signed"]), "true"], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 1 and "Traceback" not in p.stderr and p.stderr.count("\n") == 1

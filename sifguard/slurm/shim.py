@@ -58,6 +58,14 @@ def sealed_copy(path: str, copy_dir: str) -> int:
 
 
 def main(argv: list[str], cfg_path: str | None = None) -> int:
+    """Never a traceback: anything unexpected refuses in one line (fail closed)."""
+    try:
+        return _main(argv, cfg_path)
+    except Exception as e:  # noqa: BLE001
+        return _fail(f"refused: {type(e).__name__}: {e}")
+
+
+def _main(argv: list[str], cfg_path: str | None = None) -> int:
     from sifguard.slurm import config as hookconf
     tool = os.path.basename(argv[0])
     try:
