@@ -38,6 +38,15 @@ def image_of(argv: list[str], cwd: str) -> tuple[str | None, str]:
 
 
 def main(argv: list[str]) -> int:
+    """Never a traceback; anything unexpected fails the task (fail closed)."""
+    try:
+        return _main(argv)
+    except Exception as e:  # noqa: BLE001
+        print(f"sifguard: task refused: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+
+
+def _main(argv: list[str]) -> int:
     """argv: [--config F] --job-id ID --uid UID [--cwd DIR] -- task argv…"""
     from sifguard.slurm import config as hookconf
     opts, i = {}, 0
