@@ -147,9 +147,9 @@ def code_signing_cert(pub, cn: str, email: str | None, issuer: x509.Certificate,
              [x509.UniformResourceIdentifier(urls.crl)], None, None, None)]), critical=False))
     if email:
         b = b.add_extension(x509.SubjectAlternativeName([x509.RFC822Name(email)]), critical=False)
-    if issuer_cert_end := issuer.not_valid_after_utc:
-        if now + dt.timedelta(days=days) > issuer_cert_end:
-            raise BadInputError(f"--days {days} would outlive the issuing CA (valid until {issuer_cert_end:%Y-%m-%d})")
+    if now + dt.timedelta(days=days) > issuer.not_valid_after_utc:
+        raise BadInputError(f"--days {days} would outlive the issuing CA "
+                            f"(valid until {issuer.not_valid_after_utc:%Y-%m-%d})")
     return b.sign(issuer_key, sig_hash(issuer_key))
 
 
