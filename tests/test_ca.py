@@ -406,6 +406,7 @@ def test_concurrent_issue_distinct_serials(tmp_path):
 
 
 def test_bad_inputs(tmp_path, ca):
+    run_cli("ca", "revoke", "--ca", ca["dir"], "--cert", ca["d"] / "bob.pem")   # so revoking again is an error
     for args in (["ca", "issue", "--ca", tmp_path / "nope", "--cn", "x", "--out-key", tmp_path / "k", "--out", tmp_path / "c"],
                  ["ca", "revoke", "--ca", ca["dir"], "--serial", "DEADBEEF"],
                  ["ca", "revoke", "--ca", ca["dir"], "--serial", "xyz"],
