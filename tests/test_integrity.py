@@ -310,6 +310,7 @@ def test_demo(cli, tmp_path):
 def test_progress_bar_only_on_a_terminal(monkeypatch, capsys):
     from sifguard.cli import common
     monkeypatch.setattr(common.sys.stderr, "isatty", lambda: True, raising=False)
+    monkeypatch.setattr(common, "image_size", lambda size: size)   # "images" given by their size here
     bar = common.ProgressBar(300 << 20, "hashing")
     assert bar.enabled
     for _ in range(300):

@@ -27,12 +27,15 @@ def print_json(obj) -> None:
 
 
 class ProgressBar:
-    """A progress bar on stderr for large images, only when stderr is a terminal."""
+    """A progress bar on stderr for large images, only when stderr is a terminal.
 
-    def __init__(self, total: int, label: str):
-        self.total, self.label, self.done = total, label, 0
-        self.enabled = total > PROGRESS_THRESHOLD and sys.stderr.isatty()
-        self._last = 0.0
+    Sized by the bytes the command will hash; the image is only looked at for that when a
+    bar can be drawn at all (never in hooks, pipes or CI)."""
+
+    def __init__(self, image: str, label: str):
+        self.label, self.done, self._last = label, 0, 0.0
+        self.total = image_size(image) if sys.stderr.isatty() else 0
+        self.enabled = self.total > PROGRESS_THRESHOLD
 
     def __call__(self, n: int) -> None:
         self.done += n

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 
-from sifguard.cli.common import ProgressBar, image_size, print_json
+from sifguard.cli.common import ProgressBar, print_json
 from sifguard.errors import KeyMaterialError, SignatureError
 from sifguard.sif.format import HASHTYPES
 from sifguard.sif.image import SifImage
@@ -151,7 +151,7 @@ def cmd_sign(args) -> int:
     from sifguard.x509 import keys
     passphrase = keys.read_passphrase(args.passphrase_file, args.passphrase_env)
     signers = load_signers(args.key, args.cert, args.chain, passphrase)
-    bar = ProgressBar(image_size(args.image), "hashing")
+    bar = ProgressBar(args.image, "hashing")
     ids = sign_image(args.image, signers, args.group_id or None, args.object_id or None, bar)
     bar.finish()
     who = ", ".join(s.chain[0].subject.rfc4514_string() if s.chain else keys.keyid(s.key.public_key())
@@ -182,7 +182,7 @@ def cmd_verify(args) -> int:
         return verify_with_policy(args)
     from sifguard.integrity.verify import verify_image
     trust = trust_from_args(args)
-    bar = ProgressBar(image_size(args.image), "verifying")
+    bar = ProgressBar(args.image, "verifying")
     with SifImage(args.image) as img:
         rep = verify_image(img, trust, args.group_id or None, bar)
     bar.finish()

@@ -7,7 +7,7 @@ import os
 import pwd
 import sys
 
-from sifguard.cli.common import ProgressBar, image_size, print_json
+from sifguard.cli.common import ProgressBar, print_json
 from sifguard.errors import RefusedError
 
 
@@ -80,7 +80,7 @@ def verify_with_policy(args) -> int:
         from sifguard.errors import BadInputError
         raise BadInputError("--policy takes its trust from the policy file; drop --key/--roots/--cert/--intermediates")
     eng = Engine(load(args.policy))
-    bar = ProgressBar(image_size(args.image), "verifying")
+    bar = ProgressBar(args.image, "verifying")
     v = eng.decide(args.image, context_from_args(args), progress=bar)
     bar.finish()
     if getattr(v, "audit_error", None):
