@@ -89,13 +89,12 @@ def describe(img: SifImage) -> dict:
             o["partition"] = d.partition_info()
         objects.append(o)
         if d.is_signature:
-            data = img.read_object(d)
+            kind, env = dsse.classify(img.read_object(d))
             entry = {"object": d.id, "group": d.linked_group or None,
                      "linked_object": d.linked_object or None,
-                     "hash": HASHTYPES.get(d.signature_info()[0], "invalid"), "entries": []}
-            if dsse.is_dsse(data):
-                entry["type"] = "dsse"
-                for s in dsse.decode(data).signatures:
+                     "hash": HASHTYPES.get(d.signature_info()[0], "invalid"), "type": kind, "entries": []}
+            if env is not None:
+                for s in env.signatures:
                     e = {"keyid": s.keyid}
                     if s.x5c:
                         try:
@@ -103,12 +102,8 @@ def describe(img: SifImage) -> dict:
                         except ValueError:
                             e["subject"] = "(malformed certificate)"
                     entry["entries"].append(e)
-            elif data.startswith(b"-----BEGIN PGP SIGNED MESSAGE-----"):
-                entry["type"] = "legacy-pgp" if b"\n\nSIFHASH:\n" in data[:200] else "pgp"
-                fp = d.signature_info()[1]
-                entry["entries"].append({"pgp_fingerprint": fp.hex().upper()})
-            else:
-                entry["type"] = "unknown"
+            elif kind != "unknown":
+                entry["entries"].append({"pgp_fingerprint": d.signature_info()[1].hex().upper()})
             sigs.append(entry)
     return {"image": img.path,
             "header": {"launch_script": h.launch_script.rstrip(b"\0").decode("utf-8", "replace"),

@@ -86,8 +86,16 @@ def decode(data: bytes) -> Envelope:
     return Envelope(str(doc["payloadType"]), _b64(doc.get("payload", ""), "payload"), tuple(out))
 
 
-def is_dsse(data: bytes) -> bool:
+def classify(data: bytes) -> tuple[str, "Envelope | None"]:
+    """What a signature object holds: ("dsse", envelope), ("pgp" | "legacy-pgp" | "unknown", None).
+    One decode, shared by verification and `inspect`."""
     try:
-        return decode(data).payload_type == PAYLOAD_TYPE
+        env = decode(data)
+        if env.payload_type == PAYLOAD_TYPE:
+            return "dsse", env
     except EnvelopeError:
-        return False
+        pass
+    if data.lstrip().startswith(b"-----BEGIN PGP SIGNED MESSAGE-----"):
+        body = data.split(b"\n\n", 1)[1] if b"\n\n" in data else b""
+        return ("legacy-pgp" if body.startswith(b"SIFHASH:\n") else "pgp"), None
+    return "unknown", None

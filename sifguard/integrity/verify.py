@@ -78,15 +78,6 @@ class Report:
                 "signatures": [s.as_dict() for s in self.signatures]}
 
 
-def _kind(data: bytes) -> str:
-    if dsse.is_dsse(data):
-        return "dsse"
-    if data.lstrip().startswith(b"-----BEGIN PGP SIGNED MESSAGE-----"):
-        body = data.split(b"\n\n", 1)[1] if b"\n\n" in data else b""
-        return "legacy-pgp" if body.startswith(b"SIFHASH:\n") else "pgp"
-    return "unknown"
-
-
 def _check_entry(entry: dsse.EnvelopeSignature, pae: bytes, hashtype: int, trust: Trust,
                  res: SignatureResult) -> None:
     """Decide one envelope signature's status against the trust; fills res."""
@@ -177,14 +168,12 @@ def _group_status(results: list[SignatureResult]) -> str:
 
 def _check_signature_object(img: SifImage, g: int, gobjs: list[Descriptor], so: Descriptor,
                             trust: Trust, cache: DigestCache) -> list[SignatureResult]:
-    data = img.read_object(so)
-    kind = _kind(data)
-    if kind != "dsse":
+    kind, env = dsse.classify(img.read_object(so))
+    if env is None:
         what = {"pgp": "PGP clear-signed", "legacy-pgp": "legacy (SIFHASH, PGP)",
                 "unknown": "unrecognised"}[kind]
         return [SignatureResult(g, so.id, 0, kind, UNSUPPORTED,
                                 f"{what} signature: not verifiable by X.509/DSSE policy")]
-    env = dsse.decode(data)
     pae = dsse.pae(env.payload_type, env.payload)
     md, md_err = None, ""
     try:
