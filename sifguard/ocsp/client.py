@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID
 
+from sifguard.ca.ocsp_response import issuer_hashes
 from sifguard.ocsp.cache import DirCache
 from sifguard.policy.model import Revocation
 from sifguard.x509.chain import fingerprint
@@ -68,12 +69,6 @@ def _ext(cert, cls):
         return cert.extensions.get_extension_for_class(cls).value
     except x509.ExtensionNotFound:
         return None
-
-
-def issuer_key_hash(issuer: x509.Certificate, alg: str) -> tuple[bytes, bytes]:
-    """(issuerNameHash, issuerKeyHash) of a CertID for this issuer."""
-    from sifguard.ca.ocsp_response import issuer_hashes
-    return issuer_hashes(issuer, alg)
 
 
 class Checker:
@@ -134,7 +129,7 @@ class Checker:
                 and a.access_location.value.startswith(("http://", "https://"))]
 
     def _cache_key(self, cert, issuer) -> str:
-        return DirCache.key(issuer_key_hash(issuer, "sha256")[1], str(cert.serial_number))
+        return DirCache.key(issuer_hashes(issuer, "sha256")[1], str(cert.serial_number))
 
     def _ocsp(self, cert, issuer, urls) -> tuple[str, str, str]:
         key = self._cache_key(cert, issuer)
@@ -202,7 +197,7 @@ class Checker:
             alg = s.hash_algorithm.name
             if alg not in _HASH:
                 continue
-            nh, kh = issuer_key_hash(issuer, alg)
+            nh, kh = issuer_hashes(issuer, alg)
             if s.serial_number == cert.serial_number and s.issuer_key_hash == kh and s.issuer_name_hash == nh:
                 single = s
                 break
