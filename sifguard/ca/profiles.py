@@ -49,30 +49,19 @@ def random_serial() -> int:
 
 @dataclass(frozen=True)
 class SiteURLs:
-    base: str
+    """Where `ca serve` publishes things, as baked into certificates."""
 
-    def _u(self, path: str) -> str:
-        return self.base.rstrip("/") + "/" + path
+    ocsp: str
+    intermediate: str
+    root: str
+    crl: str
+    root_crl: str
 
-    @property
-    def ocsp(self) -> str:
-        return self.base.rstrip("/") + "/"
-
-    @property
-    def intermediate(self) -> str:
-        return self._u("intermediate.crt")
-
-    @property
-    def root(self) -> str:
-        return self._u("root.crt")
-
-    @property
-    def crl(self) -> str:
-        return self._u("crl.der")
-
-    @property
-    def root_crl(self) -> str:
-        return self._u("root-crl.der")
+    @classmethod
+    def from_base(cls, base: str) -> "SiteURLs":
+        b = base.rstrip("/") + "/"
+        return cls(ocsp=b, intermediate=b + "intermediate.crt", root=b + "root.crt", crl=b + "crl.der",
+                   root_crl=b + "root-crl.der")
 
 
 def _name(site: str, cn: str) -> x509.Name:

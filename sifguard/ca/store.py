@@ -181,7 +181,7 @@ class CAStore:
                 self.config = json.load(f)
         except (OSError, ValueError) as e:
             raise BadInputError(f"{path}: unreadable CA configuration: {e}") from None
-        self.urls = profiles.SiteURLs(self.config["url"])
+        self.urls = profiles.SiteURLs.from_base(self.config["url"])
         self.db = connect(self.file(DB))
         self._pid = os.getpid()
         self._certs: dict[str, x509.Certificate] = {}
@@ -411,7 +411,7 @@ def init(path: str, name: str, url: str, key_type: str = "ec-p256", passphrase: 
     os.makedirs(path, mode=0o700, exist_ok=True)
     os.chmod(path, 0o700)
     now = utcnow()
-    urls = profiles.SiteURLs(url)
+    urls = profiles.SiteURLs.from_base(url)
     root_key, int_key = profiles.generate_key(key_type), profiles.generate_key(key_type)
     resp_key = profiles.generate_key(key_type)
     root = profiles.root_cert(root_key, name, now)
