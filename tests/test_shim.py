@@ -57,9 +57,21 @@ def test_unsigned_refused_in_one_line(shim):
 
 
 def test_pass_through_commands(shim):
-    for args in (["version"], ["--version"], ["help", "exec"], ["instance", "list"], ["exec", "instance://web", "ls"]):
+    for args in (["version"], ["--version"], ["help", "exec"], ["instance", "list"]):
         p = shim["run"](*args)
         assert p.returncode == 0, (args, p.stderr)
+
+
+def test_instances_are_a_source_like_any_other(shim):
+    """`instance://` runs whatever the instance was started from — possibly outside the
+    shim — so it is allowed only where the policy says so (the controller prolog and
+    the shim used to disagree on this)."""
+    assert shim["run"]("exec", "instance://web", "ls").returncode == 1
+    p = shim["run"]("exec", "instance://web", "ls", runtime_yaml="runtime: {allow_sources: [local, instance]}\n")
+    assert p.returncode == 0, p.stderr
+    # the scheme is one source whatever its case
+    assert shim["run"]("exec", "DOCKER://alpine", "true",
+                       runtime_yaml="runtime: {allow_sources: [local, instance]}\n").returncode == 1
 
 
 @pytest.mark.parametrize("uri", ["docker://alpine", "library://a/b/c:1", "oras://reg/x:1", "shub://a/b"])
@@ -80,7 +92,7 @@ def test_build_and_pull_per_policy(shim):
 
 def test_missing_and_non_sif_images(shim, tmp_path):
     p = shim["run"]("exec", tmp_path / "nope.sif", "true")
-    assert p.returncode == 1 and "cannot read image" in p.stderr
+    assert p.returncode == 1 and "no such file" in p.stderr
     junk = tmp_path / "junk.sif"
     junk.write_bytes(b"not a sif at all")
     p = shim["run"]("exec", junk, "true")

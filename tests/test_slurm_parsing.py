@@ -3,7 +3,6 @@ import pytest
 
 from sifguard.slurm import runtime_argv as ra
 from sifguard.slurm.script_scan import scan
-from sifguard.slurm.task_check import image_of
 
 
 @pytest.mark.parametrize("argv,cmd,image", [
@@ -132,16 +131,6 @@ def test_scanner_instance_and_uri():
     assert got == ["/i.sif", "docker://alpine"]
 
 
-def test_task_argv_classification(tmp_path):
-    sif = tmp_path / "x.img"
-    sif.write_bytes(b"#!/usr/bin/env run-singularity\n\0" + b"SIF_MAGIC\0" + b"\0" * 100)
-    assert image_of(["/usr/bin/apptainer", "exec", "a.sif", "ls"], "/")[0] == "a.sif"
-    assert image_of(["apptainer", "version"], "/")[0] is None
-    assert image_of([str(sif), "arg"], "/")[0] == str(sif)      # a SIF run directly, whatever its name
-    assert image_of(["./run.sif"], "/w")[0] == "/w/./run.sif"
-    assert image_of(["/bin/hostname"], "/")[0] is None
-
-
 def test_parse_show_job_values_with_spaces():
     from sifguard.slurm.jobinfo import parse_show_job
     line = ("JobId=7 JobName=my job UserId=alice(1001) GroupId=hpc(2000) Account=(null) Partition=debug "
@@ -171,4 +160,3 @@ def test_scanner_never_raises(script):
 @given(st.lists(st.text(max_size=12), max_size=12))
 def test_argv_parser_never_raises(args):
     ra.parse(["apptainer", *args])
-    image_of(["apptainer", *args], "/")

@@ -83,8 +83,8 @@ def verify_with_policy(args) -> int:
     bar = ProgressBar(args.image, "verifying")
     v = eng.decide(args.image, context_from_args(args), progress=bar)
     bar.finish()
-    if getattr(v, "audit_error", None):
-        print(f"sifguard: warning: {v.audit_error}", file=sys.stderr)
+    if eng.last_audit_error:
+        print(f"sifguard: warning: {eng.last_audit_error}", file=sys.stderr)
     if args.json:
         print_json(v.as_dict())
     else:

@@ -1,16 +1,38 @@
-"""The JSON-lines decision log: one line per decision, appended atomically."""
+"""The JSON-lines decision log — the one writer every hook and the CLI go through.
+
+One line per decision or deferral, stamped here (time, host, pid, uid), appended with
+a single O_APPEND write so lines from concurrent deciders never interleave."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
+import socket
+
+from sifguard.errors import SifguardError
 
 
-class AuditError(Exception):
-    pass
+class AuditError(SifguardError):
+    """The audit log cannot be written (reported; never changes a decision)."""
 
 
-def append(path: str | None, record: dict) -> None:
+def _stamp() -> dict:
+    return {"time": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "host": socket.gethostname(), "pid": os.getpid(), "uid": os.getuid()}
+
+
+def write_decision(path: str | None, verdict, **extra) -> None:
+    """A verdict, with what the caller adds (hook, job, command line, …)."""
+    _write(path, _stamp() | extra | verdict.as_dict())
+
+
+def write_event(path: str | None, **fields) -> None:
+    """A record that is not a verdict: e.g. an image deferred to the runtime hooks."""
+    _write(path, _stamp() | fields)
+
+
+def _write(path: str | None, record: dict) -> None:
     if not path:
         return
     line = (json.dumps(record, separators=(",", ":"), default=str) + "\n").encode()
@@ -18,9 +40,9 @@ def append(path: str | None, record: dict) -> None:
         d = os.path.dirname(path)
         if d and not os.path.isdir(d):
             os.makedirs(d, mode=0o755, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
         try:
-            os.write(fd, line)   # one write with O_APPEND: lines from concurrent deciders never interleave
+            os.write(fd, line)
         finally:
             os.close(fd)
     except OSError as e:

@@ -92,7 +92,7 @@ class Checker:
         """The leaf and each intermediate (the trust anchor itself is not checked)."""
         return [self.check(path[i], path[i + 1]) for i in range(len(path) - 1)]
 
-    def check(self, cert: x509.Certificate, issuer: x509.Certificate) -> Status:
+    def check(self, cert: x509.Certificate, issuer: x509.Certificate, deadline: float | None = None) -> Status:
         subj, serial = cert.subject.rfc4514_string(), f"{cert.serial_number:X}"
         mk = lambda st, src, why: Status(st, src, why, subj, serial)  # noqa: E731
         if _ext(cert, x509.OCSPNoCheck) is not None:

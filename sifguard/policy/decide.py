@@ -11,16 +11,44 @@ from sifguard.policy.model import DEFAULT_RULE, Policy, Rule, SignerPattern
 from sifguard.x509.chain import SignerIdentity
 
 
+class _Unknown:
+    """A job attribute no trusted source established (the task environment is not one)."""
+
+    _instance = None
+
+    def __new__(cls):
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "UNKNOWN"
+
+    def __reduce__(self):
+        return (_Unknown, ())
+
+
+UNKNOWN = _Unknown()
+
+
 @dataclass(frozen=True)
 class JobContext:
-    user: str | None = None
-    group: str | None = None
-    account: str | None = None
-    partition: str | None = None
+    """Who asks, in which job. None: the job has no such attribute (e.g. no account);
+    UNKNOWN: it could not be established from a trusted source — rule selection then
+    considers every rule the attribute could select (see `candidate_rules`)."""
+
+    user: str | None | _Unknown = None
+    group: str | None | _Unknown = None
+    account: str | None | _Unknown = None
+    partition: str | None | _Unknown = None
     job_id: str | None = None
 
     def as_dict(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if v is not None}
+        return {k: ("(unknown)" if v is UNKNOWN else v) for k, v in self.__dict__.items() if v is not None}
+
+    @property
+    def complete(self) -> bool:
+        return UNKNOWN not in (self.user, self.group, self.account, self.partition)
 
 
 @lru_cache(maxsize=256)
@@ -54,23 +82,63 @@ def path_matches(glob: str, path: str) -> bool:
     return bool(_path_regex(glob).match(path))
 
 
-def _any(globs: tuple[str, ...], value: str | None) -> bool:
-    return not globs or (value is not None and any(fnmatch.fnmatchcase(value, g) for g in globs))
+MAYBE = "maybe"   # a rule that matches or not depending on an UNKNOWN attribute
+
+
+def _any(globs: tuple[str, ...], value) -> bool | str:
+    if not globs:
+        return True
+    if value is UNKNOWN:
+        return MAYBE
+    return value is not None and any(fnmatch.fnmatchcase(value, g) for g in globs)
+
+
+def rule_applies(rule: Rule, image: str, ctx: JobContext) -> bool | str:
+    """True, False, or MAYBE (when the answer depends on an attribute that is UNKNOWN)."""
+    m = rule.match
+    if m.path and not any(path_matches(g, image) for g in m.path):
+        return False
+    parts = (_any(m.user, ctx.user), _any(m.group, ctx.group), _any(m.account, ctx.account),
+             _any(m.partition, ctx.partition))
+    if False in parts:
+        return False
+    return MAYBE if MAYBE in parts else True
 
 
 def rule_matches(rule: Rule, image: str, ctx: JobContext) -> bool:
-    m = rule.match
-    return ((not m.path or any(path_matches(g, image) for g in m.path))
-            and _any(m.user, ctx.user) and _any(m.group, ctx.group)
-            and _any(m.account, ctx.account) and _any(m.partition, ctx.partition))
+    return rule_applies(rule, image, ctx) is True
+
+
+def candidate_rules(policy: Policy, image: str, ctx: JobContext) -> tuple[Rule, ...]:
+    """The rules that may govern this image for this job, in policy order.
+
+    With a complete context this is the one first-matching rule (or the built-in
+    default). With UNKNOWN attributes it is every rule that could be first for some
+    value of them, up to the first rule that matches whatever they are: a decision
+    must satisfy all of them, so an untrusted context can only make it stricter."""
+    out = []
+    for rule in policy.rules:
+        a = rule_applies(rule, image, ctx)
+        if a is True:
+            out.append(rule)
+            return tuple(out)
+        if a == MAYBE:
+            out.append(rule)
+    out.append(DEFAULT_RULE)
+    return tuple(out)
 
 
 def match_rule(policy: Policy, image: str, ctx: JobContext) -> Rule:
     """First matching rule wins; an unmatched image gets the built-in default (signed)."""
-    for rule in policy.rules:
-        if rule_matches(rule, image, ctx):
-            return rule
-    return DEFAULT_RULE
+    return candidate_rules(policy, image, ctx)[0] if ctx.complete else next(
+        (r for r in policy.rules if rule_matches(r, image, ctx)), DEFAULT_RULE)
+
+
+def uses_job_attributes(policy: Policy) -> frozenset[str]:
+    """Which of account/partition/group the policy's rules look at (a hook need not ask
+    Slurm for what no rule reads)."""
+    return frozenset(k for r in policy.rules for k in ("account", "partition", "group")
+                     if getattr(r.match, k))
 
 
 def signer_matches(p: SignerPattern, who: SignerIdentity, issuer_fingerprints: tuple[str, ...]) -> bool:

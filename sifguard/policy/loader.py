@@ -88,7 +88,7 @@ class _V:
 
 
 COMPILED_SUFFIX = ".sifguard-compiled.json"
-COMPILED_VERSION = 1
+COMPILED_VERSION = 2
 
 
 def _stat_key(st: os.stat_result) -> list:
@@ -235,7 +235,7 @@ def load(path: str) -> m.Policy:
     runtime = m.Runtime()
     if "runtime" in top:
         rt = v.mapping(top["runtime"], "runtime", {"allow_sources": 1, "apptainer": 1, "singularity": 1,
-                                                   "allow_build": 1, "allow_pull": 1})
+                                                   "allow_build": 1, "allow_pull": 1, "direct": 1})
         kw = {}
         if "allow_sources" in rt:
             srcs = v.strings(rt["allow_sources"], "runtime.allow_sources")
@@ -250,6 +250,8 @@ def load(path: str) -> m.Policy:
         for k in ("allow_build", "allow_pull"):
             if k in rt:
                 kw[k] = v.boolean(rt[k], f"runtime.{k}")
+        if "direct" in rt:
+            kw["direct"] = v.choice(rt["direct"], "runtime.direct", m.DIRECT)
         runtime = m.Runtime(**kw)
 
     rules = []

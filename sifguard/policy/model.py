@@ -71,6 +71,10 @@ class Runtime:
     singularity: str = "/usr/bin/singularity"
     allow_build: bool = False
     allow_pull: bool = False
+    direct: str = "refuse"            # the runtime or a SIF run by path, not through the shim: refuse | check
+
+
+DIRECT = ("refuse", "check")
 
 
 @dataclass(frozen=True)

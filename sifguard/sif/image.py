@@ -54,11 +54,14 @@ class NewObject:
 class SifImage:
     """An open SIF file. Use as a context manager; writable images hold an exclusive lock."""
 
-    def __init__(self, path: str, writable: bool = False):
+    def __init__(self, path: str, writable: bool = False, fd: int | None = None):
+        """Open `path`; or, with `fd`, read the file that descriptor already holds (a
+        duplicate is kept, so the caller's fd stays the caller's to close)."""
         self.path = path
         self.writable = writable
         try:
-            self._fd = os.open(path, (os.O_RDWR if writable else os.O_RDONLY) | os.O_CLOEXEC)
+            self._fd = os.dup(fd) if fd is not None else \
+                os.open(path, (os.O_RDWR if writable else os.O_RDONLY) | os.O_CLOEXEC)
         except IsADirectoryError:
             raise SifFormatError(f"{path}: is a directory, not a SIF image") from None
         except OSError as e:

@@ -21,7 +21,13 @@ class HookConfig:
     shim_dir: str = ""
     state_dir: str = ""          # slurmctld StateSaveLocation (job environments), optional
     bin_dir: str = "/usr/bin"    # where scontrol/scancel live (hooks run without PATH)
-    copy_dir: str = "/var/tmp"   # fallback for verified copies too large for memory
+    copy_dir: str = ""           # unused since sealed copies only (kept so older configs load)
+    seal_limit: int = 8 << 30    # largest image the shim pins in a sealed in-memory copy
+    apptainer_flavor: str = "apptainer"      # whose flag table parses `apptainer …`
+    singularity_flavor: str = "apptainer"    # `singularity` is Apptainer's compat name, or "singularityce"
+
+    def flavor(self, tool: str) -> str:
+        return self.singularity_flavor if tool == "singularity" else self.apptainer_flavor
 
 
 def find(script: str | None = None) -> str:

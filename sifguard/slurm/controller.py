@@ -7,12 +7,10 @@ and left to the task shim and the SPANK hook. Any internal failure refuses the j
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import subprocess
 import sys
 
-from sifguard.enforce import audit
 from sifguard.slurm import config as hookconf
 from sifguard.slurm import jobinfo
 from sifguard.slurm.script_scan import scan
@@ -54,58 +52,40 @@ def refuse(cfg: hookconf.HookConfig, job: jobinfo.Job, reason: str) -> None:
     print(message, file=sys.stderr)
 
 
-def decide_job(cfg: hookconf.HookConfig, job: jobinfo.Job, engine) -> list[str]:
+def decide_job(cfg: hookconf.HookConfig, job: jobinfo.Job, gate) -> list[str]:
     """The refusal reasons for this job (empty: it may run)."""
     from sifguard.policy.decide import JobContext
-    import grp
-    try:
-        group = grp.getgrgid(job.gid).gr_name
-    except (KeyError, OverflowError):
-        group = str(job.gid)
-    ctx = JobContext(user=job.user, group=group, account=job.account or None,
+    from sifguard.slurm.context import _group
+    ctx = JobContext(user=job.user, group=_group(job.gid), account=job.account or None,
                      partition=job.partition or None, job_id=job.job_id)
     found = scan(job.script, job.env, job.work_dir)
     reasons = []
-    allowed_sources = set(engine.policy.runtime.allow_sources)
     for f in found.found:
-        base = {"time": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"), "hook": "prolog-slurmctld",
-                "job": job.job_id, "context": ctx.as_dict(), "line": f.line, "command": f.text[:500]}
+        where = {"line": f.line, "command": f.text[:500]}
         if not f.resolved:
-            _audit(engine, base | {"decision": "deferred", "reason": f.note})
+            gate.defer(ctx, f.note, **where)
             continue
-        if "://" in f.image:
-            scheme = f.image.split("://", 1)[0]
-            if scheme not in allowed_sources:
-                reasons.append(f"{f.image}: image source '{scheme}://' is not allowed by the site policy")
-                _audit(engine, base | {"decision": "refuse", "image": f.image, "reason": reasons[-1]})
+        error = getattr(f, "error", "")
+        if error:
+            reasons.append(gate.refuse(f"line {f.line}: cannot tell which image `{f.text[:200]}` would run: {error}",
+                                       ctx, **where).message)
             continue
-        from sifguard.slurm.privileges import open_image_as
-        try:
-            fd = open_image_as(job.uid, job.gid, f.image)     # the user's rights, not root's
-        except FileNotFoundError:
-            _audit(engine, base | {"decision": "deferred", "image": f.image,
-                                   "reason": "image does not exist yet: left to the runtime hooks"})
+        program = getattr(f, "program", "") or ""
+        direct = f.tool == "sif" or ("/" in program and not _is_shim(cfg, program))
+        if direct and gate.policy.runtime.direct != "check":
+            what = "runs the container runtime by path" if f.tool != "sif" else "executes a SIF image directly"
+            reasons.append(gate.refuse(f"line {f.line}: `{f.text[:200]}` {what}; run `apptainer …` by name so "
+                                       "sifguard can pin the verified image (site policy runtime.direct: refuse)",
+                                       ctx, **where).message)
             continue
-        except OSError as e:
-            reasons.append(f"{f.image}: the job's user cannot read it ({e.strerror})")
-            continue
-        try:
-            v = engine.decide(os.path.realpath(f.image), ctx, fd=fd)
-        except Exception as e:  # noqa: BLE001 - an unreadable/malformed image is refused, not a crash
-            reasons.append(f"{f.image}: {e}")
-            continue
-        finally:
-            os.close(fd)
-        if not v.allowed:
-            reasons.append(f"{f.image}: {v.reason}")
+        adm = gate.admit_image(f.image, ctx, job.work_dir, missing="defer", **where)
+        if not adm.allowed:
+            reasons.append(adm.message)
     return reasons
 
 
-def _audit(engine, rec: dict) -> None:
-    try:
-        audit.append(engine.policy.audit_log, rec)
-    except audit.AuditError:
-        pass
+def _is_shim(cfg: hookconf.HookConfig, program: str) -> bool:
+    return bool(cfg.shim_dir) and os.path.dirname(os.path.realpath(program)) == os.path.realpath(cfg.shim_dir)
 
 
 def main(script_path: str | None = None, environ: dict | None = None) -> int:
@@ -119,10 +99,11 @@ def main(script_path: str | None = None, environ: dict | None = None) -> int:
                       uid=int(environ.get("SLURM_JOB_UID", -1)), gid=int(environ.get("SLURM_JOB_GID", -1)),
                       work_dir=environ.get("SLURM_JOB_WORK_DIR", "/"), stdout=environ.get("SLURM_JOB_STDOUT", ""))
     try:
-        from sifguard.enforce.decide import Engine
         from sifguard.policy.loader import load_fast as load
+        from sifguard.slurm.gate import Gate
         job = jobinfo.read_job(cfg, environ)
-        reasons = decide_job(cfg, job, Engine(load(cfg.policy)))
+        gate = Gate(load(cfg.policy), "prolog-slurmctld", as_user=(job.uid, job.gid), audit_extra={"job": job.job_id})
+        reasons = decide_job(cfg, job, gate)
     except Exception as e:  # noqa: BLE001 - fail closed
         reasons = [f"internal error while checking the job's containers ({type(e).__name__}: {e}); refusing"]
     if reasons:

@@ -79,7 +79,7 @@ def _skip_options(argv: list[str], i: int, value_opts: set[str], flags: set[str]
     return None
 
 
-def parse(argv: list[str]) -> Invocation:
+def parse(argv: list[str], flavor: str | None = None, env=None) -> Invocation:
     tool = tool_of(argv[0]) if argv else None
     if tool is None:
         return Invocation("", "", error="not an apptainer/singularity command")

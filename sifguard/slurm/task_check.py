@@ -1,40 +1,32 @@
-"""The SPANK task hook's verdict (`sifguard-spank-check`): called by the C plugin in
-the remote task context, as root, with the task's argv. It decides only when the
-task is a container runtime or a SIF executed directly, so `srun /usr/bin/apptainer
-exec bad.sif` cannot bypass the PATH shim. Exit 0 lets the task start, 1 fails it."""
+"""The SPANK task hook's verdict (`sifguard-spank-check`), called by the C plugin in the
+remote task context, as root, with the task's argv, its job id, uid and gid (SPANK
+items: Slurm's word, not the user's) and the task's PATH. Exit 0 lets the task start,
+1 fails it.
+
+What will the task exec? A bare name resolves through PATH, which the TaskProlog
+starts with sifguard's shim directory, so `srun apptainer …` reaches the shim (which
+verifies and pins the image); a path that resolves into the shim directory likewise.
+The runtime called by any other path, or a SIF executed directly, is *direct*: the
+image would be checked here and opened again later by the runtime, a race a job can
+win, so the site policy's `runtime.direct` decides — `refuse` (default) or `check`
+(verify through the gate, accepting that race). Files are looked at only as the job's
+user, non-blocking, and only when they are regular files.
+"""
 
 from __future__ import annotations
 
 import os
-import pwd
+import stat
 import sys
 
 from sifguard.slurm import runtime_argv
 
-SIF_MAGIC_OFFSET = 32
+SIF_MAGIC = b"SIF_MAGIC\x00"
 
 
-def looks_like_sif(path: str) -> bool:
-    try:
-        with open(path, "rb") as f:
-            return f.read(42)[SIF_MAGIC_OFFSET:] == b"SIF_MAGIC\x00"
-    except OSError:
-        return False
-
-
-def image_of(argv: list[str], cwd: str) -> tuple[str | None, str]:
-    """(image to decide, why) — image None means: not a container task."""
-    if not argv:
-        return None, "empty argv"
-    inv = runtime_argv.parse(argv)
-    if inv.tool:
-        if not inv.runs_image or inv.image is None:
-            return None, f"'{inv.tool} {inv.command}' runs no image"
-        return inv.image, ""
-    exe = argv[0] if os.path.isabs(argv[0]) else os.path.join(cwd, argv[0])
-    if argv[0].endswith(".sif") or looks_like_sif(exe):
-        return exe, ""
-    return None, "not a container task"
+def _fail(msg: str) -> int:
+    print(f"sifguard: task refused: {msg}", file=sys.stderr)
+    return 1
 
 
 def main(argv: list[str]) -> int:
@@ -42,65 +34,109 @@ def main(argv: list[str]) -> int:
     try:
         return _main(argv)
     except Exception as e:  # noqa: BLE001
-        print(f"sifguard: task refused: {type(e).__name__}: {e}", file=sys.stderr)
-        return 1
+        return _fail(f"{type(e).__name__}: {e}")
+
+
+def parse_args(argv: list[str]) -> tuple[dict, list[str]]:
+    """`[--opt VALUE]… -- task argv…` as the C plugin passes it."""
+    opts, i = {}, 0
+    while i < len(argv) and argv[i] != "--":
+        if not argv[i].startswith("--") or i + 1 >= len(argv):
+            raise ValueError(f"malformed helper arguments near {argv[i]!r}")
+        opts[argv[i][2:]] = argv[i + 1]
+        i += 2
+    if i >= len(argv):
+        raise ValueError("no task argv after --")
+    return opts, argv[i + 1:]
+
+
+def resolve_program(arg0: str, cwd: str, path_env: str, shim_dir: str) -> str | None:
+    """The file the task will exec (slurmstepd's PATH search after the TaskProlog)."""
+    if "/" in arg0:
+        return arg0 if os.path.isabs(arg0) else os.path.join(cwd, arg0)
+    dirs = ([shim_dir] if shim_dir else []) + path_env.split(":")
+    for d in dirs:
+        d = d or "."
+        cand = os.path.join(d if os.path.isabs(d) else os.path.join(cwd, d), arg0)
+        try:
+            st = os.stat(cand)
+        except OSError:
+            continue
+        if stat.S_ISREG(st.st_mode) and os.access(cand, os.X_OK, effective_ids=True):
+            return cand
+    return None
+
+
+def is_sif(path: str) -> bool:
+    """SIF magic, read non-blocking and only from a regular file (the caller runs as the user)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False
+        return os.pread(fd, 42, 0)[32:] == SIF_MAGIC
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def classify(task: list[str], cwd: str, path_env: str, cfg) -> tuple[str, str | None]:
+    """('shim' | 'runtime' | 'sif' | 'other', the program path)."""
+    prog = resolve_program(task[0], cwd, path_env, cfg.shim_dir)
+    if prog is None:
+        return "other", None
+    real = os.path.realpath(prog)
+    if cfg.shim_dir and os.path.dirname(real) == os.path.realpath(cfg.shim_dir):
+        return "shim", real
+    runtimes = {os.path.realpath(p) for p in (cfg.apptainer, cfg.singularity) if p}
+    if real in runtimes or os.path.basename(real) in runtime_argv.TOOLS \
+            or os.path.basename(prog) in runtime_argv.TOOLS:
+        return "runtime", real
+    if is_sif(prog):
+        return "sif", prog
+    return "other", real
 
 
 def _main(argv: list[str]) -> int:
-    """argv: [--config F] --job-id ID --uid UID [--cwd DIR] -- task argv…"""
     from sifguard.slurm import config as hookconf
-    opts, i = {}, 0
-    while i < len(argv) and argv[i] != "--":
-        opts[argv[i].lstrip("-")] = argv[i + 1]
-        i += 2
-    task = argv[i + 1:]
-    cwd = opts.get("cwd") or os.getcwd()
-    image, _ = image_of(task, cwd)
-    if image is None:
+    from sifguard.slurm.privileges import as_user
+    opts, task = parse_args(argv)
+    if not task:
         return 0
-    try:
-        cfg = hookconf.load(opts.get("config") or hookconf.find(sys.argv[0]))
-        from sifguard.enforce.decide import Engine
-        from sifguard.policy.decide import JobContext
-        from sifguard.policy.loader import load_fast as load
-        policy = load(cfg.policy)
-        if "://" in image:
-            scheme = image.split("://", 1)[0]
-            if scheme == "instance" or scheme in policy.runtime.allow_sources:
-                return 0
-            print(f"sifguard: task refused: image source '{scheme}://' is not allowed ({image})", file=sys.stderr)
-            return 1
-        path = image if os.path.isabs(image) else os.path.join(cwd, image)
-        uid = int(opts.get("uid", "-1"))
-        try:
-            user = pwd.getpwuid(uid).pw_name
-        except KeyError:
-            user = str(uid)
-        account = partition = None
-        if opts.get("job-id"):
-            from sifguard.slurm.jobinfo import parse_show_job, scontrol
-            try:
-                info = parse_show_job(scontrol(cfg, "show", "job", "-o", opts["job-id"]))
-                account = info.get("Account") if info.get("Account") not in (None, "(null)") else None
-                partition = info.get("Partition")
-            except Exception:  # noqa: BLE001 - decide without them rather than fail open
-                pass
-        from sifguard.slurm.privileges import open_image_as
-
+    cfg = hookconf.load(opts.get("config") or hookconf.find(sys.argv[0]))
+    uid = int(opts["uid"])
+    gid = int(opts.get("gid", "-1"))
+    if gid < 0:
+        import pwd
         try:
             gid = pwd.getpwuid(uid).pw_gid
         except KeyError:
-            gid = uid
-        fd = open_image_as(uid, gid, path)      # read with the task user's rights, not root's
-        try:
-            v = Engine(policy).decide(os.path.realpath(path), JobContext(
-                user=user, account=account, partition=partition, job_id=opts.get("job-id")), fd=fd)
-        finally:
-            os.close(fd)
-    except Exception as e:  # noqa: BLE001 - fail closed
-        print(f"sifguard: task refused: {image}: {e}", file=sys.stderr)
-        return 1
-    if not v.allowed:
-        print(f"sifguard: task refused: {image}: {v.reason}", file=sys.stderr)
-        return 1
-    return 0
+            return _fail(f"uid {uid} has no passwd entry")
+    cwd = opts.get("cwd") or "/"
+    with as_user(uid, gid):
+        kind, prog = classify(task, cwd, opts.get("path", "/usr/bin:/bin"), cfg)
+    if kind in ("shim", "other"):
+        return 0                       # not a container, or the shim will decide and pin
+    from sifguard.policy.loader import load_fast
+    from sifguard.slurm import context
+    from sifguard.slurm.gate import Gate
+    policy = load_fast(cfg.policy)
+    job_id = opts.get("job-id", "")
+    gate = Gate(policy, "spank", as_user=(uid, gid), audit_extra={"job": job_id})
+    ctx = context.for_job(cfg, policy, job_id, uid, gid)
+    what = f"{task[0]} runs the container runtime directly" if kind == "runtime" else \
+        f"{task[0]} is a SIF image executed directly"
+    if policy.runtime.direct != "check":
+        adm = gate.refuse(f"{what}; run `apptainer …` by name so sifguard can pin the verified image "
+                          "(site policy runtime.direct: refuse)", ctx, program=prog, argv=" ".join(task)[:1000])
+        return _fail(adm.message)
+    if kind == "sif":
+        adm = gate.admit_image(prog, ctx, cwd, program=prog)
+    else:
+        tool = "singularity" if os.path.basename(task[0]) == "singularity" else "apptainer"
+        inv = runtime_argv.parse([tool] + task[1:], flavor=cfg.flavor(tool), env=None)
+        adm = gate.admit(inv, ctx, cwd, program=prog, argv=" ".join(task)[:1000])
+    return 0 if adm.allowed else _fail(adm.message)

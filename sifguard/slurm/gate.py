@@ -1,0 +1,177 @@
+"""The one gate every Slurm hook calls (controller prolog, runtime shim, SPANK helper).
+
+    job context (from a trusted source) + parsed runtime invocation
+      → image source rule (URI schemes)
+      → open the image once, as the job's user, non-blocking, regular files only
+      → the rule is chosen from the path of what was opened (never re-resolved)
+      → optionally pin the bytes (sealed copy) and verify exactly those
+      → decide (enforce/decide.py → enforce/core.py) → one audit record
+
+Hooks differ only in where their context comes from and how they report; what is
+allowed is decided here, once, the same way for all of them.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass, field
+
+from sifguard.enforce import audit, pin
+from sifguard.enforce.core import Verdict, refusal
+from sifguard.enforce.decide import Engine
+from sifguard.errors import SifguardError
+from sifguard.policy.decide import JobContext
+from sifguard.policy.model import Policy
+from sifguard.slurm import runtime_argv
+
+OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+
+
+@dataclass(frozen=True)
+class Admission:
+    allowed: bool
+    message: str                       # one line: why refused, or what was allowed
+    verdict: Verdict | None = None     # when an image was decided
+    pinned_fd: int | None = None       # the sealed copy to run (pin=True and allowed)
+    image_index: int | None = None     # argv index of the image operand to replace
+    decision: str = ""                 # allow | refuse | audit | pass (no image involved)
+
+
+@dataclass
+class Gate:
+    policy: Policy
+    hook: str                                   # prolog-slurmctld | shim | spank | …
+    seal_limit: int = pin.DEFAULT_LIMIT
+    as_user: tuple[int, int] | None = None      # root hooks: open images with this uid/gid
+    audit_extra: dict = field(default_factory=dict)
+    _engine: Engine | None = None
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self._engine = Engine(self.policy)
+        return self._engine
+
+    # --- what to run ----------------------------------------------------------------
+    def admit(self, inv: runtime_argv.Invocation, ctx: JobContext, cwd: str, pin_image: bool = False,
+              **audit_fields) -> Admission:
+        """May this runtime invocation run? (The command line was parsed by the caller with
+        the runtime's own flag table; anything it could not parse is refused here.)"""
+        if inv.error:
+            return self._refuse_event(f"cannot tell which image `{inv.tool} {inv.command}` would run: {inv.error}",
+                                      ctx, audit_fields)
+        if not inv.runs_image:
+            if runtime_argv.is_build_or_pull(inv):
+                rt = self.policy.runtime
+                if not (rt.allow_build if inv.command == "build" else rt.allow_pull):
+                    return self._refuse_event(f"'{inv.tool} {inv.command}' is not allowed on this cluster by the "
+                                              "site policy", ctx, audit_fields)
+            return Admission(True, f"'{inv.tool} {inv.command}' runs no image", decision="pass")
+        if not inv.image:
+            return self._refuse_event(f"'{inv.tool} {inv.command}' without an image operand", ctx, audit_fields)
+        adm = self.admit_image(inv.image, ctx, cwd, pin_image, command=f"{inv.tool} {inv.command}", **audit_fields)
+        return Admission(adm.allowed, adm.message, adm.verdict, adm.pinned_fd, inv.image_index, adm.decision)
+
+    def admit_image(self, operand: str, ctx: JobContext, cwd: str, pin_image: bool = False,
+                    missing: str = "refuse", **audit_fields) -> Admission:
+        """Decide one image operand: a URI by its source rule, a file by its signatures.
+        `missing="defer"` (the controller prolog, ahead of the job): an image that does not
+        exist yet is logged as deferred to the runtime hooks instead of refused."""
+        scheme = image_source(operand)
+        if scheme != "local":
+            if scheme in self.policy.runtime.allow_sources:
+                self._event("allow", ctx, audit_fields | {"image": operand,
+                                                          "reason": f"source '{scheme}' allowed by the site policy"})
+                return Admission(True, f"image source '{scheme}' is allowed", decision="allow")
+            return self._refuse_event(f"{operand}: image source '{scheme}' is not allowed by the site policy",
+                                      ctx, audit_fields | {"image": operand})
+        path = operand if os.path.isabs(operand) else os.path.join(cwd, operand)
+        try:
+            fd = self._open(path)
+        except FileNotFoundError:
+            if missing == "defer":
+                self.defer(ctx, "image does not exist yet: left to the runtime hooks", **audit_fields, image=operand)
+                return Admission(True, f"{operand}: does not exist yet (deferred)", decision="deferred")
+            return self._refuse_event(f"{operand}: no such file", ctx, audit_fields | {"image": operand})
+        except OSError as e:
+            return self._refuse_event(f"{operand}: cannot read it as the job's user ({e.strerror or e})",
+                                      ctx, audit_fields | {"image": operand})
+        pinned = None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                what = "a directory (sandboxes carry no signature)" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+                return self._refuse_event(f"{operand}: {what}", ctx, audit_fields | {"image": operand})
+            opened = opened_path(fd)
+            if opened is None:
+                return self._refuse_event(f"{operand}: removed while it was being checked", ctx,
+                                          audit_fields | {"image": operand})
+            if pin_image:
+                pinned = pin.sealed_copy(fd, self.seal_limit)
+            v = self.engine.decide(opened, ctx, fd=pinned if pinned is not None else fd, log=False)
+        except SifguardError as e:
+            if pinned is not None:
+                os.close(pinned)
+            return self._refuse_event(f"{operand}: {e}", ctx, audit_fields | {"image": operand})
+        except Exception as e:  # noqa: BLE001 - never a traceback in a hook: refuse in one line
+            if pinned is not None:
+                os.close(pinned)
+            return self._refuse_event(f"{operand}: {type(e).__name__}: {e}", ctx, audit_fields | {"image": operand})
+        finally:
+            os.close(fd)
+        self._log(v, audit_fields | {"operand": operand})
+        if not v.allowed:
+            if pinned is not None:
+                os.close(pinned)
+            return Admission(False, f"{operand}: {v.reason}", v, decision=v.decision)
+        return Admission(True, f"{operand}: {v.reason}", v, pinned, decision=v.decision)
+
+    def defer(self, ctx: JobContext, reason: str, **audit_fields) -> None:
+        """An image this hook cannot see with certainty: logged, left to the later hooks."""
+        self._event("deferred", ctx, audit_fields | {"reason": reason})
+
+    def refuse(self, reason: str, ctx: JobContext, **audit_fields) -> Admission:
+        return self._refuse_event(reason, ctx, audit_fields)
+
+    # --- edges ----------------------------------------------------------------------
+    def _open(self, path: str) -> int:
+        if self.as_user is None:
+            return os.open(path, OPEN_FLAGS)
+        from sifguard.slurm.privileges import as_user
+        with as_user(*self.as_user):
+            return os.open(path, OPEN_FLAGS)
+
+    def _log(self, v: Verdict, fields: dict) -> None:
+        try:
+            audit.write_decision(self.policy.audit_log, v, hook=self.hook, **self.audit_extra, **fields)
+        except audit.AuditError:
+            pass   # the decision stands; the log's problem is reported by `slurm doctor`
+
+    def _event(self, decision: str, ctx: JobContext, fields: dict) -> None:
+        try:
+            audit.write_event(self.policy.audit_log, hook=self.hook, decision=decision, context=ctx.as_dict(),
+                              **self.audit_extra, **fields)
+        except audit.AuditError:
+            pass
+
+    def _refuse_event(self, reason: str, ctx: JobContext, fields: dict) -> Admission:
+        self._event("refuse", ctx, fields | {"reason": reason})
+        return Admission(False, reason, refusal(fields.get("image", ""), reason, ctx.as_dict()), decision="refuse")
+
+
+def image_source(operand: str) -> str:
+    """`local` for a path; else the lower-cased URI scheme (docker, library, instance, …).
+    Every hook classifies operands here, so `DOCKER://x` and `docker://x` are one source."""
+    if "://" in operand:
+        return operand.split("://", 1)[0].lower()
+    return "local"
+
+
+def opened_path(fd: int) -> str | None:
+    """The path of the file `fd` holds, as the kernel resolved it when it was opened
+    (symlinks followed once, at open); None when it has been unlinked since."""
+    p = os.readlink(f"/proc/self/fd/{fd}")
+    if p.endswith(" (deleted)") or not p.startswith("/"):
+        return None
+    return p
