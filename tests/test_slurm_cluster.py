@@ -231,16 +231,25 @@ def test_node_never_drained(cluster, results):
 
 def test_interactive_srun_job_refused(cluster, results):
     """`srun` as its own job (no batch script): refused by the controller prolog (its
-    Command) or, at the latest, by the SPANK hook when the task starts."""
+    Command) or, at the latest, by the SPANK hook when the task starts. The runtime
+    called by path is refused even for a signed image (policy runtime.direct: refuse —
+    the image would be opened again after the check); by name it reaches the shim,
+    which verifies and pins it."""
     J = cluster["jobs"]
-    p = subprocess.run(["runuser", "-u", "nobody", "--", "env", f"SLURM_CONF={cluster['env']['SLURM_CONF']}",
-                        "srun", "-D", str(J), cluster["env"]["SIFGUARD_REAL_APPTAINER"], "exec",
-                        f"{J}/unsigned.sif", "echo", "RAN-SRUN"],
-                       capture_output=True, text=True, timeout=120, env=cluster["env"])
-    assert p.returncode != 0 and "RAN-SRUN" not in p.stdout
-    assert "sifguard" in p.stderr, p.stderr
-    p = subprocess.run(["runuser", "-u", "nobody", "--", "env", f"SLURM_CONF={cluster['env']['SLURM_CONF']}",
-                        "srun", "-D", str(J), cluster["env"]["SIFGUARD_REAL_APPTAINER"], "exec",
-                        f"{J}/signed.sif", "echo", "RAN-SRUN-OK"],
-                       capture_output=True, text=True, timeout=120, env=cluster["env"])
+    real = cluster["env"]["SIFGUARD_REAL_APPTAINER"]
+    for image in ("unsigned.sif", "signed.sif"):
+        p = _srun(cluster, real, "exec", f"{J}/{image}", "echo", "RAN-SRUN")
+        assert p.returncode != 0 and "RAN-SRUN" not in p.stdout
+        assert "sifguard" in p.stderr, p.stderr
+    p = _srun(cluster, "apptainer", "exec", f"{J}/signed.sif", "echo", "RAN-SRUN-OK")
     assert p.returncode == 0 and "RAN-SRUN-OK" in p.stdout, p.stderr
+    p = _srun(cluster, "apptainer", "exec", f"{J}/unsigned.sif", "echo", "RAN-SRUN-BAD")
+    assert p.returncode != 0 and "RAN-SRUN-BAD" not in p.stdout and "sifguard: refused" in p.stderr
+
+
+def _srun(cluster, *argv, env=None, timeout=120):
+    J = cluster["jobs"]
+    extra = [f"{k}={v}" for k, v in (env or {}).items()]
+    return subprocess.run(["runuser", "-u", "nobody", "--", "env", f"SLURM_CONF={cluster['env']['SLURM_CONF']}",
+                           *extra, "srun", "-D", str(J), *argv],
+                          capture_output=True, text=True, timeout=timeout, env=cluster["env"])

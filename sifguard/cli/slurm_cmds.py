@@ -16,7 +16,25 @@ def add_parsers(sub) -> None:
     i.add_argument("--state-dir", default="", help="slurmctld StateSaveLocation (to read job environments)")
     i.add_argument("--python", help="interpreter for the hooks (default: this one); must be usable by job users")
     i.add_argument("--no-spank", action="store_true", help="do not build the SPANK plugin")
+    i.add_argument("--singularity-flavor", choices=("apptainer", "singularityce"),
+                   help="whose command line `singularity` is (default: apptainer when it links to apptainer)")
+    i.add_argument("--seal-limit", type=_size, help="largest image the shim pins in a sealed in-memory copy "
+                   "(e.g. 8G; larger ones are refused)")
     i.set_defaults(func=cmd_install)
+
+
+def _size(text: str) -> int:
+    import argparse
+    units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    t = text.strip().upper().removesuffix("B").removesuffix("I")
+    num, unit = (t[:-1], t[-1]) if t and t[-1] in units else (t, "")
+    try:
+        n = int(float(num) * units[unit])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 512M, 8G)") from None
+    if n <= 0:
+        raise argparse.ArgumentTypeError(f"size must be positive: {text!r}")
+    return n
 
 
 def cmd_install(args) -> int:
@@ -24,7 +42,7 @@ def cmd_install(args) -> int:
     from sifguard.slurm.install import install
     load(args.policy)   # refuse to install hooks over a policy that does not load
     out = install(args.prefix, args.policy, args.slurm_conf, args.apptainer, args.singularity,
-                  args.state_dir, args.python, not args.no_spank)
+                  args.state_dir, args.python, not args.no_spank, args.singularity_flavor, args.seal_limit)
     print(f"installed sifguard Slurm hooks in {args.prefix} (configuration {out['config']})")
     print("# slurm.conf:")
     for line in out["slurm.conf"]:

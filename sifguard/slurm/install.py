@@ -38,6 +38,12 @@ def _python_paths(python: str) -> list[str]:
         return []
 
 
+def _flavor(singularity: str) -> str:
+    """Apptainer installs `singularity` as a link to itself; anything else is SingularityCE."""
+    real = os.path.basename(os.path.realpath(singularity))
+    return "apptainer" if real == "apptainer" or not os.path.exists(singularity) else "singularityce"
+
+
 def _copy_script(src: str, dst: str, python: str, subst: dict | None = None, paths: list | None = None) -> None:
     with open(src, encoding="utf-8") as f:
         text = f.read()
@@ -58,7 +64,8 @@ def _copy_script(src: str, dst: str, python: str, subst: dict | None = None, pat
 
 
 def install(prefix: str, policy: str, slurm_conf: str, apptainer: str, singularity: str,
-            state_dir: str = "", python: str | None = None, build_spank: bool = True) -> dict:
+            state_dir: str = "", python: str | None = None, build_spank: bool = True,
+            singularity_flavor: str | None = None, seal_limit: int | None = None) -> dict:
     python = python or sys.executable
     src = prolog_source()
     prefix = os.path.abspath(prefix)
@@ -75,7 +82,10 @@ def install(prefix: str, policy: str, slurm_conf: str, apptainer: str, singulari
     bin_dir = os.path.dirname(shutil.which("scontrol") or "/usr/bin/scontrol")
     conf = {"policy": os.path.abspath(policy), "slurm_conf": os.path.abspath(slurm_conf),
             "apptainer": apptainer, "singularity": singularity, "shim_dir": shim,
-            "state_dir": state_dir, "bin_dir": bin_dir, "copy_dir": "/var/tmp"}
+            "state_dir": state_dir, "bin_dir": bin_dir,
+            "singularity_flavor": singularity_flavor or _flavor(singularity)}
+    if seal_limit is not None:
+        conf["seal_limit"] = seal_limit
     cpath = os.path.join(prefix, "sifguard-slurm.json")
     with open(cpath + ".tmp", "w", encoding="utf-8") as f:
         json.dump(conf, f, indent=2)
@@ -95,5 +105,5 @@ def install(prefix: str, policy: str, slurm_conf: str, apptainer: str, singulari
         "config": cpath,
         "slurm.conf": [f"PrologSlurmctld={prefix}/sifguard-prolog-slurmctld",
                        f"TaskProlog={prefix}/sifguard-task-prolog"],
-        "plugstack.conf": [f"required {so} helper={prefix}/sifguard-spank-check config={cpath}"],
+        "plugstack.conf": [f"required {so} helper={prefix}/sifguard-spank-check config={cpath} shim={shim}"],
     }
