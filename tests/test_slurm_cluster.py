@@ -86,7 +86,13 @@ def cluster(tmp_path_factory):
         f.write(b"X")
     assert run_cli("ca", "revoke", "--ca", ca, "--cert", w / "revoked.pem", "--reason", "keyCompromise").rc == 0
     srv = Server(ca, port=port)
-    _policy(w)
+    _policy(w, extra_rules=f"""  - name: lenient-elsewhere
+    match: {{path: "{jobs}/ctx/*", partition: nowhere}}
+    action: audit
+""")
+    (jobs / "ctx").mkdir()
+    shutil.copyfile(jobs / "unsigned.sif", jobs / "ctx" / "unsigned.sif")
+    os.chmod(jobs / "ctx", 0o755)
     up = subprocess.run([CLUSTER, "up", "--policy", str(w / "policy.yaml")], capture_output=True, text=True, timeout=600)
     if up.returncode != 0:
         srv.stop()
@@ -253,3 +259,43 @@ def _srun(cluster, *argv, env=None, timeout=120):
     return subprocess.run(["runuser", "-u", "nobody", "--", "env", f"SLURM_CONF={cluster['env']['SLURM_CONF']}",
                            *extra, "srun", "-D", str(J), *argv],
                           capture_output=True, text=True, timeout=timeout, env=cluster["env"])
+
+
+def test_shim_takes_the_partition_from_slurm_not_the_environment(cluster, results):
+    """Class 3: a task that claims another partition in its environment gets the rules of
+    the partition Slurm says it runs in (here: not the lenient one)."""
+    J = cluster["jobs"]
+    (J / "which-ctx").write_text(f"{J}/ctx/unsigned.sif\n")
+    os.chmod(J / "which-ctx", 0o644)
+    p = _srun(cluster, "bash", "-c", f"export SLURM_JOB_PARTITION=nowhere SLURM_JOB_ID=1; "
+              f"apptainer exec $(cat {J}/which-ctx) echo RAN-CTX")
+    assert p.returncode != 0 and "RAN-CTX" not in p.stdout and "not signed" in p.stderr, p.stderr
+    assert "rule 'default'" in p.stderr and "lenient" not in p.stderr
+
+
+@pytest.mark.parametrize("what", ["fifo", "device", "symlink-to-runtime"])
+def test_task_argv0_is_looked_at_safely(cluster, results, what):
+    """Class 8: the SPANK hook opens argv[0] only as the user, non-blocking, and only
+    regular files — a FIFO cannot hang the launch, a device is not opened by root — and
+    a symlink to the runtime is still the runtime."""
+    J = cluster["jobs"]
+    if what == "fifo":
+        if not (J / "fifo").exists():
+            os.mkfifo(J / "fifo")
+        os.chmod(J / "fifo", 0o777)
+        argv = ["./fifo"]
+    elif what == "device":
+        argv = ["/dev/zero"]
+    else:
+        link = J / "innocent"
+        if not link.exists():
+            os.symlink(cluster["env"]["SIFGUARD_REAL_APPTAINER"], link)
+        argv = [str(link), "exec", str(J / "signed.sif"), "echo", "RAN-LINK"]
+    t = time.monotonic()
+    p = _srun(cluster, *argv, timeout=120)
+    assert time.monotonic() - t < 60
+    assert p.returncode != 0
+    if what == "symlink-to-runtime":
+        assert "RAN-LINK" not in p.stdout and "runs the container runtime directly" in p.stderr, p.stderr
+    else:
+        assert "sifguard" not in p.stderr, p.stderr     # not a container task: Slurm's own exec error

@@ -37,13 +37,23 @@ def _write(path: str | None, record: dict) -> None:
         return
     line = (json.dumps(record, separators=(",", ":"), default=str) + "\n").encode()
     try:
-        d = os.path.dirname(path)
-        if d and not os.path.isdir(d):
-            os.makedirs(d, mode=0o755, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
-        try:
-            os.write(fd, line)
-        finally:
-            os.close(fd)
+        _append(path, line)
     except OSError as e:
-        raise AuditError(f"cannot write audit log {path}: {e.strerror}") from None
+        if not isinstance(e, PermissionError):
+            raise AuditError(f"cannot write audit log {path}: {e.strerror}") from None
+        # an unprivileged hook (the shim runs as the job's user) cannot write the root-owned
+        # log: the record goes to syslog (authpriv), which users cannot rewrite either
+        import syslog
+        syslog.openlog("sifguard", syslog.LOG_PID, syslog.LOG_AUTHPRIV)
+        syslog.syslog(syslog.LOG_NOTICE, line.decode().rstrip("\n")[:8000])
+
+
+def _append(path: str, line: bytes) -> None:
+    d = os.path.dirname(path)
+    if d and not os.path.isdir(d):
+        os.makedirs(d, mode=0o755, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)

@@ -124,7 +124,7 @@ class Gate:
         if not v.allowed:
             if pinned is not None:
                 os.close(pinned)
-            return Admission(False, f"{operand}: {v.reason}", v, decision=v.decision)
+            return Admission(False, f"{operand}: rule '{v.rule}': {v.reason}", v, decision=v.decision)
         return Admission(True, f"{operand}: {v.reason}", v, pinned, decision=v.decision)
 
     def defer(self, ctx: JobContext, reason: str, **audit_fields) -> None:
