@@ -29,3 +29,7 @@ class RefusedError(SifguardError):
 
 class SignatureError(RefusedError):
     """A signature is missing, invalid, or made by an untrusted signer."""
+
+
+class SlurmError(SifguardError):
+    """Slurm could not be asked (scontrol failed or timed out); hooks then fail closed."""

@@ -18,6 +18,7 @@ import os
 import pwd
 import re
 
+from sifguard.errors import SlurmError
 from sifguard.policy.decide import UNKNOWN, JobContext, uses_job_attributes
 from sifguard.policy.model import Policy
 from sifguard.slurm.config import HookConfig
@@ -44,7 +45,7 @@ def _record(cfg: HookConfig, job_id: str, uid: int) -> dict | None:
         return None
     try:
         info = parse_show_job(scontrol(cfg, "show", "job", "-o", job_id, timeout=10))
-    except Exception:  # noqa: BLE001 - no answer: the attributes stay UNKNOWN
+    except SlurmError:   # no answer: the attributes stay UNKNOWN
         return None
     m = re.search(r"\((\d+)\)", info.get("UserId", ""))
     if not m or int(m.group(1)) != uid:
@@ -72,7 +73,7 @@ def job_of_pid(cfg: HookConfig, pid: int) -> str | None:
     from sifguard.slurm.jobinfo import scontrol
     try:
         out = scontrol(cfg, "pidinfo", str(pid), timeout=10)
-    except Exception:  # noqa: BLE001 - not in a job on this node, or slurmd unreachable
+    except SlurmError:   # not in a job on this node, or slurmd unreachable
         return None
     m = re.search(r"JobId=(\d+)", out)
     return m.group(1) if m else None

@@ -12,6 +12,7 @@ import re
 import subprocess
 from dataclasses import dataclass, field
 
+from sifguard.errors import SlurmError
 from sifguard.slurm.config import HookConfig
 
 
@@ -37,9 +38,12 @@ def _env(cfg: HookConfig) -> dict:
 
 def scontrol(cfg: HookConfig, *args: str, timeout: float = 20) -> str:
     exe = os.path.join(cfg.bin_dir, "scontrol")
-    p = subprocess.run([exe, *args], capture_output=True, text=True, env=_env(cfg), timeout=timeout)
+    try:
+        p = subprocess.run([exe, *args], capture_output=True, text=True, env=_env(cfg), timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise SlurmError(f"scontrol {' '.join(args)}: {e}") from None
     if p.returncode != 0:
-        raise RuntimeError(f"scontrol {' '.join(args)}: {p.stderr.strip() or p.returncode}")
+        raise SlurmError(f"scontrol {' '.join(args)}: {p.stderr.strip() or p.returncode}")
     return p.stdout
 
 

@@ -19,6 +19,7 @@ import os
 import stat
 import sys
 
+from sifguard.errors import BadInputError
 from sifguard.slurm import runtime_argv
 
 SIF_MAGIC = b"SIF_MAGIC\x00"
@@ -42,11 +43,11 @@ def parse_args(argv: list[str]) -> tuple[dict, list[str]]:
     opts, i = {}, 0
     while i < len(argv) and argv[i] != "--":
         if not argv[i].startswith("--") or i + 1 >= len(argv):
-            raise ValueError(f"malformed helper arguments near {argv[i]!r}")
+            raise BadInputError(f"malformed helper arguments near {argv[i]!r}")
         opts[argv[i][2:]] = argv[i + 1]
         i += 2
     if i >= len(argv):
-        raise ValueError("no task argv after --")
+        raise BadInputError("no task argv after --")
     return opts, argv[i + 1:]
 
 

@@ -25,8 +25,8 @@ from benchlib import (SG, compile_bytecode, free_port, make_ca, median_ms, polic
 
 def main():
     compile_bytecode(ROOT)
-    from sifguard.enforce.decide import Engine
     from sifguard.policy.loader import load
+    from sifguard.slurm.gate import Gate
     from sifguard.slurm.config import HookConfig
     from sifguard.slurm.controller import decide_job
     from sifguard.slurm.jobinfo import Job
@@ -53,13 +53,14 @@ def main():
             cfg = HookConfig(policy="")
 
             def prolog_inproc(pol):
-                reasons = decide_job(cfg, job, Engine(load(pol)))
+                reasons = decide_job(cfg, job, Gate(load(pol), "prolog-slurmctld"))
                 assert not reasons, reasons
             prolog_code = ("import sys; from sifguard.slurm.controller import decide_job; "
                            "from sifguard.slurm.jobinfo import Job; from sifguard.slurm.config import HookConfig; "
-                           "from sifguard.enforce.decide import Engine; from sifguard.policy.loader import load_fast as load; "
+                           "from sifguard.slurm.gate import Gate; from sifguard.policy.loader import load_fast as load; "
                            f"job = Job('1', user='root', uid=0, gid=0, work_dir={d!r}, script={script!r}); "
-                           "r = decide_job(HookConfig(policy=''), job, Engine(load(sys.argv[1]))); sys.exit(1 if r else 0)")
+                           "r = decide_job(HookConfig(policy=''), job, Gate(load(sys.argv[1]), 'prolog-slurmctld')); "
+                           "sys.exit(1 if r else 0)")
 
             def prolog_proc(pol):
                 subprocess.run([sys.executable, "-I", "-c", prolog_code, pol], check=True)
