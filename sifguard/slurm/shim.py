@@ -73,8 +73,10 @@ def _main(argv: list[str], cfg_path: str | None = None) -> int:
     except Exception as e:  # noqa: BLE001
         return _fail(str(e))
     real = cfg.apptainer if tool == "apptainer" else cfg.singularity
-    inv = runtime_argv.parse([tool] + argv[1:])
+    inv = runtime_argv.parse([tool] + argv[1:], getattr(cfg, "flavor", None), os.environ)
     args = list(argv[1:])
+    if inv.error:
+        return _fail(f"refused: {tool} command line not understood: {inv.error}")
     if not inv.runs_image:
         if runtime_argv.is_build_or_pull(inv):
             from sifguard.policy.loader import load_fast as load
@@ -82,8 +84,6 @@ def _main(argv: list[str], cfg_path: str | None = None) -> int:
             if not (rt.allow_build if inv.command == "build" else rt.allow_pull):
                 return _fail(f"'{tool} {inv.command}' is not allowed on this cluster by the site policy")
         return _exec(real, args)
-    if inv.image is None:
-        return _exec(real, args)            # the runtime reports its own usage error
     scheme = inv.scheme
     from sifguard.policy.loader import load_fast as load
     policy = load(cfg.policy)

@@ -9,6 +9,7 @@ import os
 import pwd
 import sys
 
+from sifguard.errors import RefusedError
 from sifguard.slurm import runtime_argv
 
 SIF_MAGIC_OFFSET = 32
@@ -22,12 +23,15 @@ def looks_like_sif(path: str) -> bool:
         return False
 
 
-def image_of(argv: list[str], cwd: str) -> tuple[str | None, str]:
-    """(image to decide, why) — image None means: not a container task."""
+def image_of(argv: list[str], cwd: str, flavor: str | None = None) -> tuple[str | None, str]:
+    """(image to decide, why) — image None means: not a container task.
+    A runtime command line that cannot be understood raises RefusedError (fail closed)."""
     if not argv:
         return None, "empty argv"
-    inv = runtime_argv.parse(argv)
+    inv = runtime_argv.parse(argv, flavor)
     if inv.tool:
+        if inv.error:
+            raise RefusedError(f"'{' '.join(argv[:2])} …' not understood: {inv.error}")
         if not inv.runs_image or inv.image is None:
             return None, f"'{inv.tool} {inv.command}' runs no image"
         return inv.image, ""
