@@ -15,7 +15,7 @@ real flag tables in `runtime_flags.py` (generated from the projects' sources):
 
 Fail closed: an option the table does not know, a value option without its value, a switch
 given a non-boolean value, an unknown command, too few operands, or a form whose meaning is
-doubtful (`-test.…` words, `--help`/`--version` before a command word) gives an Invocation
+doubtful (`-test.…` words, `--help`/`--version` with operands at the top level) gives an Invocation
 with `error` set AND `runs_image` True: callers must refuse it. Commands that run no image
 (version, help, cache, key, remote, build, pull, …) give runs_image False and no error.
 
@@ -297,9 +297,8 @@ def _parse(tool: str, fl: str, argv: list[str], env: Mapping[str, str] | None) -
         taken, sub = _traverse(node, argv, i)
         if sub is None:
             break
-        words = [argv[k] for k in taken]
-        if any(w in ("--help", "--version") or w.startswith(("--help=", "--version=", "-h")) for w in words):
-            raise _Refused(node.path, "--help/--version before a command word: refused as ambiguous")
+        # help/version are not yet flags here (cobra adds them when a command executes), so a
+        # --help/-h/--version before a command word is an unknown option: refused below
         opts, _ = _parse_flags(node, node.traverse_flags, argv, taken)
         options += opts
         node, i = nodes[node.children[argv[sub]]], sub + 1
@@ -314,7 +313,7 @@ def _parse(tool: str, fl: str, argv: list[str], env: Mapping[str, str] | None) -
         if operand_idx:
             raise _Refused("version", "--version with operands at the top level: refused as ambiguous")
         return Invocation(tool, "version", flavor=fl)
-    if not node.runnable or node.path == "":
+    if not node.runnable or node.path == "" or node.children:
         if operand_idx:
             raise _Refused(node.path, f"unknown command '{operands[0]}' for '{f'{tool} {node.path}'.strip()}'")
         return Invocation(tool, node.path, flavor=fl)

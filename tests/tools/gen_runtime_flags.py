@@ -217,7 +217,7 @@ def extract(root: str, root_var: str) -> dict:
             aliases = tuple(go_strings(f["Aliases"], consts)) if "Aliases" in f else ()
             lo, hi = args_bounds(f.get("Args"))
             cmds[var] = {"name": use.split()[0], "aliases": aliases,
-                         "runnable": any(k in f for k in ("Run", "RunE")),
+                         "runnable": any(f.get(k, "nil") != "nil" for k in ("Run", "RunE")),
                          "hidden": f.get("Hidden") == "true", "min_args": lo, "max_args": hi,
                          "parent": None, "flags": [], "external_subcommands": False}
     cmds[root_var] = {"name": "", "aliases": (), "runnable": True, "hidden": False, "min_args": 0,
