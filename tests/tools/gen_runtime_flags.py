@@ -2,7 +2,8 @@
 """Regenerate sifguard/slurm/runtime_flags.py from source checkouts of the runtimes.
 
     python3 tests/tools/gen_runtime_flags.py apptainer=/path/to/apptainer \
-        singularityce=/path/to/singularity [--commit apptainer=SHA ...] > sifguard/slurm/runtime_flags.py
+        singularityce=/path/to/singularity [--commit apptainer=SHA] [--describe apptainer=TAG] ... \
+        > sifguard/slurm/runtime_flags.py
 
 Each path is a checkout (or `git archive` extract) holding `cmd/internal/cli/*.go` and `docs/*.go`.
 Nothing is built or imported from them: the Go files are read as text and only facts are
@@ -321,14 +322,46 @@ commands) are not in the sources and are added by the parser.
 '''
 
 
+def compare(main: dict, other: dict) -> list[str]:
+    """Same command, same flag name or shorthand, different arity or spelling."""
+    out = []
+    for path in set(main) & set(other):
+        m = {f[0]: f for f in main[path]["flags"]}
+        o = {f[0]: f for f in other[path]["flags"]}
+        for name in set(m) & set(o):
+            if (m[name][2] == "bool") != (o[name][2] == "bool") or m[name][1] != o[name][1]:
+                out.append(f"{path or '(root)'} --{name}: {m[name][1:3]} vs {o[name][1:3]}")
+        ms = {f[1]: f[0] for f in main[path]["flags"] if f[1]}
+        for f in other[path]["flags"]:
+            if f[1] and f[1] in ms and ms[f[1]] != f[0]:
+                out.append(f"{path or '(root)'} -{f[1]}: --{ms[f[1]]} vs --{f[0]}")
+    return sorted(out)
+
+
+def gomod_versions(root: str) -> str:
+    try:
+        with open(os.path.join(root, "go.mod"), encoding="utf-8") as f:
+            text = f.read()
+    except OSError:
+        return "(go.mod not read)"
+    got = re.findall(r"github\.com/spf13/(cobra|pflag)\s+(v\S+)", text)
+    return ", ".join(f"{n} {v}" for n, v in got) or "(cobra/pflag not listed)"
+
+
 def main(argv: list[str]) -> int:
     roots = {"apptainer": "apptainerCmd", "singularityce": "singularityCmd"}
-    paths, commits = {}, {}
+    paths, commits, describe, also = {}, {}, {}, {}
     it = iter(argv)
     for a in it:
         if a == "--commit":
             k, v = next(it).split("=", 1)
             commits[k] = v
+        elif a == "--also":
+            k, v = next(it).split("=", 1)
+            also.setdefault(k, []).append(v)
+        elif a == "--describe":
+            k, v = next(it).split("=", 1)
+            describe[k] = v
         elif "=" in a:
             k, v = a.split("=", 1)
             paths[k] = v
@@ -339,7 +372,22 @@ def main(argv: list[str]) -> int:
         print(f"usage: {__doc__}", file=sys.stderr)
         return 2
     tables = {k: extract(p, roots[k]) for k, p in paths.items()}
-    src_lines = "\n".join(f"  {k}: {commits.get(k, '(commit not given)')}" for k in paths)
+    checked = []
+    for k, others in also.items():
+        for other in others:
+            conflicts = compare(tables[k], extract(other, roots[k]))
+            if conflicts:
+                print(f"{k} {other}: flags whose arity or shorthand differ from the table:", file=sys.stderr)
+                for c in conflicts:
+                    print(f"  {c}", file=sys.stderr)
+                return 1
+            checked.append(f"  {k}: {os.path.basename(os.path.normpath(other))}")
+    src_lines = "\n".join(f"  {k}: {commits.get(k, '(commit not given)')} {describe.get(k, '')}".rstrip()
+                          for k in paths)
+    src_lines += "\n" + "\n".join(f"  {k} go.mod: {gomod_versions(p)}" for k, p in paths.items())
+    if checked:
+        src_lines += ("\nChecked against these older source trees: no flag of a command has a different arity or\n"
+                      "shorthand there (flags only they have are unknown here, so refused):\n" + "\n".join(checked))
     sys.stdout.write(HEADER.format(sources=src_lines))
     sys.stdout.write("SOURCES = " + pprint.pformat(
         {k: commits.get(k, "") for k in paths}, width=110) + "\n\n")
