@@ -92,3 +92,30 @@ def test_spank_check_takes_the_runtimes_image_or_refuses():
                  ["apptainer", "frob", "a.sif"]):
         with pytest.raises(RefusedError):
             image_of(argv, "/")
+
+
+def test_spank_check_main_decides_the_runtimes_image(tmp_path):
+    from sifguard.slurm import task_check
+    site = SiteChain(tmp_path)
+    signed = tmp_path / "signed.sif"
+    shutil.copyfile(os.path.join(APPT, "images", "one-group.sif"), signed)
+    assert run_cli("sign", signed, "--key", site.key_pem, "--cert", site.bundle_pem).rc == 0
+    evil = tmp_path / "evil.sif"
+    shutil.copyfile(os.path.join(APPT, "images", "one-group.sif"), evil)
+
+    def check(task, sources="[local]"):
+        pol = tmp_path / "policy.yaml"
+        pol.write_text(f"version: 1\ntrust: {{roots: [{site.root_pem}]}}\nrevocation: {{mode: off}}\n"
+                       f"cache: {{images: off}}\nruntime: {{allow_sources: {sources}}}\n")
+        conf = tmp_path / "hooks.json"
+        conf.write_text(json.dumps({"policy": str(pol)}))
+        return task_check.main(["--config", str(conf), "--uid", str(os.getuid()), "--cwd", str(tmp_path), "--",
+                                *task.split()])
+    assert check(f"apptainer exec --nv {signed} ls") == 0
+    assert check(f"apptainer exec --no-env {signed} {evil} ls") == 1
+    assert check(f"apptainer exec -eB {signed} {evil} ls") == 1
+    assert check(f"apptainer exec --bogus {signed} ls") == 1
+    assert check("apptainer exec docker:alpine ls") == 1          # a transport, though written without //
+    assert check("apptainer exec docker:alpine ls", "[local, docker]") == 0
+    assert check("apptainer exec DOCKER://alpine ls", "[local, docker]") == 1
+    assert check("apptainer version") == 0

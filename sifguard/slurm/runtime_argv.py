@@ -88,17 +88,20 @@ class Invocation:
 
     @property
     def scheme(self) -> str | None:
-        """Transport of the image operand as the runtime splits it (`docker://x`, `docker:x`,
-        `instance://x`, …; case kept: `DOCKER://x` is an unknown transport, not a file), or None
-        for a local path."""
-        if self.image is None:
-            return None
-        head, sep, rest = self.image.partition(":")
-        if not sep:
-            return None
-        if rest.startswith("//"):
-            return head
-        return head if head in URI_SCHEMES.get(self.flavor or "apptainer", ()) else None
+        """Transport of the image operand (see `scheme_of`), or None for a local path."""
+        return None if self.image is None else scheme_of(self.image, self.flavor or None)
+
+
+def scheme_of(image: str, flavor: str | None = None) -> str | None:
+    """Transport of an image operand as the runtime splits it (uri.Split): `x://…` for any x,
+    or a known transport without `//` (`docker:alpine`, `library:a/b`); case kept, so
+    `DOCKER://x` is an (unknown) transport, not a file. None for a local path."""
+    head, sep, rest = image.partition(":")
+    if not sep:
+        return None
+    if rest.startswith("//"):
+        return head
+    return head if head in URI_SCHEMES.get(flavor or "apptainer", ()) else None
 
 
 def tool_of(arg0: str) -> str | None:

@@ -68,8 +68,8 @@ def _main(argv: list[str]) -> int:
         from sifguard.policy.decide import JobContext
         from sifguard.policy.loader import load_fast as load
         policy = load(cfg.policy)
-        if "://" in image:
-            scheme = image.split("://", 1)[0]
+        scheme = runtime_argv.scheme_of(image) if task and runtime_argv.tool_of(task[0]) else None
+        if scheme is not None:
             if scheme == "instance" or scheme in policy.runtime.allow_sources:
                 return 0
             print(f"sifguard: task refused: image source '{scheme}://' is not allowed ({image})", file=sys.stderr)
