@@ -324,3 +324,53 @@ def test_spank_helper_refuses_direct_runtime_and_checks_when_asked(site):
     assert p.returncode == 1
     rows = [json.loads(x) for x in open(site["tmp"] / "audit.jsonl")]
     assert {r["hook"] for r in rows} == {"spank"}
+
+
+# --- property: what the gate verifies is what the runtime runs --------------------------
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+
+from test_runtime_grammar import command_lines  # noqa: E402
+from tools import standin_runtime as ref  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def gate_env(tmp_path_factory):
+    from sifguard.policy.loader import load
+    from sifguard.slurm.gate import Gate
+    d = tmp_path_factory.mktemp("gateprop")
+    chain = SiteChain(d)
+    shutil.copyfile(ONE_GROUP, d / "signed.sif")
+    assert run_cli("sign", d / "signed.sif", "--key", chain.key_pem, "--cert", chain.bundle_pem).rc == 0
+    shutil.copyfile(ONE_GROUP, d / "evil.sif")
+    (d / "p.yaml").write_text(f"version: 1\ntrust: {{roots: [{chain.root_pem}]}}\nrevocation: {{mode: off}}\n"
+                              "cache: {images: off}\n")
+    return {"gate": Gate(load(str(d / "p.yaml")), "shim"), "d": str(d), "signed": sha(d / "signed.sif")}
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                  HealthCheck.function_scoped_fixture])
+@given(case=command_lines())
+def test_gate_pins_the_image_the_runtime_runs_or_refuses(gate_env, case):
+    """For random command lines built from the real flag tables: either the gate refuses, or
+    the runtime (the independent stand-in parser, with the same table) runs exactly the
+    sealed copy the gate verified — never another operand, never the original path."""
+    from sifguard.slurm import runtime_argv
+    flavor, argv = case
+    inv = runtime_argv.parse(argv, flavor)
+    adm = gate_env["gate"].admit(inv, JobContext(user="u"), gate_env["d"], pin_image=True)
+    final = list(argv)
+    try:
+        if adm.pinned_fd is not None:
+            final[adm.image_index] = f"/proc/self/fd/{adm.pinned_fd}"
+        out = ref.run(final, flavor)
+        if not adm.allowed:
+            return
+        if out.kind == "image" and runtime_argv.scheme_of(out.image, flavor) is None:
+            # a local image runs: it must be the pinned copy, holding the signed bytes
+            assert adm.pinned_fd is not None and out.image == final[adm.image_index], (argv, out)
+            with open(out.image, "rb") as f:
+                assert hashlib.sha256(f.read()).hexdigest() == gate_env["signed"]
+        assert out.kind != "bundle"
+    finally:
+        if adm.pinned_fd is not None:
+            os.close(adm.pinned_fd)

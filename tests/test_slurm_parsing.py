@@ -1,6 +1,8 @@
 """The apptainer/singularity grammar and the job-script scanner, adversarial scripts included."""
 import pytest
 
+from sifguard.errors import RefusedError
+
 from sifguard.slurm import runtime_argv as ra
 from sifguard.slurm.script_scan import scan
 
@@ -9,10 +11,10 @@ from sifguard.slurm.script_scan import scan
     ("apptainer exec img.sif ls", "exec", "img.sif"),
     ("/usr/bin/singularity run img.sif", "run", "img.sif"),
     ("apptainer --debug -q exec --nv -B /a:/b --bind=/c img.sif cmd", "exec", "img.sif"),
-    ("apptainer -c /etc/conf exec img.sif", "exec", "img.sif"),
-    ("apptainer exec -Bx:/y img.sif", "exec", "img.sif"),
-    ("apptainer exec --env A=1 --home /h --pwd /w --overlay o.img img.sif", "exec", "img.sif"),
-    ("apptainer exec -C -e --writable-tmpfs img.sif", "exec", "img.sif"),
+    ("apptainer -c /etc/conf exec img.sif ls", "exec", "img.sif"),
+    ("apptainer exec -Bx:/y img.sif ls", "exec", "img.sif"),
+    ("apptainer exec --env A=1 --home /h --pwd /w --overlay o.img img.sif ls", "exec", "img.sif"),
+    ("apptainer exec -C -e --writable-tmpfs img.sif ls", "exec", "img.sif"),
     ("apptainer exec -- img.sif -B", "exec", "img.sif"),
     ("apptainer instance start -B /x img.sif name", "instance start", "img.sif"),
     ("apptainer instance run img.sif name", "instance run", "img.sif"),
@@ -29,9 +31,9 @@ def test_runs_image(argv, cmd, image):
 
 @pytest.mark.parametrize("argv,cmd", [
     ("apptainer version", "version"), ("apptainer --version", "version"), ("apptainer help exec", "help"),
-    ("apptainer -h", "h"), ("apptainer build x.sif docker://a", "build"), ("apptainer pull docker://a", "pull"),
+    ("apptainer -h", "help"), ("apptainer build x.sif docker://a", "build"), ("apptainer pull docker://a", "pull"),
     ("apptainer instance list", "instance list"), ("apptainer instance stop x", "instance stop"),
-    ("apptainer cache clean", "cache"), ("apptainer", ""),
+    ("apptainer cache clean", "cache clean"), ("apptainer", ""),
 ])
 def test_runs_no_image(argv, cmd):
     inv = ra.parse(argv.split())

@@ -78,7 +78,8 @@ def decide_job(cfg: hookconf.HookConfig, job: jobinfo.Job, gate) -> list[str]:
                                        "sifguard can pin the verified image (site policy runtime.direct: refuse)",
                                        ctx, **where).message)
             continue
-        adm = gate.admit_image(f.image, ctx, job.work_dir, missing="defer", **where)
+        flavor = cfg.flavor(f.tool) if f.tool in ("apptainer", "singularity") else None
+        adm = gate.admit_image(f.image, ctx, job.work_dir, missing="defer", flavor=flavor, **where)
         if not adm.allowed:
             reasons.append(adm.message)
     return reasons

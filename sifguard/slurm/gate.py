@@ -59,8 +59,8 @@ class Gate:
         """May this runtime invocation run? (The command line was parsed by the caller with
         the runtime's own flag table; anything it could not parse is refused here.)"""
         if inv.error:
-            return self._refuse_event(f"cannot tell which image `{inv.tool} {inv.command}` would run: {inv.error}",
-                                      ctx, audit_fields)
+            return self._refuse_event(f"{inv.tool} command line not understood, so which image it would run is "
+                                      f"unknown: {inv.error}", ctx, audit_fields)
         if not inv.runs_image:
             if runtime_argv.is_build_or_pull(inv):
                 rt = self.policy.runtime
@@ -70,15 +70,16 @@ class Gate:
             return Admission(True, f"'{inv.tool} {inv.command}' runs no image", decision="pass")
         if not inv.image:
             return self._refuse_event(f"'{inv.tool} {inv.command}' without an image operand", ctx, audit_fields)
-        adm = self.admit_image(inv.image, ctx, cwd, pin_image, command=f"{inv.tool} {inv.command}", **audit_fields)
+        adm = self.admit_image(inv.image, ctx, cwd, pin_image, flavor=inv.flavor,
+                               command=f"{inv.tool} {inv.command}", **audit_fields)
         return Admission(adm.allowed, adm.message, adm.verdict, adm.pinned_fd, inv.image_index, adm.decision)
 
     def admit_image(self, operand: str, ctx: JobContext, cwd: str, pin_image: bool = False,
-                    missing: str = "refuse", **audit_fields) -> Admission:
+                    missing: str = "refuse", flavor: str | None = None, **audit_fields) -> Admission:
         """Decide one image operand: a URI by its source rule, a file by its signatures.
         `missing="defer"` (the controller prolog, ahead of the job): an image that does not
         exist yet is logged as deferred to the runtime hooks instead of refused."""
-        scheme = image_source(operand)
+        scheme = image_source(operand, flavor)
         if scheme != "local":
             if scheme in self.policy.runtime.allow_sources:
                 self._event("allow", ctx, audit_fields | {"image": operand,
@@ -160,12 +161,12 @@ class Gate:
         return Admission(False, reason, refusal(fields.get("image", ""), reason, ctx.as_dict()), decision="refuse")
 
 
-def image_source(operand: str) -> str:
-    """`local` for a path; else the lower-cased URI scheme (docker, library, instance, …).
-    Every hook classifies operands here, so `DOCKER://x` and `docker://x` are one source."""
-    if "://" in operand:
-        return operand.split("://", 1)[0].lower()
-    return "local"
+def image_source(operand: str, flavor: str | None = None) -> str:
+    """`local` for a path; else the transport as the runtime splits the operand (`x://…`,
+    or a known transport without `//` such as `docker:alpine`), case kept: `DOCKER://x` is
+    an unknown transport to the runtime, and no policy source. Every hook classifies
+    operands here, so they cannot disagree."""
+    return runtime_argv.scheme_of(operand, flavor) or "local"
 
 
 def opened_path(fd: int) -> str | None:
