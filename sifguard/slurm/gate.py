@@ -70,8 +70,10 @@ class Gate:
             return Admission(True, f"'{inv.tool} {inv.command}' runs no image", decision="pass")
         if not inv.image:
             return self._refuse_event(f"'{inv.tool} {inv.command}' without an image operand", ctx, audit_fields)
+        extra = {k: list(v) for k, v in (("extra_images", inv.extra_images),
+                                         ("outside_content", inv.outside_content)) if v}
         adm = self.admit_image(inv.image, ctx, cwd, pin_image, flavor=inv.flavor,
-                               command=f"{inv.tool} {inv.command}", **audit_fields)
+                               command=f"{inv.tool} {inv.command}", **extra, **audit_fields)
         return Admission(adm.allowed, adm.message, adm.verdict, adm.pinned_fd, inv.image_index, adm.decision)
 
     def admit_image(self, operand: str, ctx: JobContext, cwd: str, pin_image: bool = False,
