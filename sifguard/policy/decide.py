@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
+from sifguard.policy import globs as _globs
 from sifguard.policy.model import DEFAULT_RULE, Policy, Rule, SignerPattern
 from sifguard.x509.chain import SignerIdentity
 
@@ -24,34 +25,21 @@ class JobContext:
 
 
 @lru_cache(maxsize=256)
-def _path_regex(glob: str) -> re.Pattern:
-    """Path globs: `*` and `?` stay within one path segment, `**` crosses segments."""
-    out, i = [], 0
-    while i < len(glob):
-        c = glob[i]
-        if glob.startswith("**", i):
-            out.append(".*")
-            i += 2
-            continue
-        if c == "*":
-            out.append("[^/]*")
-        elif c == "?":
-            out.append("[^/]")
-        elif c == "[":
-            j = glob.find("]", i)
-            if j < 0:
-                out.append(re.escape(c))
-            else:
-                out.append("[" + glob[i + 1:j].replace("!", "^", 1) + "]")
-                i = j
-        else:
-            out.append(re.escape(c))
-        i += 1
-    return re.compile("".join(out) + r"\Z")
+def _path_regex(glob: str) -> _globs.Glob:
+    """The compiled path glob (language: sifguard.policy.globs). The loader rejects invalid
+    globs; one that still arrives here (a hand-built Policy) compiles to "never matches"."""
+    try:
+        return _globs.compile_path(glob)
+    except _globs.GlobError:
+        return _globs.NEVER
 
 
 def path_matches(glob: str, path: str) -> bool:
-    return bool(_path_regex(glob).match(path))
+    """Total: never raises, whatever the glob or path."""
+    try:
+        return _path_regex(glob).match(path)
+    except TypeError:          # unhashable glob (not a str)
+        return False
 
 
 def _any(globs: tuple[str, ...], value: str | None) -> bool:
