@@ -188,6 +188,24 @@ def test_revoke_serial_formats_accepted(ca, tmp_path):
     assert inputs.serial("7F" + "FF" * 19) == "7F" + "FF" * 19         # exactly 20 octets
 
 
+def test_revoke_cert_of_another_ca_with_a_colliding_serial(ca, tmp_path):
+    """--cert names a certificate; one of another CA that happens to share a serial is not ours."""
+    from pki import cert as make_cert, new_key, pem
+    from sifguard.ca import profiles
+    issued = CAStore(str(ca)).issue(profiles.generate_key("ec-p256").public_key(), "victim", None, 30)
+    victim = rows(ca)[f"{issued.serial_number:X}"]
+    k = new_key()
+    forged = make_cert(k, victim.cn)
+    forged = (x509.CertificateBuilder().subject_name(forged.subject).issuer_name(forged.issuer)
+              .public_key(k.public_key()).serial_number(int(victim.serial, 16))
+              .not_valid_before(forged.not_valid_before_utc).not_valid_after(forged.not_valid_after_utc)
+              .sign(k, hashes.SHA256()))
+    (tmp_path / "other.pem").write_bytes(pem(forged))
+    r = run_cli("ca", "revoke", "--ca", ca, "--cert", tmp_path / "other.pem")
+    assert one_line_error(r) and "not a certificate issued by this CA" in r.err
+    assert rows(ca)[victim.serial].status == "valid"
+
+
 @pytest.mark.parametrize("args,msg", [
     (["--next-update-hours", "0"], "--next-update-hours"),
     (["--next-update-hours", "-3"], "--next-update-hours"),
@@ -246,12 +264,21 @@ def test_csr_refused(ca, tmp_path, kind, msg):
     assert not (tmp_path / "c.pem").exists() and len(rows(ca)) == before
 
 
-def test_csr_subject_ignored_ca_decides(ca, tmp_path):
-    (tmp_path / "r.csr").write_bytes(_csr(ec.generate_private_key(ec.SECP521R1()), hashes.SHA512()))
+def test_csr_subject_and_extensions_ignored_ca_decides(ca, tmp_path):
+    key = ec.generate_private_key(ec.SECP521R1())
+    req = (x509.CertificateSigningRequestBuilder()
+           .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Hard Site Issuing CA")]))
+           .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+           .add_extension(x509.SubjectAlternativeName([x509.RFC822Name("ceo@example.org")]), critical=False)
+           .sign(key, hashes.SHA512()))
+    (tmp_path / "r.csr").write_bytes(req.public_bytes(serialization.Encoding.DER))      # DER works too
     r = run_cli("ca", "issue", "--ca", ca, "--cn", "dave", "--csr", tmp_path / "r.csr", "--out", tmp_path / "c.pem")
     assert r.rc == 0, r
     c = x509.load_pem_x509_certificate((tmp_path / "c.pem").read_bytes())
     assert c.subject.rfc4514_string() == "CN=dave,O=Hard Site"
+    assert c.extensions.get_extension_for_class(x509.BasicConstraints).value.ca is False
+    with pytest.raises(x509.ExtensionNotFound):
+        c.extensions.get_extension_for_class(x509.SubjectAlternativeName)
     r = run_cli("ca", "issue", "--ca", ca, "--cn", "dave", "--csr", tmp_path / "r.csr", "--out", tmp_path / "d.pem",
                 "--out-key-passphrase-file", tmp_path / "r.csr")
     assert one_line_error(r) and "goes with --out-key" in r.err

@@ -206,11 +206,19 @@ def cmd_issue(args) -> int:
 def cmd_revoke(args) -> int:
     from sifguard.ca import store as castore
     from sifguard.x509 import keys
+    cert = None
     if args.cert:
-        serial = castore.serial_hex(keys.load_certificates(args.cert, "certificate")[0].serial_number)
+        cert = keys.load_certificates(args.cert, "certificate")[0]
+        serial = castore.serial_hex(cert.serial_number)
     else:
         serial = castore.parse_serial(args.serial)
     s = _open(args, settle=True)
+    if cert is not None:
+        from sifguard.x509.chain import fingerprint
+        row = s.get(serial)
+        if row is not None and row.fingerprint != fingerprint(cert):
+            # same serial, different certificate: another CA's, never ours to revoke
+            raise BadInputError(f"{args.cert}: not a certificate issued by this CA (serial {serial} is another one)")
     row = s.revoke(serial, args.reason)
     try:
         s.make_crl(issuer="root" if row.profile == "intermediate" else "intermediate")
