@@ -29,7 +29,7 @@ TMP_MARK = ".sgtmp."
 _TMP_RE = re.compile(r"^\..+\.sgtmp\.(\d+)\.[0-9a-f]+(?:-wal|-shm|-journal)?$|^.+\.tmp-(\d+)$")
 
 
-def _fsync_dir(d: str) -> None:
+def fsync_dir(d: str) -> None:
     try:
         fd = os.open(d or ".", os.O_RDONLY | os.O_DIRECTORY)
     except OSError:
@@ -102,7 +102,7 @@ def create(path: str, data: bytes, mode: int = 0o600) -> None:
         finally:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
-    _fsync_dir(d)
+    fsync_dir(d)
 
 
 def replace(path: str, data: bytes, mode: int = 0o644) -> None:
@@ -119,10 +119,10 @@ def replace(path: str, data: bytes, mode: int = 0o644) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    _fsync_dir(os.path.dirname(path))
+    fsync_dir(os.path.dirname(path))
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     if pid == os.getpid():
         return True
     try:
@@ -149,7 +149,7 @@ def sweep(directory: str, stem: str | None = None) -> list[str]:
         if stem is not None and not (name.startswith(f".{stem}{TMP_MARK}") or name.startswith(f"{stem}.tmp-")):
             continue
         pid = int(m.group(1) or m.group(2))
-        if _alive(pid):
+        if process_alive(pid):
             continue
         p = os.path.join(directory, name)
         with contextlib.suppress(OSError):

@@ -4,7 +4,13 @@ SQLite database of every issued certificate.
 Each operation is one SQLite transaction (WAL, synchronous=FULL): `kill -9` at any
 instant never loses an issued certificate or leaves half a row, and concurrent
 `ca issue` processes serialise on the write lock. A certificate is written to the
-caller's file only after its row is committed.
+caller's file only after its row is committed, together with a `pending_issuance` row;
+the certificate file is written first, the generated key last (as a whole new file), and
+the pending row is cleared after both. The next write command settles what a killed
+issuance left: complete when the key file holds the certificate's key, otherwise the
+certificate (whose key nobody holds) is revoked. CRL numbers are taken and the CRL files
+replaced under one flock (`publish.lock`), and a CRL never replaces a higher-numbered one:
+the published crl.der only moves forward.
 """
 
 from __future__ import annotations
@@ -176,6 +182,9 @@ class CAStore:
                 self.config = json.load(f)
         except (OSError, ValueError) as e:
             raise BadInputError(f"{path}: unreadable CA configuration: {e}") from None
+        if not isinstance(self.config, dict) or not isinstance(self.config.get("url"), str) \
+                or not isinstance(self.config.get("name"), str):
+            raise BadInputError(f"{path}: CA configuration {CONFIG} lacks 'name' or 'url'")
         self.urls = profiles.SiteURLs.from_base(self.config["url"])
         self.db = connect(self.file(DB))
         self._pid = os.getpid()
@@ -283,7 +292,7 @@ class CAStore:
         notes = []
         for serial, out, out_key, h, pid in self.db.execute(
                 "SELECT serial, out, out_key, host, pid FROM pending_issuance").fetchall():
-            if h != host or files._alive(pid):
+            if h != host or files.process_alive(pid):
                 continue
             for target in (out, out_key):
                 if target:
@@ -575,7 +584,7 @@ def init(path: str, name: str, url: str, key_type: str = "ec-p256", passphrase: 
     db._db.execute("PRAGMA journal_mode=DELETE")
     db.close()
     os.replace(tmp_db, os.path.join(path, DB))
-    files._fsync_dir(path)
+    files.fsync_dir(path)
     store = CAStore(path, passphrase)
     store.make_crl()
     store.make_crl(issuer="root")
