@@ -219,6 +219,15 @@ def test_crl_inputs(ca, args, msg):
     assert CAStore(str(ca)).latest_crl()[0] == before
 
 
+def test_export_out_refused(ca, tmp_path):
+    (tmp_path / "file").write_text("x")
+    for out, msg in (("", "must not be empty"), (tmp_path / "file", "not a directory"),
+                     (tmp_path / "no" / "such" / "dir", "does not exist")):
+        r = run_cli("ca", "export-ocsp", "--ca", ca, "--out", out)
+        assert one_line_error(r) and msg in r.err, r
+    assert listing(tmp_path) == ["file"]
+
+
 @pytest.mark.parametrize("listen", ["127.0.0.1:0", "127.0.0.1:70000", "127.0.0.1:٨٠", ":80", "h:"])
 def test_serve_listen_refused(ca, listen):
     assert one_line_error(run_cli("ca", "serve", "--ca", ca, "--listen", listen))

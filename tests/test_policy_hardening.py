@@ -369,3 +369,14 @@ def test_snapshot_of_an_older_version_is_ignored(tmp_path, root):
     d["policy"]["rules"][0]["require"] = "signed"        # would differ if the old snapshot were used
     json.dump(d, open(snap, "w"))
     assert load_fast(p).rules[0].require == "any"
+
+
+def test_policy_check_warns_about_a_bare_directory_path(tmp_path, cli, root):
+    d = tmp_path / "apps"
+    d.mkdir()
+    p = write(tmp_path, rule_policy(root, f"match: {{path: '{d}'}}\nrequire: any"))
+    r = cli("policy", "check", p)
+    assert r.rc == 0 and "warning" in r.err and f"{d}/**" in r.err
+    p = write(tmp_path, rule_policy(root, f"match: {{path: '{d}/**'}}\nrequire: any"))
+    r = cli("policy", "check", p)
+    assert r.rc == 0 and "warning" not in r.err

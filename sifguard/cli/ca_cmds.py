@@ -282,8 +282,24 @@ def cmd_serve(args) -> int:
     return 0
 
 
+def _out_dir(path: str, what: str) -> str:
+    """A directory the command fills: it exists (or its parent does, to create it)."""
+    if not path or not path.strip():
+        raise BadInputError(f"{what} must not be empty")
+    full = os.path.abspath(path)
+    if os.path.lexists(full) and not os.path.isdir(full):
+        raise BadInputError(f"{what} {path} exists and is not a directory")
+    parent = full if os.path.isdir(full) else os.path.dirname(full)
+    if not os.path.isdir(parent):
+        raise BadInputError(f"{what} {path}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise BadInputError(f"{what} {path}: directory {parent} is not writable")
+    return full
+
+
 def cmd_export(args) -> int:
     from sifguard.ocsp.export import export
+    _out_dir(args.out, "--out")
     n = export(_open(args), args.out, args.sign_with)
     print(f"wrote {n} pre-signed OCSP responses under {args.out} (serve with config/nginx-ocsp.conf)")
     return 0
