@@ -31,6 +31,7 @@ no backtracking, so a hostile image path cannot make a decision slow.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from sifguard.errors import BadInputError
@@ -52,6 +53,7 @@ class Glob:
     prefix: str = ""               # literal head and tail, checked first (most rules fail there)
     suffix: str = ""
     middle: tuple = ()
+    segments: tuple | None = None  # without **: one regex per path segment (see _segment_regex)
 
     @classmethod
     def of(cls, pattern: str, tokens: tuple, path: bool) -> "Glob":
@@ -61,8 +63,20 @@ class Glob:
         j = len(tokens)
         while j > i and tokens[j - 1][0] == LIT:
             j -= 1
+        segments = None
+        if not path:
+            segments = (_segment_regex(tokens),)
+        elif not any(t[0] in (ANY, DIRS) for t in tokens):
+            segs, cur = [], []
+            for t in tokens:
+                if t == (LIT, "/"):
+                    segs.append(cur)
+                    cur = []
+                else:
+                    cur.append(t)
+            segments = tuple(_segment_regex(tuple(x)) for x in segs + [cur])
         return cls(pattern, tokens, path, "".join(t[1] for t in tokens[:i]), "".join(t[1] for t in tokens[j:]),
-                   tokens[i:j])
+                   tokens[i:j], segments)
 
     def match(self, text) -> bool:
         """Total: anything that is not a str simply does not match."""
@@ -71,6 +85,10 @@ class Glob:
         p, s = self.prefix, self.suffix
         if len(text) < len(p) + len(s) or not text.startswith(p) or not text.endswith(s):
             return False
+        if self.segments is not None:
+            parts = text.split("/") if self.path else (text,)
+            return len(parts) == len(self.segments) and all(
+                r.fullmatch(x) is not None for r, x in zip(self.segments, parts))
         mid = text[len(p):len(text) - len(s)]
         if self.middle == ((ANY,),):                 # "/apps/**": any tail
             return True
@@ -198,6 +216,41 @@ def name_matches(pattern: str, value) -> bool:
 
 
 # --- matching ---------------------------------------------------------------------------
+def _char(c: str) -> str:
+    return f"\\U{ord(c):08x}"
+
+
+def _segment_regex(tokens: tuple) -> "re.Pattern":
+    """A regex for tokens in which every star may match any character (one path segment, or
+    a name glob). Chunks between stars have a fixed length, so the earliest place each
+    middle chunk fits is always a right choice: it is matched lazily inside an atomic group
+    and never revisited (fnmatch's construction) — no exponential backtracking."""
+    chunks = [[]]
+    for t in tokens:
+        if t[0] in (STAR, ANY, DIRS):
+            chunks.append([])
+        else:
+            chunks[-1].append(t)
+
+    def fixed(ts) -> str:
+        out = []
+        for t in ts:
+            if t[0] == LIT:
+                out.append(_char(t[1]))
+            elif t[0] == ONE:
+                out.append(".")
+            else:
+                body = "".join(_char(lo) if lo == hi else f"{_char(lo)}-{_char(hi)}" for lo, hi in t[1])
+                out.append(f"[{'^' if t[2] else ''}{body}]")
+        return "".join(out)
+
+    if len(chunks) == 1:
+        rx = fixed(chunks[0])
+    else:
+        rx = fixed(chunks[0]) + "".join(f"(?>.*?{fixed(c)})" for c in chunks[1:-1]) + ".*" + fixed(chunks[-1])
+    return re.compile(rx, re.S)
+
+
 def _closure(tokens: tuple, states: set) -> set:
     """Add the states reachable without consuming: past *, ** and **/ (zero length)."""
     todo, seen = list(states), set(states)
