@@ -25,8 +25,10 @@ ordinary character because RFC 4514 DNs use it). Their bracket expressions follo
 same strict rules as above, so every accepted name glob means the same thing to
 `fnmatch.fnmatchcase` and to `name_matches`.
 
-Matching simulates the pattern's automaton over the string: O(len(pattern) * len(text)),
-no backtracking, so a hostile image path cannot make a decision slow.
+Matching never backtracks exponentially, so a hostile image path cannot make a decision
+slow: a glob without `**` is matched segment by segment with regexes whose middle chunks
+sit in atomic groups (fnmatch's construction); a glob with `**` by simulating its automaton,
+O(len(pattern) * len(text)). A literal head and tail are compared first.
 """
 
 from __future__ import annotations
