@@ -94,6 +94,15 @@ def test_issue_output_paths(ca, tmp_path):
         assert one_line_error(r) and msg in r.err, (out_key, out, r)
     assert (tmp_path / "exists.key").read_text() == "mine"
     assert listing(tmp_path) == ["adir", "exists.key"] and len(rows(ca)) == before
+    # --out pointing at a private key (a swapped argument) does not destroy it
+    key = b"-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIA==\n-----END PRIVATE KEY-----\n"
+    (tmp_path / "user.key").write_bytes(key)
+    r = run_cli("ca", "issue", "--ca", ca, "--cn", "x", "--out-key", tmp_path / "new.key", "--out", tmp_path / "user.key")
+    assert one_line_error(r) and "holds a private key" in r.err and (tmp_path / "user.key").read_bytes() == key
+    # the same file through a symbolic link
+    os.symlink(tmp_path / "target.pem", tmp_path / "link.pem")
+    r = run_cli("ca", "issue", "--ca", ca, "--cn", "x", "--out-key", tmp_path / "target.pem", "--out", tmp_path / "link.pem")
+    assert one_line_error(r) and "same file" in r.err and len(rows(ca)) == before
 
 
 def test_empty_key_passphrases_refused(ca, tmp_path):
@@ -170,6 +179,12 @@ def test_init_never_takes_over_a_used_directory(tmp_path):
 def test_revoke_serial_formats_refused(ca, serial, msg):
     r = run_cli("ca", "revoke", "--ca", ca, "--serial", serial)
     assert one_line_error(r) and msg in r.err, r
+
+
+@pytest.mark.parametrize("reason", ["", "keycompromise", "removeFromCRL", "cACompromise", "unspecified "])
+def test_revoke_reasons_refused(ca, reason):
+    r = run_cli("ca", "revoke", "--ca", ca, "--serial", "DEADBEEF", "--reason", reason)
+    assert one_line_error(r) and "reason" in r.err, r
 
 
 def test_revoke_serial_formats_accepted(ca, tmp_path):

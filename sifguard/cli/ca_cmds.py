@@ -113,6 +113,14 @@ def _out_path(path: str, what: str, new: bool = False) -> str:
         raise BadInputError(f"{what} {path} is a directory")
     if new and os.path.lexists(full):
         raise BadInputError(f"{path} exists; refusing to overwrite a key")
+    if not new and os.path.isfile(full):
+        try:
+            with open(full, "rb") as f:
+                head = f.read(1 << 16)
+        except OSError:
+            head = b""
+        if b"PRIVATE KEY-----" in head:
+            raise BadInputError(f"{what} {path} holds a private key; refusing to overwrite it")
     return full
 
 
@@ -169,7 +177,7 @@ def cmd_issue(args) -> int:
     out_key = kp = None
     if args.out_key:
         out_key = _out_path(args.out_key, "--out-key", new=True)
-        if out_key == out:
+        if out_key == out or os.path.realpath(out_key) == os.path.realpath(out):
             raise BadInputError("--out and --out-key name the same file")
         if args.out_key_passphrase_file:
             kp = inputs.passphrase(keys.read_passphrase(args.out_key_passphrase_file), "--out-key-passphrase-file")
