@@ -23,6 +23,10 @@ class PolicyError(BadInputError):
     """The policy file is unreadable or invalid."""
 
 
+class SnapshotError(PolicyError):
+    """A compiled snapshot (or a hand-built Policy) breaks an invariant `load` guarantees."""
+
+
 class _V:
     def __init__(self, path: str):
         self.path = path
@@ -126,7 +130,7 @@ def _stat_key(st: os.stat_result) -> list:
 
 def _tuple(v) -> tuple:
     if not isinstance(v, list):
-        raise ValueError("snapshot: a list expected")
+        raise SnapshotError("snapshot: a list expected")
     return tuple(v)
 
 
@@ -138,43 +142,43 @@ def _from_dict(d: dict) -> m.Policy:
 
 
 def check_model(pol: m.Policy) -> None:
-    """Invariants `load` guarantees, checked on a policy from elsewhere (ValueError)."""
+    """Invariants `load` guarantees, checked on a policy from elsewhere (SnapshotError)."""
     def text(x) -> str:
         if not isinstance(x, str) or not x.strip():
-            raise ValueError(f"snapshot: {x!r} is not a non-empty string")
+            raise SnapshotError(f"snapshot: {x!r} is not a non-empty string")
         return x
     for x in pol.roots:
         text(x)
     if not pol.roots:
-        raise ValueError("snapshot: no trust roots")
+        raise SnapshotError("snapshot: no trust roots")
     for rule in pol.rules:
         text(rule.name)
         if rule.action not in m.ACTIONS or rule.require not in m.REQUIRES or \
                 rule.revocation_mode not in (None, *m.MODES):
-            raise ValueError(f"snapshot: rule {rule.name!r} has an invalid action/require/revocation")
+            raise SnapshotError(f"snapshot: rule {rule.name!r} has an invalid action/require/revocation")
         for k in MATCH_KEYS:
             vals = getattr(rule.match, k)
             if not isinstance(vals, tuple):
-                raise ValueError("snapshot: match values must be lists")
+                raise SnapshotError("snapshot: match values must be lists")
             for g in vals:
                 (globs.compile_path if k == "path" else globs.compile_name)(text(g))
         for p in rule.signers:
             given = {k: getattr(p, k) for k in ("subject", "email", "fingerprint", "issuer")
                      if getattr(p, k) is not None}
             if not given:
-                raise ValueError("snapshot: an empty signer pattern")
+                raise SnapshotError("snapshot: an empty signer pattern")
             for k, g in given.items():
                 text(g)
                 if k == "fingerprint":
                     if not _is_sha256("sha256:" + g):
-                        raise ValueError("snapshot: bad signer fingerprint")
+                        raise SnapshotError("snapshot: bad signer fingerprint")
                 elif k == "issuer" and g.lower().startswith("sha256:"):
                     if not _is_sha256(g):
-                        raise ValueError("snapshot: bad signer issuer fingerprint")
+                        raise SnapshotError("snapshot: bad signer issuer fingerprint")
                 else:
                     globs.compile_name(g)
     if pol.revocation.mode not in m.MODES:
-        raise ValueError("snapshot: invalid revocation mode")
+        raise SnapshotError("snapshot: invalid revocation mode")
 
 
 def _build(d: dict) -> m.Policy:
@@ -210,7 +214,7 @@ def load_fast(path: str) -> m.Policy:
                 d = json.load(f)
             if d.get("compiled_version") == COMPILED_VERSION and d.get("source") == _stat_key(st):
                 return _from_dict(d["policy"])
-    except (OSError, ValueError, KeyError, TypeError, AttributeError, globs.GlobError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, globs.GlobError, SnapshotError):
         pass      # unusable or invalid snapshot: parse and validate the YAML itself
     pol = load(path)
     if os.geteuid() in (0, st.st_uid):
