@@ -1,7 +1,5 @@
 """CA hardening: every input validated up front (one line, exit 2, nothing written),
 CRL publication monotonic under concurrency, issuance crash-safe under SIGKILL."""
-import datetime as dt
-import json
 import os
 import random
 import signal
