@@ -4,7 +4,13 @@ SQLite database of every issued certificate.
 Each operation is one SQLite transaction (WAL, synchronous=FULL): `kill -9` at any
 instant never loses an issued certificate or leaves half a row, and concurrent
 `ca issue` processes serialise on the write lock. A certificate is written to the
-caller's file only after its row is committed.
+caller's file only after its row is committed, together with a `pending_issuance` row;
+the certificate file is written first, the generated key last (as a whole new file), and
+the pending row is cleared after both. The next write command settles what a killed
+issuance left: complete when the key file holds the certificate's key, otherwise the
+certificate (whose key nobody holds) is revoked. CRL numbers are taken and the CRL files
+replaced under one flock (`publish.lock`), and a CRL never replaces a higher-numbered one:
+the published crl.der only moves forward.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import socket
 import sqlite3
 import stat
 from dataclasses import dataclass
@@ -20,7 +27,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
-from sifguard.ca import profiles
+from sifguard.ca import files, inputs, profiles
 from sifguard.errors import BadInputError, KeyMaterialError
 
 DB = "ca.db"
@@ -28,6 +35,11 @@ CONFIG = "ca.json"
 ROOT_KEY, INT_KEY, OCSP_KEY = "root.key", "intermediate.key", "ocsp-responder.key"
 ROOT_PEM, INT_PEM, OCSP_PEM = "root.pem", "intermediate.pem", "ocsp-responder.pem"
 CRL_PEM, CRL_DER, ROOT_CRL_DER = "crl.pem", "crl.der", "root-crl.der"
+CHAIN_PEM = "chain.pem"
+PUBLISH_LOCK = "publish.lock"      # flock: CRL numbers are taken and published in one critical section
+# what `init` writes: a directory holding only these (an interrupted init) may be initialised
+INIT_FILES = frozenset({DB, CONFIG, ROOT_KEY, INT_KEY, OCSP_KEY, ROOT_PEM, INT_PEM, OCSP_PEM, CRL_PEM, CRL_DER,
+                        ROOT_CRL_DER, CHAIN_PEM, PUBLISH_LOCK, DB + "-wal", DB + "-shm", DB + "-journal"})
 
 MIGRATIONS = [
     # 1: certificates and CRLs
@@ -70,6 +82,17 @@ MIGRATIONS = [
         PRIMARY KEY (serial, alg, signer)
     );
     """,
+    # 3: issuances whose files are not written yet (a crash leaves the row; the next run settles it)
+    """
+    CREATE TABLE pending_issuance (
+        serial      TEXT PRIMARY KEY,
+        out         TEXT,                      -- certificate file asked for
+        out_key     TEXT,                      -- generated key file asked for (NULL with a CSR)
+        host        TEXT NOT NULL,
+        pid         INTEGER NOT NULL,
+        started     INTEGER NOT NULL
+    );
+    """,
 ]
 
 
@@ -86,39 +109,17 @@ def serial_hex(n: int) -> str:
 
 
 def parse_serial(s: str) -> str:
-    t = s.strip().replace(":", "").upper()
-    if t.startswith("0X"):
-        t = t[2:]
-    try:
-        return serial_hex(int(t, 16))
-    except ValueError:
-        raise BadInputError(f"serial {s!r} is not hexadecimal") from None
+    """Hex (optionally colon-separated or 0x-prefixed) to the stored form; BadInputError otherwise."""
+    return inputs.serial(s)
 
 
 def write_private(path: str, data: bytes) -> None:
-    """Write a secret 0600, atomically (temp file + rename), never world-readable in between."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write a secret 0600 from its first byte, atomically (never partial under `path`)."""
+    files.replace(path, data, 0o600)
 
 
 def write_public(path: str, data: bytes, mode: int = 0o644) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
+    files.replace(path, data, mode)
 
 
 def key_bytes(key, passphrase: bytes | None) -> bytes:
@@ -181,10 +182,14 @@ class CAStore:
                 self.config = json.load(f)
         except (OSError, ValueError) as e:
             raise BadInputError(f"{path}: unreadable CA configuration: {e}") from None
+        if not isinstance(self.config, dict) or not isinstance(self.config.get("url"), str) \
+                or not isinstance(self.config.get("name"), str):
+            raise BadInputError(f"{path}: CA configuration {CONFIG} lacks 'name' or 'url'")
         self.urls = profiles.SiteURLs.from_base(self.config["url"])
         self.db = connect(self.file(DB))
         self._pid = os.getpid()
         self._certs: dict[str, x509.Certificate] = {}
+        files.sweep(path)      # temporaries of CA processes killed mid-write
 
     def reconnect_after_fork(self) -> None:
         """A forked worker must not share its parent's SQLite connection."""
@@ -228,7 +233,14 @@ class CAStore:
             raise KeyMaterialError(f"{path}: wrong CA passphrase or corrupt key") from None
 
     # --- issuing -------------------------------------------------------------
-    def issue(self, pub, cn: str, email: str | None, days: int, profile: str = "code-signing") -> x509.Certificate:
+    def issue(self, pub, cn: str, email: str | None, days: int, profile: str = "code-signing",
+              out: str | None = None, out_key: str | None = None) -> x509.Certificate:
+        """Sign and record a certificate. With `out`/`out_key`, the row is recorded as a pending
+        issuance in the same transaction; `issued_files_written` clears it once both files exist,
+        and `recover` settles it if this process dies first."""
+        cn = inputs.common_name(cn)
+        email = inputs.email(email) if email is not None else None
+        days = inputs.days(days)
         ikey = self.key(INT_KEY)
         now = utcnow()
         for _ in range(8):
@@ -238,24 +250,68 @@ class CAStore:
             try:
                 with self.db:
                     self._insert(cert, profile, now)
+                    if out or out_key:
+                        self.db.execute("INSERT INTO pending_issuance VALUES (?,?,?,?,?,?)",
+                                        (serial_hex(serial), out, out_key, socket.gethostname(), os.getpid(),
+                                         _ts(now)))
                 return cert
             except sqlite3.IntegrityError:
                 continue  # serial collision (2^-159): draw again
         raise BadInputError("could not allocate a unique serial")
 
+    def issued_files_written(self, serial: str) -> None:
+        with self.db:
+            self.db.execute("DELETE FROM pending_issuance WHERE serial=?", (serial,))
+
+    def abandon_issuance(self, serial: str) -> str:
+        """The key of this issuance never reached its file: nobody holds it, so the certificate
+        is revoked (cessationOfOperation) and its file removed if it is exactly ours."""
+        with self.db:
+            row = self.db.execute("SELECT out FROM pending_issuance WHERE serial=?", (serial,)).fetchone()
+            cur = self.get(serial)
+            if cur is not None and cur.status == "valid":
+                self.db.execute("UPDATE certificates SET status='revoked', revoked_at=?, reason=? WHERE serial=?",
+                                (_ts(utcnow()), "cessationOfOperation", serial))
+            self.db.execute("DELETE FROM pending_issuance WHERE serial=?", (serial,))
+        out = row[0] if row else None
+        if out and cur is not None:
+            try:
+                with open(out, "rb") as f:
+                    ours = f.read().startswith(cur.pem.encode())
+                if ours:
+                    os.unlink(out)
+            except OSError:
+                pass
+        return f"serial {serial} ({cur.cn if cur else '?'}): its key was never written; certificate revoked"
+
+    def recover(self) -> list[str]:
+        """Settle issuances left pending by processes of this host that no longer run: complete
+        when the key file holds the certificate's key, otherwise revoke (see abandon_issuance).
+        Returns one line per settled issuance. Also sweeps their temporaries."""
+        host = socket.gethostname()
+        notes = []
+        for serial, out, out_key, h, pid in self.db.execute(
+                "SELECT serial, out, out_key, host, pid FROM pending_issuance").fetchall():
+            if h != host or files.process_alive(pid):
+                continue
+            for target in (out, out_key):
+                if target:
+                    files.sweep(os.path.dirname(target) or ".", os.path.basename(target))
+            row = self.get(serial)
+            if row is None:
+                self.issued_files_written(serial)
+                continue
+            if out_key is None or _key_matches(out_key, row):
+                self.issued_files_written(serial)
+                if out and not _file_starts_with(out, row.pem.encode()):
+                    notes.append(f"serial {serial} ({row.cn}) was issued but {out} was not written: "
+                                 "see 'sifguard ca list'")
+                continue
+            notes.append(self.abandon_issuance(serial))
+        return notes
+
     def _insert(self, cert: x509.Certificate, profile: str, now: dt.datetime) -> None:
-        from sifguard.x509.chain import fingerprint
-        cn = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
-        try:
-            san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-            sans = san.get_values_for_type(x509.RFC822Name)
-        except x509.ExtensionNotFound:
-            sans = []
-        self.db.execute(
-            f"INSERT INTO certificates ({COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (serial_hex(cert.serial_number), cert.subject.rfc4514_string(), cn, json.dumps(sans), profile,
-             _ts(cert.not_valid_before_utc), _ts(cert.not_valid_after_utc), "valid", None, None,
-             _ts(now), fingerprint(cert), pem(cert).decode()))
+        _insert_row(self.db, cert, profile, now)
 
     # --- revocation ----------------------------------------------------------
     def revoke(self, serial: str, reason: str) -> Row:
@@ -317,22 +373,25 @@ class CAStore:
 
     # --- CRL -----------------------------------------------------------------
     def make_crl(self, next_update: dt.timedelta | None = None, issuer: str = "intermediate") -> x509.CertificateRevocationList:
+        """Issue the next CRL and publish it. The number is taken and the files are replaced under
+        one flock, so the published CRL numbers only ever increase, whoever publishes."""
         next_update = next_update or dt.timedelta(hours=self.config.get("crl_hours", 24))
         if issuer == "root":
             cert, key = self.root, self.key(ROOT_KEY)
         else:
             cert, key = self.intermediate, self.key(INT_KEY)
-        with self.db:
-            # one BEGIN IMMEDIATE transaction: the number and the revoked list come from one snapshot
-            revoked = self.revoked(issuer)
-            number = self.db.execute("SELECT COALESCE(MAX(number), 0) + 1 FROM crls WHERE issuer=?",
-                                     (issuer,)).fetchone()[0]
-            now = utcnow()
-            crl = profiles.build_crl(cert, key, revoked, number, now, next_update)
-            self.db.execute("INSERT INTO crls VALUES (?,?,?,?,?)",
-                            (issuer, number, _ts(now), _ts(now + next_update),
-                             crl.public_bytes(serialization.Encoding.DER)))
-        self.publish_crl(crl, issuer)
+        with self._publishing():
+            with self.db:
+                # one BEGIN IMMEDIATE transaction: the number and the revoked list come from one snapshot
+                revoked = self.revoked(issuer)
+                number = self.db.execute("SELECT COALESCE(MAX(number), 0) + 1 FROM crls WHERE issuer=?",
+                                         (issuer,)).fetchone()[0]
+                now = utcnow()
+                crl = profiles.build_crl(cert, key, revoked, number, now, next_update)
+                self.db.execute("INSERT INTO crls VALUES (?,?,?,?,?)",
+                                (issuer, number, _ts(now), _ts(now + next_update),
+                                 crl.public_bytes(serialization.Encoding.DER)))
+            self._publish_if_newer(crl, issuer)
         return crl
 
     def latest_crl(self, issuer: str = "intermediate") -> tuple[int, int, bytes] | None:
@@ -341,12 +400,81 @@ class CAStore:
         return tuple(r) if r else None
 
     def publish_crl(self, crl, issuer: str = "intermediate") -> None:
+        """Publish `crl` unless the published file already has a number at least as high."""
+        with self._publishing():
+            self._publish_if_newer(crl, issuer)
+
+    def _publishing(self):
+        # a read-only CA directory cannot hold the lock: the number check still keeps files monotonic
+        return files.locked(self.file(PUBLISH_LOCK), optional=True)
+
+    def _publish_if_newer(self, crl, issuer: str) -> None:
+        der_path = self.file(ROOT_CRL_DER if issuer == "root" else CRL_DER)
+        number = _crl_number(crl)
+        published = _published_crl_number(der_path)
+        if published is not None and published >= number:
+            return
         der = crl.public_bytes(serialization.Encoding.DER)
         if issuer == "root":
-            write_public(self.file(ROOT_CRL_DER), der)
+            write_public(der_path, der)
         else:
-            write_public(self.file(CRL_DER), der)
             write_public(self.file(CRL_PEM), crl.public_bytes(serialization.Encoding.PEM))
+            write_public(der_path, der)     # last: crl.der is what the number check reads
+
+
+def _insert_row(db, cert: x509.Certificate, profile: str, now: dt.datetime) -> None:
+    from sifguard.x509.chain import fingerprint
+    cn = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        sans = san.get_values_for_type(x509.RFC822Name)
+    except x509.ExtensionNotFound:
+        sans = []
+    db.execute(
+        f"INSERT INTO certificates ({COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        (serial_hex(cert.serial_number), cert.subject.rfc4514_string(), cn, json.dumps(sans), profile,
+         _ts(cert.not_valid_before_utc), _ts(cert.not_valid_after_utc), "valid", None, None,
+         _ts(now), fingerprint(cert), pem(cert).decode()))
+
+
+def _crl_number(crl) -> int:
+    return crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+
+
+def _published_crl_number(path: str) -> int | None:
+    try:
+        with open(path, "rb") as f:
+            return _crl_number(x509.load_der_x509_crl(f.read()))
+    except (OSError, ValueError, x509.ExtensionNotFound):
+        return None
+
+
+def _file_starts_with(path: str, data: bytes) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(data)) == data
+    except OSError:
+        return False
+
+
+def _key_matches(path: str, row: Row) -> bool:
+    """Does the key file hold the private key of this certificate? (Encrypted keys are
+    trusted by their presence: we cannot open them, and only this issuance wrote there.)"""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(1 << 16)
+    except OSError:
+        return False
+    if b"ENCRYPTED" in data:
+        return True
+    try:
+        key = serialization.load_pem_private_key(data, None)
+    except (ValueError, TypeError):
+        return False
+    cert = x509.load_pem_x509_certificate(row.pem.encode())
+    pub = serialization.PublicFormat.SubjectPublicKeyInfo
+    return (key.public_key().public_bytes(serialization.Encoding.DER, pub)
+            == cert.public_key().public_bytes(serialization.Encoding.DER, pub))
 
 
 def connect(path: str) -> sqlite3.Connection:
@@ -403,13 +531,31 @@ def migrate(db: sqlite3.Connection) -> None:
 
 def init(path: str, name: str, url: str, key_type: str = "ec-p256", passphrase: bytes | None = None,
          crl_hours: int = 24, ocsp_validity_hours: int = 4) -> CAStore:
-    """Create a new CA directory. Refuses to touch an existing CA."""
+    """Create a new CA directory. Refuses to touch an existing CA or a directory holding
+    anything but the files of an interrupted `init`."""
+    name = inputs.site_name(name)
+    url = inputs.base_url(url)
+    crl_hours = inputs.whole_number(crl_hours, "--crl-hours", 1, inputs.MAX_CRL_HOURS)
+    ocsp_validity_hours = inputs.whole_number(ocsp_validity_hours, "--ocsp-validity-hours", 1, inputs.MAX_OCSP_HOURS)
+    if key_type not in profiles.KEY_TYPES:
+        raise BadInputError(f"unknown key type {key_type!r} (choose {', '.join(profiles.KEY_TYPES)})")
     if os.path.exists(os.path.join(path, DB)):
         raise BadInputError(f"{path}: a CA already exists here")
-    if not url.startswith(("http://", "https://")):
-        raise BadInputError(f"--url must be an http(s) URL, not {url!r}")
-    os.makedirs(path, mode=0o700, exist_ok=True)
-    os.chmod(path, 0o700)
+    if os.path.lexists(path):
+        if os.path.islink(path) or not os.path.isdir(path):
+            raise BadInputError(f"{path}: exists and is not a directory")
+        try:
+            foreign = [n for n in os.listdir(path) if n not in INIT_FILES and files.TMP_MARK not in n]
+        except OSError as e:
+            raise BadInputError(f"{path}: {e.strerror}") from None
+        if foreign:
+            raise BadInputError(f"{path}: not empty ({foreign[0]} …): give a new directory for the CA")
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        os.chmod(path, 0o700)
+    except OSError as e:
+        raise BadInputError(f"{path}: cannot create the CA directory: {e.strerror}") from None
+    files.sweep(path)
     now = utcnow()
     urls = profiles.SiteURLs.from_base(url)
     root_key, int_key = profiles.generate_key(key_type), profiles.generate_key(key_type)
@@ -421,18 +567,25 @@ def init(path: str, name: str, url: str, key_type: str = "ec-p256", passphrase: 
         write_private(os.path.join(path, fname), key_bytes(key, passphrase))
     for fname, cert in ((ROOT_PEM, root), (INT_PEM, inter), (OCSP_PEM, resp)):
         write_public(os.path.join(path, fname), pem(cert))
-    write_public(os.path.join(path, "chain.pem"), pem(inter) + pem(root))
+    write_public(os.path.join(path, CHAIN_PEM), pem(inter) + pem(root))
     write_public(os.path.join(path, CONFIG), json.dumps({
         "name": name, "url": url, "key_type": key_type, "crl_hours": crl_hours,
         "ocsp_validity_hours": ocsp_validity_hours, "encrypted": bool(passphrase), "created": _ts(now),
     }, indent=2).encode(), 0o600)
-    db = connect(os.path.join(path, DB))   # creates and migrates; the DB file is created last
+    # The database is created last and complete (certificates and CRL numbers inside) under a
+    # temporary name: a CA directory whose ca.db exists is always a whole CA.
+    tmp_db = os.path.join(path, f".{DB}{files.TMP_MARK}{os.getpid()}.{os.urandom(4).hex()}")
+    db = connect(tmp_db)
+    os.chmod(tmp_db, stat.S_IRUSR | stat.S_IWUSR)
+    with db:
+        for cert, profile in ((inter, "intermediate"), (resp, "ocsp-responder")):
+            _insert_row(db, cert, profile, now)
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db._db.execute("PRAGMA journal_mode=DELETE")
     db.close()
-    os.chmod(os.path.join(path, DB), stat.S_IRUSR | stat.S_IWUSR)
+    os.replace(tmp_db, os.path.join(path, DB))
+    files.fsync_dir(path)
     store = CAStore(path, passphrase)
-    with store.db:
-        store._insert(inter, "intermediate", now)
-        store._insert(resp, "ocsp-responder", now)
     store.make_crl()
     store.make_crl(issuer="root")
     return store

@@ -75,13 +75,53 @@ def add_parsers(sub) -> None:
 
 
 def _passphrase(args) -> bytes | None:
+    from sifguard.ca import inputs
     from sifguard.x509 import keys
-    return keys.read_passphrase(args.passphrase_file, args.passphrase_env)
+    what = "--passphrase-file" if args.passphrase_file else "--passphrase-env"
+    return inputs.passphrase(keys.read_passphrase(args.passphrase_file, args.passphrase_env), what)
 
 
-def _open(args):
+def _open(args, settle: bool = False):
+    """The CA store; `settle`: first settle issuances interrupted by a crash (write commands)."""
     from sifguard.ca import store as castore
-    return castore.CAStore(args.ca, _passphrase(args))
+    s = castore.CAStore(args.ca, _passphrase(args))
+    if settle:
+        notes = s.recover()
+        for n in notes:
+            print(f"sifguard: note: interrupted issuance settled: {n}", file=sys.stderr)
+        if any("revoked" in n for n in notes):
+            try:
+                s.make_crl()
+            except KeyMaterialError:
+                pass
+    return s
+
+
+def _out_path(path: str, what: str, new: bool = False) -> str:
+    """A file the command will write: its directory exists and is writable; `new`: it must not exist."""
+    if not path or not path.strip():
+        raise BadInputError(f"{what} must not be empty")
+    if "\x00" in path:
+        raise BadInputError(f"{what} contains a NUL character")
+    full = os.path.abspath(path)
+    parent = os.path.dirname(full)
+    if not os.path.isdir(parent):
+        raise BadInputError(f"{what} {path}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise BadInputError(f"{what} {path}: directory {parent} is not writable")
+    if os.path.isdir(full):
+        raise BadInputError(f"{what} {path} is a directory")
+    if new and os.path.lexists(full):
+        raise BadInputError(f"{path} exists; refusing to overwrite a key")
+    if not new and os.path.isfile(full):
+        try:
+            with open(full, "rb") as f:
+                head = f.read(1 << 16)
+        except OSError:
+            head = b""
+        if b"PRIVATE KEY-----" in head:
+            raise BadInputError(f"{what} {path} holds a private key; refusing to overwrite it")
+    return full
 
 
 def cmd_init(args) -> int:
@@ -96,39 +136,77 @@ def cmd_init(args) -> int:
     return 0
 
 
-def cmd_issue(args) -> int:
+def _csr_public_key(path: str):
+    """The public key of a certificate request (its subject is ignored: the CA decides it)."""
     from cryptography import x509
-    from sifguard.ca import profiles, store as castore
+    from cryptography.exceptions import UnsupportedAlgorithm
     from sifguard.x509 import keys
-    if args.days <= 0:
-        raise BadInputError("--days must be positive")
-    s = _open(args)
-    if args.csr:
-        try:
-            with open(args.csr, "rb") as f:
-                data = f.read(1 << 20)
-        except OSError as e:
-            raise BadInputError(f"{args.csr}: {e.strerror}") from None
-        try:
-            csr = (x509.load_pem_x509_csr(data) if b"-----BEGIN" in data else x509.load_der_x509_csr(data))
-        except ValueError:
-            raise BadInputError(f"{args.csr}: not a certificate request") from None
-        if not csr.is_signature_valid:
-            raise BadInputError(f"{args.csr}: the request's signature does not verify")
-        pub, new_key = csr.public_key(), None
-        keys._check_supported(pub, args.csr)
-    else:
-        if os.path.exists(args.out_key):
-            raise BadInputError(f"{args.out_key} exists; refusing to overwrite a key")
+    try:
+        with open(path, "rb") as f:
+            data = f.read((1 << 20) + 1)
+    except OSError as e:
+        raise BadInputError(f"{path}: {e.strerror}") from None
+    if len(data) > 1 << 20:
+        raise BadInputError(f"{path}: larger than 1 MiB, not a certificate request")
+    try:
+        csr = (x509.load_pem_x509_csr(data) if b"-----BEGIN" in data else x509.load_der_x509_csr(data))
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        raise BadInputError(f"{path}: not a certificate request") from None
+    try:
+        pub = csr.public_key()
+    except (ValueError, TypeError, UnsupportedAlgorithm) as e:
+        raise BadInputError(f"{path}: unsupported key in the certificate request ({e})") from None
+    keys._check_supported(pub, path)        # EC P-256/P-384, RSA >= 2048, Ed25519
+    try:
+        valid = csr.is_signature_valid
+    except (ValueError, TypeError, UnsupportedAlgorithm) as e:
+        raise BadInputError(f"{path}: the request's signature cannot be checked ({e})") from None
+    if not valid:
+        raise BadInputError(f"{path}: the request's signature does not verify")
+    return pub
+
+
+def cmd_issue(args) -> int:
+    from sifguard.ca import files, inputs, profiles, store as castore
+    from sifguard.x509 import keys
+    # every input is checked before a key is generated or a row written
+    cn = inputs.common_name(args.cn)
+    email = inputs.email(args.email) if args.email is not None else None
+    days = inputs.days(args.days)
+    out = _out_path(args.out, "--out")
+    out_key = kp = None
+    if args.out_key:
+        out_key = _out_path(args.out_key, "--out-key", new=True)
+        if out_key == out or os.path.realpath(out_key) == os.path.realpath(out):
+            raise BadInputError("--out and --out-key name the same file")
+        if args.out_key_passphrase_file:
+            kp = inputs.passphrase(keys.read_passphrase(args.out_key_passphrase_file), "--out-key-passphrase-file")
+    elif args.out_key_passphrase_file:
+        raise BadInputError("--out-key-passphrase-file goes with --out-key (a CSR's key stays with its owner)")
+    pub = _csr_public_key(args.csr) if args.csr else None
+    s = _open(args, settle=True)
+    for target in filter(None, (out, out_key)):
+        files.sweep(os.path.dirname(target), os.path.basename(target))
+    new_key = None
+    if pub is None:
         new_key = profiles.generate_key(args.key_type)
         pub = new_key.public_key()
-    cert = s.issue(pub, args.cn, args.email, args.days)
-    # The row is committed: only now do files appear (a crash leaves no unrecorded certificate).
-    if new_key is not None:
-        kp = keys.read_passphrase(args.out_key_passphrase_file) if args.out_key_passphrase_file else None
-        castore.write_private(args.out_key, castore.key_bytes(new_key, kp))
-    castore.write_public(args.out, castore.pem(cert) + castore.pem(s.intermediate))
-    print(f"issued {cert.subject.rfc4514_string()} serial {castore.serial_hex(cert.serial_number)} "
+    cert = s.issue(pub, cn, email, days, out=out, out_key=out_key)
+    serial = castore.serial_hex(cert.serial_number)
+    # The row (and its pending-issuance mark) is committed: now the files, certificate first,
+    # the key last and only as a whole new file — a key never exists without its certificate.
+    key_written = False
+    try:
+        files.replace(out, castore.pem(cert) + castore.pem(s.intermediate), 0o644)
+        if new_key is not None:
+            files.create(out_key, castore.key_bytes(new_key, kp), 0o600)
+            key_written = True
+    except BaseException:
+        if new_key is not None and not key_written:
+            s.abandon_issuance(serial)
+        raise
+    s.issued_files_written(serial)
+    print(f"issued {cert.subject.rfc4514_string()} serial {serial} "
           f"valid until {cert.not_valid_after_utc:%Y-%m-%d} -> {args.out}")
     return 0
 
@@ -136,11 +214,19 @@ def cmd_issue(args) -> int:
 def cmd_revoke(args) -> int:
     from sifguard.ca import store as castore
     from sifguard.x509 import keys
-    s = _open(args)
+    cert = None
     if args.cert:
-        serial = castore.serial_hex(keys.load_certificates(args.cert, "certificate")[0].serial_number)
+        cert = keys.load_certificates(args.cert, "certificate")[0]
+        serial = castore.serial_hex(cert.serial_number)
     else:
         serial = castore.parse_serial(args.serial)
+    s = _open(args, settle=True)
+    if cert is not None:
+        from sifguard.x509.chain import fingerprint
+        row = s.get(serial)
+        if row is not None and row.fingerprint != fingerprint(cert):
+            # same serial, different certificate: another CA's, never ours to revoke
+            raise BadInputError(f"{args.cert}: not a certificate issued by this CA (serial {serial} is another one)")
     row = s.revoke(serial, args.reason)
     try:
         s.make_crl(issuer="root" if row.profile == "intermediate" else "intermediate")
@@ -169,16 +255,19 @@ def cmd_crl(args) -> int:
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
     from sifguard.ca import store as castore
-    s = _open(args)
-    nu = dt.timedelta(hours=args.next_update_hours) if args.next_update_hours else None
-    if nu is not None and nu <= dt.timedelta(0):
-        raise BadInputError("--next-update-hours must be positive")
+    from sifguard.ca import inputs
+    nu = None
+    if args.next_update_hours is not None:
+        nu = dt.timedelta(hours=inputs.whole_number(args.next_update_hours, "--next-update-hours", 1,
+                                                     inputs.MAX_CRL_HOURS))
+    out = _out_path(args.out, "--out") if args.out is not None else None
+    s = _open(args, settle=True)
     crl = s.make_crl(nu)
     enc = serialization.Encoding.DER if args.der else serialization.Encoding.PEM
     data = crl.public_bytes(enc)
     number = crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
-    if args.out:
-        castore.write_public(args.out, data)
+    if out:
+        castore.write_public(out, data)
         print(f"CRL #{number}: {len(list(crl))} revoked, next update "
               f"{crl.next_update_utc:%Y-%m-%d %H:%M}Z -> {args.out}")
     else:
@@ -189,9 +278,11 @@ def cmd_crl(args) -> int:
 def cmd_serve(args) -> int:
     from sifguard.ocsp import server
     from sifguard.ocsp.responder import make_app
+    from sifguard.ca import inputs
     host, _, port = args.listen.rpartition(":")
-    if not host or not port.isdigit():
-        raise BadInputError(f"--listen wants HOST:PORT, not {args.listen!r}")
+    if not host or not port.isdigit() or not port.isascii() or not 1 <= int(port) <= 65535:
+        raise BadInputError(f"--listen wants HOST:PORT (port 1-65535), not {args.listen!r}")
+    inputs.whole_number(args.workers, "--workers", 0, 256)
     app = make_app(args.ca, _passphrase(args), args.sign_with)   # keys load (or fail) before the fork
     print(f"sifguard ca serve: OCSP, CRL and CA certificates for '{app.store.config['name']}' "
           f"on http://{args.listen}/", file=sys.stderr, flush=True)
@@ -199,8 +290,24 @@ def cmd_serve(args) -> int:
     return 0
 
 
+def _out_dir(path: str, what: str) -> str:
+    """A directory the command fills: it exists (or its parent does, to create it)."""
+    if not path or not path.strip():
+        raise BadInputError(f"{what} must not be empty")
+    full = os.path.abspath(path)
+    if os.path.lexists(full) and not os.path.isdir(full):
+        raise BadInputError(f"{what} {path} exists and is not a directory")
+    parent = full if os.path.isdir(full) else os.path.dirname(full)
+    if not os.path.isdir(parent):
+        raise BadInputError(f"{what} {path}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise BadInputError(f"{what} {path}: directory {parent} is not writable")
+    return full
+
+
 def cmd_export(args) -> int:
     from sifguard.ocsp.export import export
+    _out_dir(args.out, "--out")
     n = export(_open(args), args.out, args.sign_with)
     print(f"wrote {n} pre-signed OCSP responses under {args.out} (serve with config/nginx-ocsp.conf)")
     return 0

@@ -52,7 +52,26 @@ def cmd_check(args) -> int:
         rev = f", revocation {rule.revocation_mode}" if rule.revocation_mode else ""
         print(f"    {i}. {rule.name} (line {rule.line}): {cond} -> {rule.action}, require {rule.require}{who}{rev}")
     print("    *. default (built-in): everything else -> enforce, require signed")
+    for w in _never_matching_paths(pol):
+        print(f"sifguard: warning: {args.file}: {w}", file=sys.stderr)
     return 0
+
+
+def _never_matching_paths(pol) -> list[str]:
+    """Path globs without a wildcard that name an existing directory: they match only that
+    directory itself, never an image in it (the rule would silently not apply)."""
+    from sifguard.policy import globs
+    out = []
+    for rule in pol.rules:
+        for g in rule.match.path:
+            try:
+                toks = globs.compile_path(g).tokens
+            except globs.GlobError:
+                continue
+            if all(t[0] == globs.LIT for t in toks) and os.path.isdir(g):
+                out.append(f"rule '{rule.name}' (line {rule.line}): path '{g}' is a directory and matches no "
+                           f"image in it (did you mean '{g.rstrip('/')}/**'?)")
+    return out
 
 
 def context_from_args(args):

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import fnmatch
-import re
 from dataclasses import dataclass
 from functools import lru_cache
 
+from sifguard.policy import globs as _globs
 from sifguard.policy.model import DEFAULT_RULE, Policy, Rule, SignerPattern
 from sifguard.x509.chain import SignerIdentity
 
@@ -52,34 +51,21 @@ class JobContext:
 
 
 @lru_cache(maxsize=256)
-def _path_regex(glob: str) -> re.Pattern:
-    """Path globs: `*` and `?` stay within one path segment, `**` crosses segments."""
-    out, i = [], 0
-    while i < len(glob):
-        c = glob[i]
-        if glob.startswith("**", i):
-            out.append(".*")
-            i += 2
-            continue
-        if c == "*":
-            out.append("[^/]*")
-        elif c == "?":
-            out.append("[^/]")
-        elif c == "[":
-            j = glob.find("]", i)
-            if j < 0:
-                out.append(re.escape(c))
-            else:
-                out.append("[" + glob[i + 1:j].replace("!", "^", 1) + "]")
-                i = j
-        else:
-            out.append(re.escape(c))
-        i += 1
-    return re.compile("".join(out) + r"\Z")
+def _path_regex(glob: str) -> _globs.Glob:
+    """The compiled path glob (language: sifguard.policy.globs). The loader rejects invalid
+    globs; one that still arrives here (a hand-built Policy) compiles to "never matches"."""
+    try:
+        return _globs.compile_path(glob)
+    except _globs.GlobError:
+        return _globs.NEVER
 
 
 def path_matches(glob: str, path: str) -> bool:
-    return bool(_path_regex(glob).match(path))
+    """Total: never raises, whatever the glob or path."""
+    try:
+        return _path_regex(glob).match(path)
+    except TypeError:          # unhashable glob (not a str)
+        return False
 
 
 MAYBE = "maybe"   # a rule that matches or not depending on an UNKNOWN attribute
@@ -90,7 +76,7 @@ def _any(globs: tuple[str, ...], value) -> bool | str:
         return True
     if value is UNKNOWN:
         return MAYBE
-    return value is not None and any(fnmatch.fnmatchcase(value, g) for g in globs)
+    return value is not None and any(_globs.name_matches(g, value) for g in globs)
 
 
 def rule_applies(rule: Rule, image: str, ctx: JobContext) -> bool | str:
@@ -142,9 +128,9 @@ def uses_job_attributes(policy: Policy) -> frozenset[str]:
 
 
 def signer_matches(p: SignerPattern, who: SignerIdentity, issuer_fingerprints: tuple[str, ...]) -> bool:
-    if p.subject and not fnmatch.fnmatchcase(who.subject, p.subject):
+    if p.subject and not _globs.name_matches(p.subject, who.subject):
         return False
-    if p.email and not any(fnmatch.fnmatchcase(e.lower(), p.email.lower()) for e in who.emails):
+    if p.email and not any(_globs.name_matches(p.email.lower(), e.lower()) for e in who.emails):
         return False
     if p.fingerprint and who.fingerprint.lower() != p.fingerprint:
         return False
@@ -153,7 +139,7 @@ def signer_matches(p: SignerPattern, who: SignerIdentity, issuer_fingerprints: t
             want = p.issuer.lower()[7:].replace(":", "")
             if want not in issuer_fingerprints:
                 return False
-        elif not fnmatch.fnmatchcase(who.issuer, p.issuer):
+        elif not _globs.name_matches(p.issuer, who.issuer):
             return False
     return True
 

@@ -13,6 +13,7 @@ import json
 import os
 
 from sifguard.errors import BadInputError
+from sifguard.policy import globs
 from sifguard.policy import model as m
 
 yaml = None   # imported on first use: the compiled snapshot path never needs the parser (~20 ms)
@@ -20,6 +21,10 @@ yaml = None   # imported on first use: the compiled snapshot path never needs th
 
 class PolicyError(BadInputError):
     """The policy file is unreadable or invalid."""
+
+
+class SnapshotError(PolicyError):
+    """A compiled snapshot (or a hand-built Policy) breaks an invariant `load` guarantees."""
 
 
 class _V:
@@ -51,8 +56,15 @@ class _V:
         return node.value
 
     def string(self, node, where: str) -> str:
+        """A non-blank string. Null (`~`, `null`, nothing) and booleans are refused rather
+        than read as text: a value that silently became "" or "~" could widen a rule."""
         s = self.scalar(node, where)
-        if node.tag not in ("tag:yaml.org,2002:str",) and not s:
+        if node.tag == NULL_TAG:
+            self.err(node, f"{where} must be a non-empty string, not null"
+                     + (f" ('{s}')" if s else " (nothing after the colon)"))
+        if node.tag == BOOL_TAG:
+            self.err(node, f"{where} must be a string, not the boolean '{s}' (quote it)")
+        if not s.strip():
             self.err(node, f"{where} must be a non-empty string")
         return s
 
@@ -80,30 +92,107 @@ class _V:
             return False
         self.err(node, f"{where} must be true or false")
 
-    def strings(self, node, where: str) -> tuple[str, ...]:
-        """A string or a list of strings."""
+    def strings(self, node, where: str, empty: str | None = None) -> tuple[str, ...]:
+        """A string or a list of strings. `empty`: why an empty list is an error (None: allowed)."""
         if isinstance(node, yaml.SequenceNode):
+            if not node.value and empty:
+                self.err(node, f"{where} is an empty list: {empty}")
             return tuple(self.string(n, where) for n in node.value)
         return (self.string(node, where),)
 
+    def globs(self, node, where: str, path: bool) -> tuple[str, ...]:
+        """A non-empty string or list of globs, each compiled now (errors name the line)."""
+        vals = self.strings(node, where, "it would constrain nothing (omit the key to match everything)")
+        items = node.value if isinstance(node, yaml.SequenceNode) else [node]
+        for s, n in zip(vals, items):
+            self.glob(n, s, where, path)
+        return vals
+
+    def glob(self, node, s: str, where: str, path: bool) -> None:
+        try:
+            (globs.compile_path if path else globs.compile_name)(s)
+        except globs.GlobError as e:
+            self.err(node, f"{where}: invalid glob '{s}': {e}")
+
+
+NULL_TAG, BOOL_TAG = "tag:yaml.org,2002:null", "tag:yaml.org,2002:bool"
+MATCH_KEYS = ("path", "user", "group", "account", "partition")
+SIGNER_GLOBS = ("subject", "email", "issuer")
+
 
 COMPILED_SUFFIX = ".sifguard-compiled.json"
-COMPILED_VERSION = 2
+COMPILED_VERSION = 3     # 2: globs re-validated on load; 3: runtime.direct
 
 
 def _stat_key(st: os.stat_result) -> list:
     return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
 
 
+def _tuple(v) -> tuple:
+    if not isinstance(v, list):
+        raise SnapshotError("snapshot: a list expected")
+    return tuple(v)
+
+
 def _from_dict(d: dict) -> m.Policy:
+    """The policy of a snapshot, re-validated: a snapshot cannot carry what `load` refuses."""
+    pol = _build(d)
+    check_model(pol)
+    return pol
+
+
+def check_model(pol: m.Policy) -> None:
+    """Invariants `load` guarantees, checked on a policy from elsewhere (SnapshotError)."""
+    def text(x) -> str:
+        if not isinstance(x, str) or not x.strip():
+            raise SnapshotError(f"snapshot: {x!r} is not a non-empty string")
+        return x
+    for x in pol.roots:
+        text(x)
+    if not pol.roots:
+        raise SnapshotError("snapshot: no trust roots")
+    for rule in pol.rules:
+        text(rule.name)
+        if rule.action not in m.ACTIONS or rule.require not in m.REQUIRES or \
+                rule.revocation_mode not in (None, *m.MODES):
+            raise SnapshotError(f"snapshot: rule {rule.name!r} has an invalid action/require/revocation")
+        for k in MATCH_KEYS:
+            vals = getattr(rule.match, k)
+            if not isinstance(vals, tuple):
+                raise SnapshotError("snapshot: match values must be lists")
+            for g in vals:
+                (globs.compile_path if k == "path" else globs.compile_name)(text(g))
+        for p in rule.signers:
+            given = {k: getattr(p, k) for k in ("subject", "email", "fingerprint", "issuer")
+                     if getattr(p, k) is not None}
+            if not given:
+                raise SnapshotError("snapshot: an empty signer pattern")
+            for k, g in given.items():
+                text(g)
+                if k == "fingerprint":
+                    if not _is_sha256("sha256:" + g):
+                        raise SnapshotError("snapshot: bad signer fingerprint")
+                elif k == "issuer" and g.lower().startswith("sha256:"):
+                    if not _is_sha256(g):
+                        raise SnapshotError("snapshot: bad signer issuer fingerprint")
+                else:
+                    globs.compile_name(g)
+    if pol.revocation.mode not in m.MODES:
+        raise SnapshotError("snapshot: invalid revocation mode")
+    if pol.runtime.direct not in m.DIRECT:
+        raise SnapshotError("snapshot: invalid runtime.direct")
+
+
+def _build(d: dict) -> m.Policy:
     rev = dict(d["revocation"])
-    rev["responders"] = tuple(m.Responder(**r) for r in rev["responders"])
-    rules = tuple(m.Rule(**{**r, "match": m.Match(**{k: tuple(v) for k, v in r["match"].items()}),
-                            "signers": tuple(m.SignerPattern(**p) for p in r["signers"])}) for r in d["rules"])
+    rev["responders"] = tuple(m.Responder(**r) for r in _tuple(rev["responders"]))
+    rules = tuple(m.Rule(**{**r, "match": m.Match(**{k: _tuple(v) for k, v in r["match"].items()}),
+                            "signers": tuple(m.SignerPattern(**p) for p in _tuple(r["signers"]))})
+                  for r in _tuple(d["rules"]))
     rt = dict(d["runtime"])
-    rt["allow_sources"] = tuple(rt["allow_sources"])
-    return m.Policy(path=d["path"], version=d["version"], roots=tuple(d["roots"]),
-                    intermediates=tuple(d["intermediates"]), revocation=m.Revocation(**rev), rules=rules,
+    rt["allow_sources"] = _tuple(rt["allow_sources"])
+    return m.Policy(path=d["path"], version=d["version"], roots=_tuple(d["roots"]),
+                    intermediates=_tuple(d["intermediates"]), revocation=m.Revocation(**rev), rules=rules,
                     runtime=m.Runtime(**rt), audit_log=d["audit_log"], image_cache=d["image_cache"])
 
 
@@ -127,8 +216,8 @@ def load_fast(path: str) -> m.Policy:
                 d = json.load(f)
             if d.get("compiled_version") == COMPILED_VERSION and d.get("source") == _stat_key(st):
                 return _from_dict(d["policy"])
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, globs.GlobError, SnapshotError):
+        pass      # unusable or invalid snapshot: parse and validate the YAML itself
     pol = load(path)
     if os.geteuid() in (0, st.st_uid):
         try:
@@ -176,6 +265,8 @@ def load(path: str) -> m.Policy:
     trust = v.mapping(top["trust"], "trust", {"roots": 1, "intermediates": 1})
     if "roots" not in trust:
         v.err(top["trust"], "missing 'trust.roots'")
+    if isinstance(trust["roots"], yaml.SequenceNode) and not trust["roots"].value:
+        v.err(trust["roots"], "trust.roots is empty: nothing would be trusted")
     roots = tuple(absolute(p) for p in v.strings(trust["roots"], "trust.roots"))
     if not roots:
         v.err(trust["roots"], "trust.roots is empty: nothing would be trusted")
@@ -213,9 +304,15 @@ def load(path: str) -> m.Policy:
                 if "issuer" not in e or "url" not in e:
                     v.err(n, "a responders entry needs 'issuer' and 'url'")
                 url = v.string(e["url"], "responders.url")
+                iss = v.string(e["issuer"], "responders.issuer")
+                if iss.lower().startswith("sha256:"):
+                    if not _is_sha256(iss):
+                        v.err(e["issuer"], "responders.issuer must be a DN glob or sha256:<64 hex digits>")
+                else:
+                    v.glob(e["issuer"], iss, "responders.issuer", path=False)
                 if not url.startswith(("http://", "https://")):
                     v.err(e["url"], f"responder url must be http(s), not '{url}'")
-                out.append(m.Responder(v.string(e["issuer"], "responders.issuer"), url))
+                out.append(m.Responder(iss, url))
             kw["responders"] = tuple(out)
         rev = m.Revocation(**kw)
 
@@ -276,9 +373,11 @@ def _rule(v: _V, n, names: set) -> m.Rule:
     where = f"rule '{name}'"
     match = m.Match()
     if "match" in r:
-        mm = v.mapping(r["match"], f"{where} match", {"path": 1, "user": 1, "group": 1, "account": 1,
-                                                          "partition": 1})
-        match = m.Match(**{k: v.strings(x, f"{where} match.{k}") for k, x in mm.items()})
+        mm = v.mapping(r["match"], f"{where} match", dict.fromkeys(MATCH_KEYS, 1))
+        if not mm:
+            v.err(r["match"], f"{where} match is empty: it would constrain nothing (omit 'match' to match "
+                              "everything)")
+        match = m.Match(**{k: v.globs(x, f"{where} match.{k}", path=k == "path") for k, x in mm.items()})
     kw = {}
     if "action" in r:
         kw["action"] = v.choice(r["action"], f"{where} action", m.ACTIONS)
@@ -306,8 +405,18 @@ def _rule(v: _V, n, names: set) -> m.Rule:
                 if len(fp) != 64 or any(c not in "0123456789abcdef" for c in fp):
                     v.err(s["fingerprint"], f"{where} signer fingerprint must be sha256:<64 hex digits>")
                 vals["fingerprint"] = fp
+            for k in SIGNER_GLOBS:
+                if k in vals and not (k == "issuer" and vals[k].lower().startswith("sha256:")):
+                    v.glob(s[k], vals[k], f"{where} signer {k}", path=False)
+            if vals.get("issuer", "").lower().startswith("sha256:") and not _is_sha256(vals["issuer"]):
+                v.err(s["issuer"], f"{where} signer issuer must be a DN glob or sha256:<64 hex digits>")
             pats.append(m.SignerPattern(line=sn.start_mark.line + 1, **vals))
         kw["signers"] = tuple(pats)
     if kw.get("require") == "any" and "signers" in kw:
         v.err(n, f"{where}: 'require: any' with 'signers' is contradictory")
     return m.Rule(name=name, match=match, line=n.start_mark.line + 1, **kw)
+
+
+def _is_sha256(s: str) -> bool:
+    h = s.lower()[7:].replace(":", "")
+    return len(h) == 64 and all(c in "0123456789abcdef" for c in h)
