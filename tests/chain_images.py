@@ -68,3 +68,66 @@ def signed_image(directory, leaf_key, chain, name="hostile.sif"):
     os.chmod(p, 0o644)
     sign_image(p, [Signer(leaf_key, tuple(chain))])
     return p
+
+
+def raw_sign(key, message: bytes) -> bytes:
+    """Sign with any key type, bypassing sifguard's key policy (the attacker's signer)."""
+    from cryptography.hazmat.primitives.asymmetric import dsa, padding, rsa
+    if isinstance(key, rsa.RSAPrivateKey):
+        return key.sign(message, padding.PKCS1v15(), hashes.SHA256())
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        return key.sign(message, ec.ECDSA(hashes.SHA256()))
+    if isinstance(key, dsa.DSAPrivateKey):
+        return key.sign(message, hashes.SHA256())
+    return key.sign(message)
+
+
+def raw_signed_image(directory, key, x5c, name="raw.sif", keyid=None):
+    """A copy of a real SIF with one DSSE signature by `key` over group 1, carrying `x5c`
+    (certificates or DER bytes, leaf first) — whatever the key type."""
+    from cryptography.hazmat.primitives import serialization
+    from sifguard.integrity import dsse
+    from sifguard.integrity.metadata import DigestCache, image_metadata
+    from sifguard.sif.format import DT_SIGNATURE, GROUP_MASK, signature_extra
+    from sifguard.sif.image import NewObject, SifImage
+    from sifguard.x509 import keys
+    p = os.path.join(str(directory), name)
+    shutil.copyfile(ONE_GROUP, p)
+    os.chmod(p, 0o644)
+    ders = tuple(c if isinstance(c, bytes) else c.public_bytes(serialization.Encoding.DER) for c in x5c)
+    if keyid is None:
+        try:
+            keyid = keys.keyid(key.public_key())
+        except keys.KeyPolicyError:
+            keyid = ""
+    with SifImage(p, writable=True) as img:
+        payload = image_metadata(img, img.group_objects(1), DigestCache(img)).encode()
+        pae = dsse.pae(dsse.PAYLOAD_TYPE, payload)
+        env = dsse.Envelope(dsse.PAYLOAD_TYPE, payload, (dsse.EnvelopeSignature(keyid, raw_sign(key, pae), ders),))
+        img.append(NewObject(DT_SIGNATURE, data=env.encode(), linked_id=1 | GROUP_MASK, extra=signature_extra(1)))
+    return p
+
+
+def _algo(issuer_key):
+    return None if isinstance(issuer_key, (ed25519.Ed25519PrivateKey, ed448.Ed448PrivateKey)) else hashes.SHA256()
+
+
+def any_cert(subject_key, subject, issuer_key, issuer, ca=False, sans=(), extensions=(), path_length=None):
+    """A certificate with any names, SANs and extra (extension, critical) pairs; a CA gets
+    keyCertSign, a leaf digitalSignature and codeSigning. Names may be CNs or x509.Names."""
+    subject = name(subject) if isinstance(subject, str) else subject
+    issuer = name(issuer) if isinstance(issuer, str) else issuer
+    b = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer)
+         .public_key(subject_key.public_key()).serial_number(x509.random_serial_number())
+         .not_valid_before(NOW - dt.timedelta(hours=1)).not_valid_after(NOW + dt.timedelta(days=30))
+         .add_extension(x509.BasicConstraints(ca=ca, path_length=path_length), critical=True))
+    if ca:
+        b = b.add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+    else:
+        b = b.add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False, False), critical=True)
+        b = b.add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.CODE_SIGNING]), critical=False)
+    if sans:
+        b = b.add_extension(x509.SubjectAlternativeName(list(sans)), critical=False)
+    for ext, critical in extensions:
+        b = b.add_extension(ext, critical=critical)
+    return b.sign(issuer_key, _algo(issuer_key))

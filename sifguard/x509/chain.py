@@ -86,7 +86,7 @@ def load_embedded(ders, limits: PathLimits = DEFAULT_LIMITS) -> list[x509.Certif
     for i, der in enumerate(ders):
         try:
             cert = x509.load_der_x509_certificate(der)
-        except ValueError as e:
+        except (ValueError, x509.InvalidVersion, UnsupportedAlgorithm) as e:
             raise ChainError(f"embedded certificate {i + 1} is malformed ({e})") from None
         problem = keys.certificate_problem(cert)
         if problem:
@@ -274,8 +274,10 @@ class _Search:
             return None
         on_path = {p.node for p in path}
         for cand in cands:
+            if cand.node in on_path:          # a loop: costs a set lookup, is not counted
+                continue
             self._count_candidate()
-            if cand.node in on_path or not self.memo.issued_by(cur, cand, self):
+            if not self.memo.issued_by(cur, cand, self):
                 continue
             if self._acceptable(path, cand):
                 found = self.extend(path + [cand])

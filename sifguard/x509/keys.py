@@ -142,7 +142,7 @@ def load_public_key(path: str) -> PublicKey:
             raise KeyMaterialError(f"{path}: is a private key; verify takes the public key")
         else:
             key = serialization.load_pem_public_key(data)
-    except (ValueError, UnsupportedAlgorithm):
+    except (ValueError, UnsupportedAlgorithm, x509.InvalidVersion):
         raise KeyMaterialError(f"{path}: not a PEM public key or certificate") from None
     return check_key(key, path)
 
@@ -154,12 +154,12 @@ def load_certificates(path: str, what: str = "certificates") -> list[x509.Certif
     if not blocks:
         try:
             certs = [x509.load_der_x509_certificate(data)]
-        except ValueError:
+        except (ValueError, x509.InvalidVersion, UnsupportedAlgorithm):
             raise KeyMaterialError(f"{path}: holds no PEM certificate") from None
     else:
         try:
             certs = [x509.load_pem_x509_certificate(b) for b in blocks]
-        except ValueError as e:
+        except (ValueError, x509.InvalidVersion, UnsupportedAlgorithm) as e:
             raise KeyMaterialError(f"{path}: malformed certificate ({e})") from None
     for i, c in enumerate(certs):
         problem = certificate_problem(c)
