@@ -366,6 +366,8 @@ def test_weird_embedded_leaf_is_exit_1(cli, tmp_path, site, case, why):
     img = raw_signed_image(tmp_path, leaf_key, [der, inter],
                            keyid=keys.keyid(leaf_key.public_key()))
     _refused(_verify(cli, img, write(tmp_path / "root.pem", pem(root))), why)
+    r = cli("inspect", img, "--json")                              # describing it is no crash either
+    assert r.rc == 0 and json.loads(r.out)["signatures"][0]["entries"], r
 
 
 def test_malformed_operator_certificate_is_bad_input(cli, tmp_path, site):
@@ -463,3 +465,10 @@ def test_name_constraints_cli(cli, tmp_path, site, critical, email, rc):
     assert r.rc == rc, r
     if rc:
         _refused(r, "name constraints", "mallory@evil.org")
+
+
+def test_image_wide_memo_budget_names_itself(site):
+    leaf_key, leaf, cas = cross_signed_loop(4)
+    memo = SignatureMemo(max_total=3)
+    with pytest.raises(ChainError, match="searches for this image exceeded 3 signature checks"):
+        build_path(leaf, cas, [site[1]], memo=memo)

@@ -171,11 +171,12 @@ class SignatureMemo:
 
     Keyed by (certificate DER digest, issuer SubjectPublicKeyInfo digest): copies of one
     CA that share a key cost one check. Share one memo across the searches of one image
-    (verify_image does) or of a long-lived process; `max_total` caps the fresh checks it
-    will run over its whole life, so many signatures in one image cannot multiply the work.
+    (verify_image does) or of a long-lived process. `max_total` caps the fresh checks it
+    runs over its whole life, so many signatures in one image cannot multiply the work; a
+    process-wide memo (an Engine's) passes max_total=None and relies on each search's bounds.
     """
 
-    def __init__(self, max_total: int = 256):
+    def __init__(self, max_total: int | None = 256):
         self.max_total = max_total
         self.checks = 0
         self._done: dict[tuple[bytes, bytes], bool] = {}
@@ -184,7 +185,7 @@ class SignatureMemo:
         k = (child.digest, parent.spki_digest)
         if k not in self._done:
             search.count_check()
-            if self.checks >= self.max_total:
+            if self.max_total is not None and self.checks >= self.max_total:
                 raise ChainError(f"certificate path searches for this image exceeded {self.max_total} signature checks")
             self.checks += 1
             try:

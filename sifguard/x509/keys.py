@@ -97,6 +97,8 @@ def certificate_problem(cert: x509.Certificate) -> str | None:
         return f"unsupported public key algorithm ({e})"
     except (ValueError, TypeError) as e:
         return f"malformed certificate ({e})"
+    except Exception as e:   # noqa: BLE001 — hostile bytes inside a third-party parser: refuse, never crash
+        return f"malformed certificate ({type(e).__name__})"
     return None
 
 
@@ -174,8 +176,11 @@ def public_bytes(key: PublicKey) -> bytes:
 
 def keyid(key: PublicKey) -> str:
     """OpenSSH SHA256 fingerprint of the key, as the Go DSSE signer writes in `keyid`.
-    KeyPolicyError for keys OpenSSH cannot encode (DSA, Ed448, other curves): none of
-    them is allowed by the key policy, so callers check `key_problem` first."""
+    KeyPolicyError (a refusal) for a key outside the key policy — which includes every
+    key OpenSSH cannot encode (DSA, Ed448, secp256k1, brainpool…)."""
+    problem = key_problem(key)
+    if problem:
+        raise KeyPolicyError(f"no keyid for a key outside the key policy: {problem}")
     try:
         ssh = key.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
     except (ValueError, TypeError, UnsupportedAlgorithm) as e:
