@@ -56,6 +56,18 @@ def main():
         rk = new_key("ec-p384")
         root = cert(rk, "Site Root", ca=True)
         root_pem = write(os.path.join(d, "root.pem"), pem(root))
+        from sifguard.integrity.verify import Trust, verify_image
+        from sifguard.sif.image import SifImage
+        ik, lk = new_key(), new_key()
+        from chain_images import ca_cert
+        inter = ca_cert(ik, "Issuing", rk, "Site Root")
+        good = cert(lk, "builder", ik, inter)
+        img = signed_image(d, lk, [good, inter], "control.sif")
+        t0 = time.monotonic()
+        with SifImage(img) as f:
+            ok = verify_image(f, Trust(roots=(root,))).verified
+        print(f"control: a real leaf -> intermediate -> root, verify_image in-process "
+              f"{(time.monotonic() - t0) * 1000:.1f} ms (verified={ok})")
         print(f"{'shape':<18}{'N':>4}  {'after (CLI)':>12}  {'before (CLI)':>13}  {'build_path':>12}  "
               f"{'openssl':>11}  after reason")
         for shape, make in (("same-key serials", same_key_loop), ("cross-signed", cross_signed_loop)):
