@@ -76,9 +76,8 @@ def cmd_inspect(args) -> int:
 
 
 def describe(img: SifImage) -> dict:
-    from cryptography import x509
     from sifguard.integrity import dsse
-    from sifguard.x509.chain import identity
+    from sifguard.x509.chain import ChainError, identity, load_embedded
     h = img.header
     objects, sigs = [], []
     for d in img.objects:
@@ -98,8 +97,8 @@ def describe(img: SifImage) -> dict:
                     e = {"keyid": s.keyid}
                     if s.x5c:
                         try:
-                            e.update(identity(x509.load_der_x509_certificate(s.x5c[0])).as_dict())
-                        except ValueError:
+                            e.update(identity(load_embedded(s.x5c[:1])[0]).as_dict())
+                        except ChainError:
                             e["subject"] = "(malformed certificate)"
                     entry["entries"].append(e)
             elif kind != "unknown":

@@ -22,7 +22,9 @@ from sifguard.integrity.metadata import (
 from sifguard.sif.format import Descriptor
 from sifguard.sif.image import Progress, SifImage
 from sifguard.x509 import keys
-from sifguard.x509.chain import ChainError, SignerIdentity, build_path, identity
+from sifguard.x509.chain import (
+    DEFAULT_LIMITS, ChainError, PathLimits, SignatureMemo, SignerIdentity, build_path, identity, load_embedded,
+)
 
 VERIFIED, INVALID, UNTRUSTED, UNSUPPORTED, TAMPERED = (
     "verified", "invalid", "untrusted", "unsupported", "tampered")
@@ -37,6 +39,7 @@ class Trust:
     intermediates: tuple[x509.Certificate, ...] = ()
     certs: tuple[x509.Certificate, ...] = ()      # candidate signer certs given by the user
     at: dt.datetime | None = None
+    limits: PathLimits = DEFAULT_LIMITS             # bounds of path building over image-supplied certs
 
 
 @dataclass
@@ -78,38 +81,62 @@ class Report:
                 "signatures": [s.as_dict() for s in self.signatures]}
 
 
+def _key_entry(entry: dsse.EnvelopeSignature, pae: bytes, hashtype: int, trust: Trust,
+               res: SignatureResult) -> None:
+    """Key mode: the entry against the bare keys the operator gave."""
+    given = []
+    for k in trust.keys:
+        try:
+            given.append((k, keys.keyid(k)))
+        except keys.KeyPolicyError:
+            continue                          # outside the key policy: trusts nothing
+    cands = [(k, kid) for k, kid in given if not entry.keyid or entry.keyid == kid]
+    for k, kid in cands:
+        res.algorithm = keys.algorithm(k)
+        if keys.verify(k, entry.sig, pae, hashtype):
+            res.status, res.reason, res.key = VERIFIED, "signature verified with the given key", kid
+            return
+    if cands and entry.keyid:
+        res.status, res.reason = INVALID, f"signature does not verify with the trusted key {cands[0][1]}"
+    elif cands:   # no keyid: it names no key, so failing against ours is not a forgery of ours
+        res.status, res.reason = UNTRUSTED, "keyid-less signature not made by a given key"
+    else:
+        res.status, res.reason = UNTRUSTED, f"signed by a key that was not given (keyid {entry.keyid or 'none'})"
+
+
+def _signer_candidates(entry: dsse.EnvelopeSignature, leaves, res: SignatureResult) -> list:
+    """The leaves that may have made this entry: inside the key policy and, when the entry
+    names a keyid, with that keyid. Leaves outside the policy leave their reason in res."""
+    out = []
+    for leaf in leaves:
+        unusable = keys.certificate_problem(leaf)
+        if unusable:
+            res.status, res.reason = UNTRUSTED, f"signer certificate: {unusable}"
+            continue
+        problem = keys.key_problem(leaf.public_key())
+        if problem:
+            res.status, res.reason, res.signer = UNTRUSTED, f"signer certificate: key policy: {problem}", identity(leaf)
+            continue
+        if not entry.keyid or entry.keyid == keys.keyid(leaf.public_key()):
+            out.append(leaf)
+    return out
+
+
 def _check_entry(entry: dsse.EnvelopeSignature, pae: bytes, hashtype: int, trust: Trust,
-                 res: SignatureResult) -> None:
-    """Decide one envelope signature's status against the trust; fills res."""
+                 res: SignatureResult, memo: SignatureMemo) -> None:
+    """Decide one envelope signature's status against the trust; fills res. Everything the
+    image supplies is hostile: problems become this signature's status, never exceptions."""
     res.keyid = entry.keyid
     if trust.keys:
-        cands = [k for k in trust.keys if not entry.keyid or entry.keyid == keys.keyid(k)]
-        for k in cands:
-            res.algorithm = keys.algorithm(k)
-            if keys.verify(k, entry.sig, pae, hashtype):
-                res.status, res.reason, res.key = VERIFIED, "signature verified with the given key", keys.keyid(k)
-                return
-        if cands and entry.keyid:
-            res.status, res.reason = INVALID, f"signature does not verify with the trusted key {keys.keyid(cands[0])}"
-        elif cands:   # no keyid: it names no key, so failing against ours is not a forgery of ours
-            res.status, res.reason = UNTRUSTED, "keyid-less signature not made by a given key"
-        else:
-            res.status, res.reason = UNTRUSTED, f"signed by a key that was not given (keyid {entry.keyid or 'none'})"
+        _key_entry(entry, pae, hashtype, trust, res)
         return
-    leaves = []
-    for der in entry.x5c[:1]:
-        try:
-            leaves.append(x509.load_der_x509_certificate(der))
-        except ValueError:
-            res.status, res.reason = UNTRUSTED, "embedded certificate is malformed"
-    leaves += list(trust.certs)
-    cands = [c for c in leaves if not entry.keyid or entry.keyid == keys.keyid(c.public_key())]
-    hints = list(trust.intermediates)
-    for der in entry.x5c[1:]:
-        try:
-            hints.append(x509.load_der_x509_certificate(der))
-        except ValueError:
-            pass
+    try:
+        embedded = load_embedded(entry.x5c, trust.limits)
+    except ChainError as e:
+        res.status, res.reason = UNTRUSTED, str(e)
+        return
+    cands = _signer_candidates(entry, embedded[:1] + list(trust.certs), res)
+    hints = list(trust.intermediates) + embedded[1:]
     if not cands:
         res.status = UNTRUSTED
         res.reason = res.reason or f"no certificate for the signing key (keyid {entry.keyid or 'none'})"
@@ -118,7 +145,7 @@ def _check_entry(entry: dsse.EnvelopeSignature, pae: bytes, hashtype: int, trust
         res.algorithm = keys.algorithm(leaf.public_key())
         ok = keys.verify(leaf.public_key(), entry.sig, pae, hashtype)
         try:
-            path = build_path(leaf, hints, list(trust.roots), trust.at)
+            path = build_path(leaf, hints, list(trust.roots), trust.at, limits=trust.limits, memo=memo)
         except ChainError as e:
             res.status, res.reason, res.signer = UNTRUSTED, str(e), identity(leaf)
             if ok:
@@ -167,7 +194,7 @@ def _group_status(results: list[SignatureResult]) -> str:
 
 
 def _check_signature_object(img: SifImage, g: int, gobjs: list[Descriptor], so: Descriptor,
-                            trust: Trust, cache: DigestCache) -> list[SignatureResult]:
+                            trust: Trust, cache: DigestCache, memo: SignatureMemo) -> list[SignatureResult]:
     kind, env = dsse.classify(img.read_object(so))
     if env is None:
         what = {"pgp": "PGP clear-signed", "legacy-pgp": "legacy (SIFHASH, PGP)",
@@ -187,7 +214,7 @@ def _check_signature_object(img: SifImage, g: int, gobjs: list[Descriptor], so: 
         if not 1 <= hashtype <= 5:
             res.status, res.reason = INVALID, f"signature descriptor has invalid hash type {hashtype}"
         else:
-            _check_entry(entry, pae, hashtype, trust, res)
+            _check_entry(entry, pae, hashtype, trust, res, memo)
         if res.status == VERIFIED:
             problem = md_err or _integrity(img, gobjs, md, cache)
             if problem:
@@ -202,6 +229,7 @@ def verify_image(img: SifImage, trust: Trust, groups: list[int] | None = None,
                  progress: Progress | None = None) -> Report:
     rep = Report(img.path)
     cache = DigestCache(img, progress)
+    memo = SignatureMemo()            # certificate signature checks, once each for the whole image
     for d in img.objects:
         if not d.is_signature and d.group_id == 0:
             rep.reason = f"object {d.id} ({d.datatype_name}) is not in any object group, so no signature can cover it"
@@ -221,7 +249,7 @@ def verify_image(img: SifImage, trust: Trust, groups: list[int] | None = None,
             s for d in gobjs for s in img.signatures_for_object(d.id)]
         results: list[SignatureResult] = []
         for so in sig_objs:
-            results += _check_signature_object(img, g, gobjs, so, trust, cache)
+            results += _check_signature_object(img, g, gobjs, so, trust, cache, memo)
         rep.signatures += results
         status = _group_status(results)
         rep.groups[g] = status
