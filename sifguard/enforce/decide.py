@@ -23,7 +23,7 @@ from sifguard.policy.decide import JobContext, candidate_rules
 from sifguard.policy.model import Policy
 from sifguard.sif.image import Progress, SifImage
 from sifguard.x509 import keys
-from sifguard.x509.chain import ChainError, build_path, fingerprint, identity
+from sifguard.x509.chain import ChainError, SignatureMemo, build_path, fingerprint, identity
 
 __all__ = ["Engine", "Verdict", "load_certs"]
 
@@ -58,6 +58,7 @@ class Engine:
         self.roots_id = hashlib.sha256(b"".join(ders)).hexdigest()
         self.image_cache = ImageCache(policy.image_cache, self.roots_id)
         self._checker = checker
+        self._memo = SignatureMemo(max_total=None)   # each link's signature checked once per process
         self.last_audit_error = ""
 
     @property
@@ -142,7 +143,8 @@ class Engine:
             for s in sigs:
                 chain = decode_chain(s["chain"])
                 try:
-                    path = build_path(chain[0], list(chain[1:]) + list(self.intermediates), list(self.roots), now)
+                    path = build_path(chain[0], list(chain[1:]) + list(self.intermediates), list(self.roots), now,
+                                      memo=self._memo)
                 except ChainError as e:
                     problems.append(f"{chain[0].subject.rfc4514_string()} ({e})")
                     continue
