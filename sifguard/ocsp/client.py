@@ -302,6 +302,8 @@ class Checker:
         last = "no answer"
         for attempt in range(self.cfg.retries + 1):
             for url in urls:
+                if time.monotonic() >= until:
+                    break
                 kind, st, why, der = self._ask(url, cert, issuer, until)
                 if kind == "answer":
                     if st in (GOOD, REVOKED):
