@@ -229,23 +229,38 @@ MODES = ["hold", "trickle-headers", "trickle-body", "huge-announced", "length-li
          "length-lie-long", "chunked-endless", "gzip-bomb"]
 
 
-@pytest.mark.parametrize("mode", MODES + ["never-accept"])
+@pytest.mark.parametrize("mode", MODES + ["never-accept", "https-hold"])
 def test_one_check_ends_at_the_deadline(hostile_site, tmp_path, mode):
-    """OCSP via the certificate's AIA and the CRL fallback via its CRLDP, both hostile."""
+    """OCSP via the certificate's AIA and the CRL fallback via its CRLDP, both hostile
+    (never-accept: a listening socket nobody accepts on; https-hold: a TLS handshake that
+    never gets its ServerHello)."""
+    own = None
     if mode == "never-accept":
-        peer = Peer(accept=False)
-        responders = (Responder("*", peer.url),)
+        own = Peer(accept=False)
+        responders = (Responder("*", own.url),)
+    elif mode == "https-hold":
+        own = Peer("hold")
+        responders = (Responder("*", f"https://127.0.0.1:{own.port}/"),)
     else:
-        peer, responders = hostile_site["peer"], ()
-        peer.mode = mode
+        responders = ()
+    hostile_site["peer"].mode = "hold" if own else mode
     try:
         c = _checker(tmp_path, responders=responders, timeout=1, retries=2)
         st, took = _timed(lambda: c.check(hostile_site["leaf"], hostile_site["issuer"]))
     finally:
-        if mode == "never-accept":
-            peer.stop()
+        if own:
+            own.stop()
     assert st.status == "error", st
     assert took < 1 + SLACK, (mode, took, st.reason)
+    _no_fetch_left_behind()
+
+
+def _no_fetch_left_behind():
+    """At the deadline the sockets are shut down, so no fetch worker outlives it for long."""
+    end = time.monotonic() + SLACK
+    while time.monotonic() < end and any(t.name == "sifguard-revocation-fetch" for t in threading.enumerate()):
+        time.sleep(0.05)
+    assert not [t for t in threading.enumerate() if t.name == "sifguard-revocation-fetch"]
 
 
 @pytest.mark.parametrize("mode", ["trickle-headers", "trickle-body", "hold"])
@@ -265,6 +280,7 @@ def test_two_certificate_chain_shares_one_deadline(hostile_site, tmp_path, mode)
             return [c.check(path[0], path[1]), c.check(path[1], path[2])]
     sts, took = _timed(two)
     assert took < 1 + SLACK and all(s.status == "error" for s in sts), (took, sts)
+    _no_fetch_left_behind()
 
 
 def test_expired_deadline_still_uses_the_caches(site, tmp_path):

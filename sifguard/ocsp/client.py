@@ -132,6 +132,13 @@ class Checker:
         finally:
             self._budget = outer
 
+    @staticmethod
+    def share(deadline: float, certificates_left: int) -> float:
+        """The deadline for the next of `certificates_left` checks: an equal share of the
+        time left before `deadline` (what a check does not use carries forward)."""
+        t = time.monotonic()
+        return t + max(0.0, deadline - t) / max(1, certificates_left)
+
     def _resolve(self, deadline: float | None) -> float:
         if deadline is None:
             return self._budget if self._budget is not None else self.deadline()
@@ -144,8 +151,7 @@ class Checker:
         deadline = self._resolve(deadline)
         out, n = [], len(path) - 1
         for i in range(n):
-            t = time.monotonic()
-            out.append(self.check(path[i], path[i + 1], deadline=t + max(0.0, deadline - t) / (n - i)))
+            out.append(self.check(path[i], path[i + 1], deadline=self.share(deadline, n - i)))
         return out
 
     def check(self, cert: x509.Certificate, issuer: x509.Certificate, deadline: float | None = None) -> Status:
