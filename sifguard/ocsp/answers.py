@@ -142,6 +142,12 @@ def responder_of(resp, issuer: x509.Certificate, when: dt.datetime, skew: dt.tim
     raise RevocationError("response is signed by neither the issuer nor a responder it authorised")
 
 
+def signer_valid_at(proof: OcspProof, when: dt.datetime, skew: dt.timedelta) -> bool:
+    """Whether the signer (issuer or delegated responder) is within its validity period."""
+    c = proof.signer
+    return c.not_valid_before_utc - skew <= when <= c.not_valid_after_utc + skew
+
+
 def ocsp_current(proof: OcspProof, clock: Clock, from_cache: bool) -> None:
     """Raise unless the answer is current (thisUpdate/nextUpdate/max_age)."""
     s = proof.single

@@ -85,6 +85,7 @@ class Status:
 @dataclass(frozen=True)
 class _Known:
     revoked: tuple[str, str] | None = None       # (source, reason)
+    good: str | None = None                      # a current cached OCSP good (reason), if no revocation
     fresh_crl: object = None                     # a current cached CRL complete for the certificate
 
 
@@ -171,9 +172,8 @@ class Checker:
         known = self._known(cert, issuer, clock)
         if known.revoked is not None:
             return mk(REVOKED, *known.revoked)
-        cached = self._cached_good(cert, issuer, clock)
-        if cached is not None:
-            return mk(GOOD, "cache (ocsp)", cached)
+        if known.good is not None:
+            return mk(GOOD, "cache (ocsp)", known.good)
         errors = []
         crl_urls = self._crl_urls(cert)
         crl_needs_time = self.cfg.crl_fallback and known.fresh_crl is None and bool(crl_urls)
@@ -221,21 +221,24 @@ class Checker:
         return out
 
     def _known(self, cert, issuer, clock: A.Clock) -> _Known:
+        """What the caches prove without asking anyone: a revocation (fresh or, except a
+        hold, stale; OCSP or CRL), else a current OCSP good and a current complete CRL."""
+        good = None
         for der in self.cache.get("ocsp", self._ocsp_key(cert, issuer), self.ocsp_max_bytes):
             try:
                 proof = self._authentic(der, cert, issuer, clock, at_production=True)
             except RevocationError:
-                continue
-            st, why = A.ocsp_status(proof)
-            if st != REVOKED:
                 continue
             try:
                 A.ocsp_current(proof, clock, from_cache=True)
                 fresh = True
             except RevocationError:
                 fresh = False
-            if fresh or not A.ocsp_is_hold(proof):
+            st, why = A.ocsp_status(proof)
+            if st == REVOKED and (fresh or not A.ocsp_is_hold(proof)):
                 return _Known(("cache (ocsp)" if fresh else "cache (ocsp, stale)", why))
+            if st == GOOD and fresh and good is None and A.signer_valid_at(proof, clock.now, clock.skew):
+                good = why
         fresh_crl, urls = None, self._crl_urls(cert)
         for crl in self._cached_crls(issuer):
             try:
@@ -251,19 +254,7 @@ class Checker:
             elif fresh and A.crl_covers(crl, cert, urls) and (
                     fresh_crl is None or crl.last_update_utc > fresh_crl.last_update_utc):
                 fresh_crl = crl
-        return _Known(None, fresh_crl)
-
-    def _cached_good(self, cert, issuer, clock: A.Clock) -> str | None:
-        for der in self.cache.get("ocsp", self._ocsp_key(cert, issuer), self.ocsp_max_bytes):
-            try:
-                proof = self._authentic(der, cert, issuer, clock)
-                A.ocsp_current(proof, clock, from_cache=True)
-            except RevocationError:
-                continue
-            st, why = A.ocsp_status(proof)
-            if st == GOOD:
-                return why
-        return None
+        return _Known(None, good, fresh_crl)
 
     def _authentic(self, der, cert, issuer, clock, at_production=False) -> A.OcspProof:
         """`answers.authentic_ocsp`, plus: a delegated responder the node knows to be revoked
