@@ -3,7 +3,7 @@ answers) → a frozen Verdict. No files, no network, no clock of its own: the en
 (enforce/decide.py) gathers the inputs; tests feed them directly, so every policy and
 revocation case is decided here without servers or sleeps.
 
-Revocation answers come through `lookup(cert, issuer) -> answer` (an object with
+Revocation answers come through `lookup(cert, issuer, links_left) -> answer` (an object with
 `status` good|revoked|unknown|error, `source`, `reason`, `subject`, `as_dict()`); the
 engine passes a memoised checker bound to one deadline, tests pass a dict's `get`.
 Only `error` (no answer could be had) is ever forgiven, and only under `soft-fail`:
@@ -84,7 +84,7 @@ class _Outcome:
     revocation_source: str = ""
 
 
-Lookup = Callable[[x509.Certificate, x509.Certificate], object]
+Lookup = Callable[[x509.Certificate, x509.Certificate, int], object]   # links_left: of this path, this one included
 
 
 def evaluate(rule: Rule, findings: Findings, lookup: Lookup, default_mode: str) -> _Outcome:
@@ -107,7 +107,8 @@ def evaluate(rule: Rule, findings: Findings, lookup: Lookup, default_mode: str) 
             continue
         checked = []
         for s in allowed:
-            answers = [lookup(s.path[i], s.path[i + 1]) for i in range(len(s.path) - 1)]
+            links = len(s.path) - 1
+            answers = [lookup(s.path[i], s.path[i + 1], links - i) for i in range(links)]
             if all(a.status == "good" for a in answers):
                 chosen.append(s.as_dict())
                 revocation += [a.as_dict() for a in answers]

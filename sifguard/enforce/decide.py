@@ -97,14 +97,15 @@ class Engine:
 
     def _lookup(self):
         """Revocation answers for this decision: each (certificate, issuer) asked once,
-        every exchange inside one deadline."""
+        every exchange inside one deadline (`revocation.timeout`), shared out among the
+        links of the path still to check."""
         memo: dict = {}
         deadline = time.monotonic() + self.policy.revocation.timeout
 
-        def get(cert, issuer):
+        def get(cert, issuer, links_left=1):
             k = (cert.serial_number, fingerprint(issuer))
             if k not in memo:
-                memo[k] = self.checker.check(cert, issuer, deadline=deadline)
+                memo[k] = self.checker.check(cert, issuer, deadline=self.checker.share(deadline, links_left))
             return memo[k]
         return get
 

@@ -1,15 +1,47 @@
-"""Revocation checking: OCSP (RFC 6960) with CRL fallback, both cached.
+"""Revocation checking: OCSP (RFC 6960) with CRL fallback, both cached, within one deadline.
 
 Where to ask comes from the policy's responder overrides, else the certificate's AIA;
-*whom to believe* never does: a response must be signed by the certificate's issuer,
-or by a responder certificate that carries id-kp-OCSPSigning and is issued by that
-same issuer. The CertID must match, thisUpdate must not be in the future, nextUpdate
-not in the past (with the configured skew), and a sent nonce must come back.
-`unknown` is an answer, and it is not `good`.
+*whom to believe* never does: a response must be signed by the certificate's issuer, or
+by a responder certificate that carries id-kp-OCSPSigning and is issued by that same
+issuer (see `answers`). `unknown` is an answer, and it is not `good`.
+
+Order of one `check(cert, issuer)`:
+
+1. **Known revocations** (no network, no budget needed): any cached OCSP response (node or
+   shared cache) that authentically says *revoked* for this CertID, and any cached CRL
+   from this issuer that authentically lists the serial, decide `revoked` — fresh or
+   stale (revocation is permanent; a stale certificateHold is the one exception). So an
+   outage can never turn a revocation the node already knows of into soft-fail's allow,
+   and a fresh cached `good` never hides a revocation a CRL shows.
+2. A fresh cached OCSP `good`.
+3. OCSP over the network. A signed good/revoked/unknown is the answer. Of the unsigned
+   error statuses, `tryLater`, `internalError`, `sigRequired` (and `malformedRequest`
+   for both CertID hashes) are outages: try the next URL / retry, then the CRL.
+   `unauthorized` (for both hashes) from the responder asked for this issuer means the
+   issuer's responder does not vouch for the certificate: for an end-entity certificate
+   that is `unknown` — no CRL fallback, since a CRL only lists what is revoked and cannot
+   tell that the issuer never issued a serial (a certificate made with the issuing key
+   behind the CA's back). For a CA certificate it means "no OCSP for this issuer" (e.g.
+   the root key is offline and the root publishes only a CRL) and the CRL decides.
+   These statuses are unsigned, so an on-path attacker can forge them: `unauthorized`
+   can only turn an answer into a refusal (denial of service, which dropping packets
+   already gives), and an outage only leads to the signed CRL.
+4. CRL: a fresh cached CRL from the issuer that is complete for this certificate, else
+   the distribution points (http(s), file://).
+
+Budget: `revocation.timeout` is the revocation budget of a whole decision — every OCSP
+and CRL exchange (connect, headers, body, retries, fallback) for every certificate of
+every chain. Pass one `deadline` (a time.monotonic() instant) to `check`/`check_path`, or
+open `with checker.budget():` around the checks of a decision; a bare `check` gets its
+own `timeout`. `check_path` gives each certificate an equal share of what is left
+(leftovers carry forward). Within one certificate, when a CRL fallback still needs the
+network, OCSP (all URLs and retries) may use at most OCSP_SHARE of the remaining time so
+that a silent responder leaves the CRL time to answer. Cache reads need no budget.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import fnmatch
 import os
@@ -17,29 +49,30 @@ import time
 from dataclasses import dataclass
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.hazmat.primitives import serialization
 from cryptography.x509 import ocsp
-from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID
+from cryptography.x509.oid import AuthorityInformationAccessOID
 
 from sifguard.ca.ocsp_response import issuer_hashes
+from sifguard.ocsp import answers as A
+from sifguard.ocsp.answers import ERROR, GOOD, REVOKED, UNKNOWN, RevocationError  # noqa: F401 - re-exported
 from sifguard.ocsp.cache import DirCache
+from sifguard.ocsp.transport import Fetcher, file_url_path, read_regular_file
 from sifguard.policy.model import Revocation
 from sifguard.x509.chain import fingerprint
 
-GOOD, REVOKED, UNKNOWN, ERROR = "good", "revoked", "unknown", "error"
-_HASH = {"sha1": hashes.SHA1, "sha256": hashes.SHA256}
-
-
-class RevocationError(Exception):
-    """A response or CRL that cannot be used (invalid, stale, foreign, unreachable)."""
+OCSP_MAX_BYTES = 256 << 10        # a response with a few embedded certificates is a few KiB
+CRL_MAX_BYTES = 16 << 20          # default; `revocation.crl_max_bytes` when the policy has it
+OCSP_SHARE = 0.5                  # of a certificate's remaining budget, when a CRL fetch may follow
+_RETRY_PAUSE = 0.2
+_OUTAGES = {ocsp.OCSPResponseStatus.TRY_LATER, ocsp.OCSPResponseStatus.INTERNAL_ERROR,
+            ocsp.OCSPResponseStatus.SIG_REQUIRED}
 
 
 @dataclass(frozen=True)
 class Status:
     status: str                   # good | revoked | unknown | error
-    source: str                   # ocsp | crl | cache (ocsp) | cache (crl) | none
+    source: str                   # ocsp | crl | cache (ocsp) | cache (crl) | cache (ocsp, stale) | cache (crl, stale) | none
     reason: str
     subject: str = ""
     serial: str = ""
@@ -49,294 +82,310 @@ class Status:
                 "source": self.source, "reason": self.reason}
 
 
-def _verify_sig(pub, signature: bytes, data: bytes, h) -> None:
-    if isinstance(pub, rsa.RSAPublicKey):
-        pub.verify(signature, data, padding.PKCS1v15(), h)
-    elif isinstance(pub, ec.EllipticCurvePublicKey):
-        pub.verify(signature, data, ec.ECDSA(h))
-    elif isinstance(pub, ed25519.Ed25519PublicKey):
-        pub.verify(signature, data)
-    else:
-        raise InvalidSignature("unsupported responder key")
+@dataclass(frozen=True)
+class _Known:
+    revoked: tuple[str, str] | None = None       # (source, reason)
+    good: str | None = None                      # a current cached OCSP good (reason), if no revocation
+    fresh_crl: object = None                     # a current cached CRL complete for the certificate
 
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
-def _ext(cert, cls):
-    try:
-        return cert.extensions.get_extension_for_class(cls).value
-    except x509.ExtensionNotFound:
-        return None
+def _status_name(s: ocsp.OCSPResponseStatus) -> str:
+    return {"MALFORMED_REQUEST": "malformedRequest", "INTERNAL_ERROR": "internalError", "TRY_LATER": "tryLater",
+            "SIG_REQUIRED": "sigRequired", "UNAUTHORIZED": "unauthorized"}.get(s.name, s.name.lower())
 
 
 class Checker:
     def __init__(self, cfg: Revocation, session=None, now=None):
         self.cfg = cfg
-        self._session = session
         self.now = now or _now
         self.cache = DirCache([cfg.cache_dir, cfg.shared_cache_dir])
         self.skew = dt.timedelta(seconds=cfg.clock_skew)
+        self.fetcher = Fetcher(session)
+        self.ocsp_max_bytes = OCSP_MAX_BYTES
+        self.crl_max_bytes = int(getattr(cfg, "crl_max_bytes", None) or CRL_MAX_BYTES)
+        self._budget: float | None = None
+        self._crl_memo: dict | None = None       # parsed cached CRLs, for the duration of one check
 
     @property
     def session(self):
-        if self._session is None:
-            import requests   # imported lazily: the warm path (all cached) never needs it
-            self._session = requests.Session()
-            self._session.trust_env = False          # no proxy from the environment for the site CA
-        return self._session
+        return self.fetcher.session
+
+    def clock(self) -> A.Clock:
+        return A.Clock(self.now(), self.skew, dt.timedelta(seconds=self.cfg.max_age))
+
+    # --- budget --------------------------------------------------------------------
+    def deadline(self, seconds: float | None = None) -> float:
+        """A time.monotonic() instant `seconds` (default revocation.timeout) from now."""
+        return time.monotonic() + (self.cfg.timeout if seconds is None else seconds)
+
+    @contextlib.contextmanager
+    def budget(self, seconds: float | None = None):
+        """One deadline for every check inside (nested budgets only shorten it); yields it."""
+        outer = self._budget
+        d = self.deadline(seconds)
+        self._budget = d if outer is None else min(d, outer)
+        try:
+            yield self._budget
+        finally:
+            self._budget = outer
+
+    @staticmethod
+    def share(deadline: float, certificates_left: int) -> float:
+        """The deadline for the next of `certificates_left` checks: an equal share of the
+        time left before `deadline` (what a check does not use carries forward)."""
+        t = time.monotonic()
+        return t + max(0.0, deadline - t) / max(1, certificates_left)
+
+    def _resolve(self, deadline: float | None) -> float:
+        if deadline is None:
+            return self._budget if self._budget is not None else self.deadline()
+        return deadline if self._budget is None else min(deadline, self._budget)
 
     # --- public --------------------------------------------------------------------
-    def check_path(self, path: list[x509.Certificate]) -> list[Status]:
-        """The leaf and each intermediate (the trust anchor itself is not checked)."""
-        return [self.check(path[i], path[i + 1]) for i in range(len(path) - 1)]
+    def check_path(self, path: list[x509.Certificate], deadline: float | None = None) -> list[Status]:
+        """The leaf and each intermediate (the trust anchor itself is not checked), all
+        within one deadline, each certificate getting an equal share of what is left."""
+        deadline = self._resolve(deadline)
+        out, n = [], len(path) - 1
+        for i in range(n):
+            out.append(self.check(path[i], path[i + 1], deadline=self.share(deadline, n - i)))
+        return out
 
     def check(self, cert: x509.Certificate, issuer: x509.Certificate, deadline: float | None = None) -> Status:
+        """Revocation status of `cert`, ending by `deadline` (time.monotonic()). An
+        id-pkix-ocsp-nocheck extension is not honoured here: it only exempts a delegated
+        responder certificate while it vouches for a response, never a checked certificate."""
+        self._crl_memo = {}
+        try:
+            return self._check(cert, issuer, self._resolve(deadline))
+        finally:
+            self._crl_memo = None
+
+    def _check(self, cert, issuer, deadline: float) -> Status:
         subj, serial = cert.subject.rfc4514_string(), f"{cert.serial_number:X}"
         mk = lambda st, src, why: Status(st, src, why, subj, serial)  # noqa: E731
-        if _ext(cert, x509.OCSPNoCheck) is not None:
-            return mk(GOOD, "none", "id-pkix-ocsp-nocheck: not checked by design")
+        clock = self.clock()
+        known = self._known(cert, issuer, clock)
+        if known.revoked is not None:
+            return mk(REVOKED, *known.revoked)
+        if known.good is not None:
+            return mk(GOOD, "cache (ocsp)", known.good)
         errors = []
+        crl_urls = self._crl_urls(cert)
+        crl_needs_time = self.cfg.crl_fallback and known.fresh_crl is None and bool(crl_urls)
         urls = self._ocsp_urls(cert, issuer)
         if urls:
+            t = time.monotonic()
+            until = t + max(0.0, deadline - t) * OCSP_SHARE if crl_needs_time else deadline
             try:
-                st, src, why = self._ocsp(cert, issuer, urls)
-                return mk(st, src, why)
+                return mk(*self._ocsp(cert, issuer, urls, until))
             except RevocationError as e:
                 errors.append(f"OCSP: {e}")
         else:
             errors.append("OCSP: no responder URL")
         if self.cfg.crl_fallback:
+            if known.fresh_crl is not None:
+                return mk(GOOD, "cache (crl)", A.crl_not_listed(known.fresh_crl))
             try:
-                st, src, why = self._crl(cert, issuer)
-                return mk(st, src, why)
+                return mk(*self._crl(cert, issuer, crl_urls, deadline))
             except RevocationError as e:
                 errors.append(f"CRL: {e}")
         return mk(ERROR, "none", "; ".join(errors))
 
-    # --- OCSP ----------------------------------------------------------------------
+    # --- what the caches already prove -----------------------------------------------
+    def _ocsp_key(self, cert, issuer) -> str:
+        return DirCache.key(issuer_hashes(issuer, "sha256")[1], str(cert.serial_number))
+
+    def _crl_prefix(self, issuer) -> str:
+        return issuer_hashes(issuer, "sha256")[1].hex()
+
+    def _crl_key(self, issuer, url: str) -> str:
+        return f"{self._crl_prefix(issuer)}-{DirCache.key(url)[:32]}"
+
+    def _cached_crls(self, issuer) -> list:
+        prefix = self._crl_prefix(issuer)
+        if self._crl_memo is not None and prefix in self._crl_memo:
+            return self._crl_memo[prefix]
+        out = []
+        for data in self.cache.entries("crl", prefix, self.crl_max_bytes):
+            try:
+                out.append(A.authentic_crl(data, issuer))
+            except RevocationError:
+                continue
+        if self._crl_memo is not None:
+            self._crl_memo[prefix] = out
+        return out
+
+    def _known(self, cert, issuer, clock: A.Clock) -> _Known:
+        """What the caches prove without asking anyone: a revocation (fresh or, except a
+        hold, stale; OCSP or CRL), else a current OCSP good and a current complete CRL."""
+        good = None
+        for der in self.cache.get("ocsp", self._ocsp_key(cert, issuer), self.ocsp_max_bytes):
+            try:
+                proof = self._authentic(der, cert, issuer, clock, at_production=True)
+            except RevocationError:
+                continue
+            try:
+                A.ocsp_current(proof, clock, from_cache=True)
+                fresh = True
+            except RevocationError:
+                fresh = False
+            st, why = A.ocsp_status(proof)
+            if st == REVOKED and (fresh or not A.ocsp_is_hold(proof)):
+                return _Known(("cache (ocsp)" if fresh else "cache (ocsp, stale)", why))
+            if st == GOOD and fresh and good is None and A.signer_valid_at(proof, clock.now, clock.skew):
+                good = why
+        fresh_crl, urls = None, self._crl_urls(cert)
+        for crl in self._cached_crls(issuer):
+            try:
+                A.crl_current(crl, clock)
+                fresh = True
+            except RevocationError:
+                fresh = False
+            listing = A.crl_listing(crl, cert.serial_number)
+            if listing is not None:
+                why, hold = listing
+                if fresh or not hold:
+                    return _Known(("cache (crl)" if fresh else "cache (crl, stale)", why))
+            elif fresh and A.crl_covers(crl, cert, urls) and (
+                    fresh_crl is None or crl.last_update_utc > fresh_crl.last_update_utc):
+                fresh_crl = crl
+        return _Known(None, good, fresh_crl)
+
+    def _authentic(self, der, cert, issuer, clock, at_production=False) -> A.OcspProof:
+        """`answers.authentic_ocsp`, plus: a delegated responder the node knows to be revoked
+        (listed in a cached CRL of the issuer) is not believed, id-pkix-ocsp-nocheck or not."""
+        proof = A.authentic_ocsp(der, cert, issuer, clock, at_production)
+        if proof.signer != issuer:
+            for crl in self._cached_crls(issuer):
+                listed = A.crl_listing(crl, proof.signer.serial_number)
+                if listed is not None:
+                    raise RevocationError(f"delegated responder certificate is revoked ({listed[0]})")
+        return proof
+
+    # --- compatibility helpers (complete checks of one document) ------------------------
+    def validate(self, der: bytes, cert, issuer, nonce: bytes | None, cache: bool = False) -> tuple[str, str]:
+        """Check an OCSP response completely (authentic, current, nonce); (status, description)."""
+        clock = self.clock()
+        proof = self._authentic(der, cert, issuer, clock)
+        A.ocsp_current(proof, clock, from_cache=cache)
+        if nonce is not None:
+            A.ocsp_nonce_matches(proof, nonce)
+        return A.ocsp_status(proof)
+
+    def _valid_crl(self, data: bytes, issuer: x509.Certificate):
+        crl = A.authentic_crl(data, issuer)
+        A.crl_current(crl, self.clock())
+        return crl
+
+    # --- OCSP over the network ----------------------------------------------------------
     def _ocsp_urls(self, cert, issuer) -> list[str]:
         ifp = fingerprint(issuer)
         for r in self.cfg.responders:
             if r.issuer.lower().replace(":", "") in ("sha256" + ifp,) or \
                     fnmatch.fnmatchcase(issuer.subject.rfc4514_string(), r.issuer):
                 return [r.url]
-        aia = _ext(cert, x509.AuthorityInformationAccess)
+        aia = A.extension(cert, x509.AuthorityInformationAccess)
         return [a.access_location.value for a in (aia or [])
                 if a.access_method == AuthorityInformationAccessOID.OCSP
                 and isinstance(a.access_location, x509.UniformResourceIdentifier)
                 and a.access_location.value.startswith(("http://", "https://"))]
 
-    def _cache_key(self, cert, issuer) -> str:
-        return DirCache.key(issuer_hashes(issuer, "sha256")[1], str(cert.serial_number))
-
-    def _ocsp(self, cert, issuer, urls) -> tuple[str, str, str]:
-        key = self._cache_key(cert, issuer)
-        for der in self.cache.get("ocsp", key):
-            try:
-                st, why = self.validate(der, cert, issuer, None, cache=True)
-                return st, "cache (ocsp)", why
-            except RevocationError:
-                continue
-        deadline = time.monotonic() + self.cfg.timeout
+    def _ocsp(self, cert, issuer, urls: list[str], until: float) -> tuple[str, str, str]:
         last = "no answer"
         for attempt in range(self.cfg.retries + 1):
             for url in urls:
-                for alg in ("sha256", "sha1"):
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        raise RevocationError(f"timed out after {self.cfg.timeout:g} s ({last})")
-                    nonce = os.urandom(16) if self.cfg.nonce else None
-                    b = ocsp.OCSPRequestBuilder().add_certificate(cert, issuer, _HASH[alg]())
-                    if nonce:
-                        b = b.add_extension(x509.OCSPNonce(nonce), critical=False)
-                    body = b.build().public_bytes(serialization.Encoding.DER)
-                    try:
-                        r = self.session.post(url, data=body, timeout=(min(left, self.cfg.timeout), left),
-                                              headers={"Content-Type": "application/ocsp-request",
-                                                       "Connection": "close"},   # no stale pooled sockets
-                                              allow_redirects=False)
-                        der = r.content[:1 << 20]
-                    except Exception as e:  # noqa: BLE001 - requests/urllib3 raise many kinds
-                        last = f"{url}: {type(e).__name__}: {str(e)[-160:]}"
-                        break   # this URL is unreachable; the other hash will not help
-                    if r.status_code != 200:
-                        last = f"{url}: HTTP {r.status_code}"
-                        break
-                    try:
-                        resp = ocsp.load_der_ocsp_response(der)
-                    except ValueError:
-                        last = f"{url}: not an OCSP response"
-                        break
-                    if resp.response_status != ocsp.OCSPResponseStatus.SUCCESSFUL:
-                        last = f"{url}: responder said {resp.response_status.name.lower()}"
-                        continue   # e.g. a responder that only knows SHA-1 CertIDs
-                    try:
-                        st, why = self.validate(der, cert, issuer, nonce)
-                    except RevocationError as e:
-                        last = f"{url}: {e}"
-                        break
-                    if st != UNKNOWN:
-                        self.cache.put("ocsp", key, der)
+                if time.monotonic() >= until:
+                    break
+                kind, st, why, der = self._ask(url, cert, issuer, until)
+                if kind == "answer":
+                    if st in (GOOD, REVOKED):
+                        self.cache.put("ocsp", self._ocsp_key(cert, issuer), der)
                     return st, "ocsp", why
-            if attempt < self.cfg.retries:
-                time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+                if kind == "unauthorized" and not A.is_ca(cert):
+                    return (UNKNOWN, "ocsp", f"{url}: the issuer's responder does not vouch for this certificate "
+                            "(unauthorized); a CRL cannot show that its issuer issued it")
+                last = why
+            left = until - time.monotonic()
+            if attempt < self.cfg.retries and left > 0:
+                time.sleep(min(_RETRY_PAUSE, left))
+        if time.monotonic() >= until:
+            last += " (OCSP budget used up)"
         raise RevocationError(last)
 
-    def validate(self, der: bytes, cert, issuer, nonce: bytes | None, cache: bool = False) -> tuple[str, str]:
-        """Check an OCSP response completely; returns (status, description)."""
-        try:
-            resp = ocsp.load_der_ocsp_response(der)
-        except ValueError:
-            raise RevocationError("not an OCSP response") from None
-        if resp.response_status != ocsp.OCSPResponseStatus.SUCCESSFUL:
-            raise RevocationError(f"responder said {resp.response_status.name.lower()}")
-        single = None
-        for s in resp.responses:
-            alg = s.hash_algorithm.name
-            if alg not in _HASH:
-                continue
-            nh, kh = issuer_hashes(issuer, alg)
-            if s.serial_number == cert.serial_number and s.issuer_key_hash == kh and s.issuer_name_hash == nh:
-                single = s
-                break
-        if single is None:
-            raise RevocationError("response is about another certificate (CertID mismatch)")
-        signer = self._responder(resp, issuer)
-        try:
-            _verify_sig(signer.public_key(), resp.signature, resp.tbs_response_bytes, resp.signature_hash_algorithm)
-        except (InvalidSignature, TypeError, ValueError):
-            raise RevocationError("response signature does not verify") from None
-        now = self.now()
-        if single.this_update_utc > now + self.skew:
-            raise RevocationError("response thisUpdate is in the future")
-        horizon = single.this_update_utc + dt.timedelta(seconds=self.cfg.max_age) if (cache or single.next_update_utc is None) else None
-        if single.next_update_utc is not None and single.next_update_utc < now - self.skew:
-            raise RevocationError(f"response is stale (nextUpdate {single.next_update_utc:%Y-%m-%d %H:%M:%SZ})")
-        if horizon is not None and horizon < now:
-            raise RevocationError("cached response is older than revocation.max_age")
-        if nonce is not None:
-            got = None
-            for e in resp.extensions:
-                if isinstance(e.value, x509.OCSPNonce):
-                    got = e.value.nonce
-            if got != nonce:
-                raise RevocationError("nonce mismatch (replayed response?)")
-        st = single.certificate_status
-        if st == ocsp.OCSPCertStatus.GOOD:
-            return GOOD, f"OCSP good (thisUpdate {single.this_update_utc:%Y-%m-%d %H:%M:%SZ})"
-        if st == ocsp.OCSPCertStatus.REVOKED:
-            reason = single.revocation_reason.name if single.revocation_reason else "unspecified"
-            return REVOKED, f"revoked {single.revocation_time_utc:%Y-%m-%d %H:%M:%SZ} ({reason})"
-        return UNKNOWN, "the responder does not know this certificate (unknown is not good)"
-
-    def _responder(self, resp, issuer: x509.Certificate) -> x509.Certificate:
-        """The certificate whose key must have signed `resp`."""
-        def is_named(c: x509.Certificate) -> bool:
-            if resp.responder_name is not None:
-                return c.subject == resp.responder_name
-            return resp.responder_key_hash == x509.SubjectKeyIdentifier.from_public_key(c.public_key()).digest
-        if is_named(issuer):
-            return issuer
-        for c in resp.certificates:
-            if not is_named(c):
-                continue
-            if c.issuer != issuer.subject:
-                raise RevocationError("delegated responder is not issued by the certificate's issuer")
+    def _ask(self, url, cert, issuer, until) -> tuple[str, str, str, bytes]:
+        """One responder, SHA-256 then SHA-1 CertID: ("answer", status, why, der),
+        ("unauthorized", "", why, b"") or ("outage", "", why, b"")."""
+        refusals = []
+        for alg in ("sha256", "sha1"):
+            nonce = os.urandom(16) if self.cfg.nonce else None
+            b = ocsp.OCSPRequestBuilder().add_certificate(cert, issuer, A.HASHES[alg]())
+            if nonce:
+                b = b.add_extension(x509.OCSPNonce(nonce), critical=False)
+            body = b.build().public_bytes(serialization.Encoding.DER)
             try:
-                c.verify_directly_issued_by(issuer)
-            except (InvalidSignature, ValueError, TypeError):
-                raise RevocationError("delegated responder certificate is not signed by the issuer") from None
-            eku = _ext(c, x509.ExtendedKeyUsage)
-            if eku is None or ExtendedKeyUsageOID.OCSP_SIGNING not in eku:
-                raise RevocationError("delegated responder lacks id-kp-OCSPSigning")
-            now = self.now()
-            if not (c.not_valid_before_utc - self.skew <= now <= c.not_valid_after_utc + self.skew):
-                raise RevocationError("delegated responder certificate is expired or not yet valid")
-            return c
-        raise RevocationError("response is signed by neither the issuer nor a responder it authorised")
+                der = self.fetcher.fetch(url, until, self.ocsp_max_bytes, body, "application/ocsp-request")
+                resp = A.load_ocsp(der)
+            except RevocationError as e:
+                return "outage", "", str(e) if str(e).startswith(url) else f"{url}: {e}", b""
+            if resp.response_status in _OUTAGES:
+                return "outage", "", f"{url}: responder said {_status_name(resp.response_status)}", b""
+            if resp.response_status != ocsp.OCSPResponseStatus.SUCCESSFUL:
+                refusals.append(resp.response_status)     # maybe it knows only the other CertID hash
+                continue
+            clock = self.clock()
+            try:
+                proof = self._authentic(der, cert, issuer, clock)
+                A.ocsp_current(proof, clock, from_cache=False)
+                if nonce is not None:
+                    A.ocsp_nonce_matches(proof, nonce)
+            except RevocationError as e:
+                return "outage", "", f"{url}: {e}", b""
+            st, why = A.ocsp_status(proof)
+            return "answer", st, why, der
+        said = "/".join(dict.fromkeys(_status_name(s) for s in refusals))
+        if ocsp.OCSPResponseStatus.UNAUTHORIZED in refusals:
+            return "unauthorized", "", f"{url}: responder said {said}", b""
+        return "outage", "", f"{url}: responder said {said}", b""
 
-    # --- CRL -----------------------------------------------------------------------
-    def _crl(self, cert, issuer) -> tuple[str, str, str]:
-        dps = _ext(cert, x509.CRLDistributionPoints)
-        urls = [n.value for dp in (dps or []) for n in (dp.full_name or [])
+    # --- CRL -------------------------------------------------------------------------
+    @staticmethod
+    def _crl_urls(cert) -> list[str]:
+        dps = A.extension(cert, x509.CRLDistributionPoints)
+        return [n.value for dp in (dps or []) for n in (dp.full_name or [])
                 if isinstance(n, x509.UniformResourceIdentifier)]
+
+    def _crl(self, cert, issuer, urls: list[str], deadline: float) -> tuple[str, str, str]:
         if not urls:
             raise RevocationError("no CRL distribution point")
         last = ""
+        clock = self.clock()
         for url in urls:
-            key = DirCache.key(url, fingerprint(issuer))
-            crl, source = None, "crl"
-            for der in self.cache.get("crl", key):
-                try:
-                    crl = self._valid_crl(der, issuer)
-                    source = "cache (crl)"
-                    break
-                except RevocationError:
-                    continue
-            if crl is None:
-                try:
-                    der = self._fetch(url)
-                    crl = self._valid_crl(der, issuer)
-                except RevocationError as e:
-                    last = f"{url}: {e}"
-                    continue
-                self.cache.put("crl", key, der)
-            r = crl.get_revoked_certificate_by_serial_number(cert.serial_number)
-            if r is not None:
-                try:
-                    reason = r.extensions.get_extension_for_class(x509.CRLReason).value.reason.name
-                except x509.ExtensionNotFound:
-                    reason = "unspecified"
-                return REVOKED, source, f"listed in CRL #{_crl_number(crl)} since {r.revocation_date_utc:%Y-%m-%d %H:%M:%SZ} ({reason})"
-            return GOOD, source, f"not listed in CRL #{_crl_number(crl)} (nextUpdate {crl.next_update_utc:%Y-%m-%d %H:%M:%SZ})"
+            try:
+                data = self._fetch_crl(url, deadline)
+                crl = A.authentic_crl(data, issuer)
+                A.crl_current(crl, clock)
+            except RevocationError as e:
+                last = str(e) if str(e).startswith(url) else f"{url}: {e}"
+                continue
+            self.cache.put("crl", self._crl_key(issuer, url), data)
+            listing = A.crl_listing(crl, cert.serial_number)
+            if listing is not None:
+                return REVOKED, "crl", listing[0]
+            if not A.crl_covers(crl, cert, urls):
+                last = f"{url}: CRL does not cover this certificate (partitioned or delta CRL)"
+                continue
+            return GOOD, "crl", A.crl_not_listed(crl)
         raise RevocationError(last or "no usable CRL")
 
-    def _fetch(self, url: str) -> bytes:
-        if url.startswith("file://") or url.startswith("/"):
-            path = url[7:] if url.startswith("file://") else url
-            try:
-                with open(path, "rb") as f:
-                    return f.read(64 << 20)
-            except OSError as e:
-                raise RevocationError(e.strerror) from None
+    def _fetch_crl(self, url: str, deadline: float) -> bytes:
+        path = file_url_path(url)
+        if path is not None:
+            return read_regular_file(path, self.crl_max_bytes)
         if not url.startswith(("http://", "https://")):
             raise RevocationError("unsupported CRL URL scheme")
-        try:
-            r = self.session.get(url, timeout=(self.cfg.timeout, self.cfg.timeout), allow_redirects=False)
-        except Exception as e:  # noqa: BLE001
-            raise RevocationError(type(e).__name__) from None
-        if r.status_code != 200:
-            raise RevocationError(f"HTTP {r.status_code}")
-        return r.content
-
-    def _valid_crl(self, data: bytes, issuer: x509.Certificate):
-        try:
-            crl = (x509.load_pem_x509_crl(data) if data.lstrip().startswith(b"-----BEGIN")
-                   else x509.load_der_x509_crl(data))
-        except ValueError:
-            raise RevocationError("not a CRL") from None
-        if crl.issuer != issuer.subject:
-            raise RevocationError("CRL is from another issuer")
-        try:
-            ok = crl.is_signature_valid(issuer.public_key())
-        except (TypeError, ValueError):
-            ok = False
-        if not ok:
-            raise RevocationError("CRL signature does not verify")
-        now = self.now()
-        if crl.last_update_utc > now + self.skew:
-            raise RevocationError("CRL thisUpdate is in the future")
-        if crl.next_update_utc is None or crl.next_update_utc < now - self.skew:
-            raise RevocationError("CRL is stale")
-        if crl.last_update_utc + dt.timedelta(seconds=self.cfg.max_age) < now:
-            raise RevocationError("CRL is older than revocation.max_age")
-        return crl
-
-
-def _crl_number(crl) -> str:
-    try:
-        return str(crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number)
-    except x509.ExtensionNotFound:
-        return "?"
+        return self.fetcher.fetch(url, deadline, self.crl_max_bytes)

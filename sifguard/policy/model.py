@@ -30,7 +30,7 @@ class Responder:
 @dataclass(frozen=True)
 class Revocation:
     mode: str = "enforce"
-    timeout: float = 2.0              # seconds, a whole OCSP exchange (and, separately, a CRL fetch)
+    timeout: float = 2.0              # seconds: every OCSP/CRL exchange of one decision ends by then
     retries: int = 1
     nonce: bool = False
     crl_fallback: bool = True
