@@ -55,13 +55,13 @@ need_packages() {
 python_for_jobs() {
   # The hooks and the shim run as job users too: they need a Python every user can
   # execute, so sifguard goes into a venv made from Debian's python3 (not a 0700 home).
-  if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import cryptography, yaml, requests' 2>/dev/null; then
+  if [ ! -x "$VENV/bin/python" ]; then
     say "creating $VENV"
-    rm -rf "$VENV"
     /usr/bin/python3 -m venv "$VENV"
-    "$VENV/bin/pip" install -q --disable-pip-version-check 'cryptography>=42' pyyaml requests >&2
   fi
+  # the package afresh, then whatever of its declared dependencies (setup.cfg) is missing
   "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps --force-reinstall "$REPO" >&2
+  "$VENV/bin/pip" install -q --disable-pip-version-check "$REPO" >&2
   chmod -R a+rX "$VENV"
 }
 
