@@ -98,8 +98,8 @@ class ResponderApp:
             return signer.answer(q, lambda s: self.lookup(s, name == "root"), now)
         with self.lock:
             rec, cached = self.store.status_and_cached(q.serial, q.alg, name)
-        if rec is None:
-            return oc.UNAUTHORIZED
+        if rec is None:   # our issuer, a serial it never issued: signed `unknown`, never stored
+            return signer.answer(q, lambda _s: None, now)
         ts = now.timestamp()
         if cached and cached[0] == json.dumps(list(rec)) and cached[2] - ts > signer.validity.total_seconds() / 2:
             return oc.Answer(cached[3], rec[0], dt.datetime.fromtimestamp(cached[1], dt.timezone.utc),
