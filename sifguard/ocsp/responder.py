@@ -1,8 +1,8 @@
 """The CA's HTTP service as a WSGI application: OCSP (RFC 6960 POST, RFC 5019 GET),
 CRLs and CA certificates at the URLs baked into issued certificates.
 
-`make_app(ca_dir)` is importable for any WSGI server; `sifguard ca serve` runs it on
-uWSGI. Every request reads the certificate's current status from SQLite (one
+`make_app(ca_dir)` is importable for any WSGI server; `sifguard ca serve` runs it behind
+its own asyncio front (sifguard/ocsp/server.py, front.py). Every request reads the certificate's current status from SQLite (one
 indexed read), so a revocation is visible on the next request without a restart;
 answers to nonce-less requests are pre-signed, shared by all worker processes through
 the CA database (so every worker returns the same bytes and ETag) and re-signed once
@@ -28,7 +28,6 @@ from sifguard.ca import ocsp_response as oc
 from sifguard.ca import store as castore
 
 OCSP_TYPE = "application/ocsp-response"
-application = None   # set by `sifguard ca serve` before the server forks (see ocsp/server.py)
 
 
 def _http_date(t: dt.datetime) -> str:
@@ -133,10 +132,9 @@ class ResponderApp:
 
     # --- WSGI ---------------------------------------------------------------
     def __call__(self, environ, start_response):
-        def start(status, headers, *exc):
-            # uWSGI's HTTP front closes every connection after one answer: say so, or
-            # HTTP/1.1 clients reuse the socket and race the close (connection resets).
-            return start_response(status, headers + [("Connection", "close")], *exc)
+        # No hop-by-hop headers here (PEP 3333): the server decides persistence and says
+        # `Connection: close` on a connection's last answer (sifguard/ocsp/front.py).
+        start = start_response
         try:
             return self._route(environ, start)
         except Exception as e:  # noqa: BLE001 - never a 500 for OCSP clients: internalError instead
