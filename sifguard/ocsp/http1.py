@@ -18,9 +18,13 @@ MAX_HEAD = 16384          # request line + headers
 MAX_HEADERS = 64
 HEAD_END = b"\r\n\r\n"
 
-_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
-_TARGET = re.compile(rb"[\x21-\x7e]+\Z")
-_VALUE_BAD = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+_TOKEN_CHARS = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_TARGET_CHARS = bytes(range(0x21, 0x7f))
+_CTL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")    # controls other than HT, CR, LF
+
+
+def _is_token(b: bytes) -> bool:
+    return bool(b) and not b.translate(None, _TOKEN_CHARS)
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te",
                         "trailer", "upgrade", "content-length"})   # the front frames the message itself
 
@@ -53,13 +57,15 @@ class RequestHead:
 def parse_head(head: bytes) -> RequestHead:
     """Parse a request head (without the final blank line)."""
     lines = head.split(b"\r\n")
+    if _CTL.search(head) or head.count(b"\n") != len(lines) - 1 or head.count(b"\r") != len(lines) - 1:
+        raise BadRequest(400, "control character or bare CR/LF in the request head")
     parts = lines[0].split(b" ")
-    if len(parts) != 3 or not _TOKEN.match(parts[0]):
+    if len(parts) != 3 or not _is_token(parts[0]):
         raise BadRequest(400, "malformed request line")
     method, target, version = parts
     if version not in (b"HTTP/1.1", b"HTTP/1.0"):
         raise BadRequest(505 if version.startswith(b"HTTP/") else 400, "unsupported HTTP version")
-    if not _TARGET.match(target):
+    if not target or target.translate(None, _TARGET_CHARS):
         raise BadRequest(400, "malformed request target")
     if len(lines) - 1 > MAX_HEADERS:
         raise BadRequest(431, "too many header fields")
@@ -69,11 +75,9 @@ def parse_head(head: bytes) -> RequestHead:
     expect = ""
     for line in lines[1:]:
         name, sep, value = line.partition(b":")
-        if not sep or not _TOKEN.match(name):      # also refuses obs-fold (leading whitespace)
+        if not sep or not _is_token(name):         # also refuses obs-fold (leading whitespace)
             raise BadRequest(400, "malformed header field")
         value = value.strip(b" \t")
-        if _VALUE_BAD.search(value):
-            raise BadRequest(400, "control character in a header field")
         n, v = name.decode("ascii").lower(), value.decode("latin-1")
         if n == "transfer-encoding":
             raise BadRequest(411, "only Content-Length bodies are accepted")

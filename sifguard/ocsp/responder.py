@@ -30,6 +30,20 @@ from sifguard.ca import store as castore
 OCSP_TYPE = "application/ocsp-response"
 
 
+_validators: dict[bytes, tuple[str, str, str]] = {}   # per worker: der -> (ETag, Expires, Last-Modified)
+
+
+def _cache_validators(ans: "oc.Answer") -> tuple[str, str, str]:
+    """The cacheable answer's ETag and dates, computed once per pre-signed answer."""
+    v = _validators.get(ans.der)
+    if v is None:
+        if len(_validators) > 4096:
+            _validators.clear()
+        v = _validators[ans.der] = (f'"{hashlib.sha256(ans.der).hexdigest()[:32]}"', _http_date(ans.next_update),
+                                    _http_date(ans.this_update))
+    return v
+
+
 def _http_date(t: dt.datetime) -> str:
     return format_datetime(t.astimezone(dt.timezone.utc), usegmt=True)
 
@@ -169,7 +183,7 @@ class ResponderApp:
             return self._plain(start_response, "200 OK", text, "text/plain", "no-store")
         raw = environ.get("REQUEST_URI") or environ.get("RAW_URI") or ""
         ans = self.answer(decode_get_path(raw.split("?")[0] if raw.startswith("/") else path))
-        etag = f'"{hashlib.sha256(ans.der).hexdigest()[:32]}"'
+        etag = _cache_validators(ans)[0] if ans.cacheable else f'"{hashlib.sha256(ans.der).hexdigest()[:32]}"'
         if ans.cacheable and environ.get("HTTP_IF_NONE_MATCH") == etag:
             start_response("304 Not Modified", [("ETag", etag)])
             return [b""]
@@ -193,10 +207,9 @@ class ResponderApp:
         if ans.cacheable and ans.next_update is not None:
             now = dt.datetime.now(dt.timezone.utc)
             max_age = max(0, int((ans.next_update - now).total_seconds()))
+            etag, expires, last_modified = _cache_validators(ans)
             headers += [("Cache-Control", f"max-age={max_age}, public, no-transform, must-revalidate"),
-                        ("Expires", _http_date(ans.next_update)),
-                        ("Last-Modified", _http_date(ans.this_update)),
-                        ("ETag", etag or f'"{hashlib.sha256(ans.der).hexdigest()[:32]}"')]
+                        ("Expires", expires), ("Last-Modified", last_modified), ("ETag", etag)]
         elif ans.next_update is not None:
             headers.append(("Cache-Control", "no-cache, no-store"))   # nonce'd: for this client only
         else:
