@@ -245,6 +245,13 @@ class Connection(asyncio.Protocol):
             print(f'{self.peer} "{head.method} {head.target[:200]} {head.version}" {code} {len(payload)}',
                   file=sys.stderr, flush=True)
         if not keep:
+            if not self.close_after and not self.buf and not self.transport.get_write_buffer_size():
+                # the whole request was read and the answer is in the kernel's hands: a plain
+                # close sends it and a FIN (no reset: nothing unread), without another wake-up
+                self.state = CLOSED
+                self.front.forget(self)
+                self.transport.close()
+                return
             self._linger()
             return
         self.state = HEAD

@@ -4,34 +4,42 @@ listening socket, each running the asyncio HTTP front of sifguard.ocsp.front.
 Why this front (issue 8, class 7 — two clients sending a header byte every 3 s took
 `ca serve` down). uWSGI's `--http-socket` gives each request a whole worker and its
 `--socket-timeout` is per read, so N trickling clients hold N workers forever. What was
-measured and read before choosing (2 cores, 127.0.0.1):
+measured or read before choosing (2 cores shared with the clients, 127.0.0.1):
 
 - uWSGI's async HTTP router (`--http`; the pyuwsgi wheel has the http/corerouter
-  plugins): its `--http-headers-timeout`/`--http-timeout` are re-armed on every event
-  (corerouter.c resets the peer timer on each read), so they are per read too; the
-  router streams the body to a worker as it arrives, so trickled bodies still hold the
-  workers (measured: 4 clients each sending a 60000-byte body one byte per second stall
-  every OCSP request of a 2-worker uWSGI for the whole attack). There is no per-peer
-  or total connection bound, and the extra hop costs throughput.
-- uWSGI `--async`/`--gevent`: more slots per worker, same per-read timeouts — an
+  plugins): `--http-headers-timeout`/`--http-timeout`/`--http-connect-timeout` are
+  re-armed on every event (corerouter.c resets the peer's timer on each read), so they
+  are per read too, and there is no per-peer or total connection bound. Heads are
+  parsed in the router, so 50 header tricklers did not hurt, but the router streams a
+  body to a worker as it arrives: 4 clients trickling a 60000-byte body at 1 byte/s made
+  every OCSP request of a 2-worker uWSGI time out for the whole attack. The extra hop
+  (router process, then the worker's socket) answered 3.1–4.5k req/s under `ab -k`
+  with `--http-keepalive` (a run on a loaded machine: an indication, not a ratio).
+- uWSGI `--async`/`--gevent`: more slots per worker, the same per-read timeouts — an
   attacker opens more slots than there are.
-- gunicorn (sync/gthread): per-read timeouts, ~6k req/s here; uvicorn/hypercorn
-  through an ASGI→WSGI adapter: thread hand-off per request, no total header deadline
-  in uvicorn; granian (Rust) has a total header timeout but no body deadline and is a
-  large new dependency.
+- gunicorn (sync/gthread): per-read timeouts, ~6k req/s here when uWSGI was chosen;
+  uvicorn (and so hypercorn-style ASGI fronts with an ASGI→WSGI adapter): its only
+  timeout is keep-alive between requests, reset on every byte — nothing bounds the
+  receipt of a request; granian (Rust/hyper) has a total header-read timeout
+  (`--http1-header-read-timeout`) but no body deadline among its options, and is a large
+  new dependency.
 
-So the front is small and our own: it reads a request COMPLETELY under total deadlines
-(head 5 s, body 5 s, unread answer 5 s) and only then calls the application, in the
-same process, synchronously — the application answers in well under a millisecond
-(one indexed SQLite read, a pre-signed answer) so there is nothing to gain from handing
-it to another process. Slow, idle and non-reading clients cost a few KB and a timer.
-Connections are bounded per worker (2048 total, 64 per peer address); at a bound a new
-connection replaces the one that has waited longest for its request to complete.
-HTTP/1.1 keep-alive is supported (persistent until the client closes, 1000 answers,
-or 5 s idle); the final answer on a connection says `Connection: close` and is
-followed by a half-close and a short drain, so clients never race a silent close.
-Throughput and slow-client latency against `openssl ocsp`: tests/bench/ocsp_throughput.py
-and tests/bench/ocsp_slow_clients.py (README, "The site CA").
+So the front is small and our own (stdlib asyncio, no new dependency): it reads a
+request COMPLETELY under total deadlines (head 5 s, body 5 s, unread answer 5 s) and
+only then calls the application, in the same process, synchronously — the application
+answers in well under a millisecond (one indexed SQLite read, a pre-signed answer), so
+nothing is gained by handing it to another process. Slow, idle and non-reading clients
+cost a few KB each and are checked by one sweep every 0.25 s. Connections are bounded
+per worker (2048 in total, 64 per peer address); at a bound a new connection replaces
+the one that has waited longest for its request to complete. HTTP/1.1 keep-alive is
+supported (until the client closes, 1000 answers, or 5 s idle); a connection's last
+answer says `Connection: close` and, when the client may still be sending, is followed
+by a half-close and a short drain, so clients never race a silent close. The cost is
+per connection, not per request: with keep-alive (`ab -k`) it answers as fast as or
+faster than the uWSGI set-up did; a client that opens a new connection for every
+request gets roughly half of uWSGI's rate (Python accepts and closes each one).
+tests/bench/ocsp_throughput.py and tests/bench/ocsp_slow_clients.py measure both against
+`openssl ocsp` (numbers in the README, "The site CA").
 
 The master process binds the socket and loads the keys before forking (a CA passphrase
 never travels through the environment), restarts workers that die, and stops them on
