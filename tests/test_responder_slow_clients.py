@@ -161,11 +161,16 @@ def test_oversized_body_answered_without_reading_it(ca):
 
 # --- bounds ---------------------------------------------------------------------------------
 SERVE_SMALL = """
-import sys
+import sys, time
 from sifguard.ocsp import server
 from sifguard.ocsp.front import Limits
 from sifguard.ocsp.responder import make_app
-server.serve(make_app(sys.argv[1]), sys.argv[2], 2, limits=Limits(max_per_peer=8, max_connections=12))
+ocsp_app = make_app(sys.argv[1])
+def app(environ, start_response):          # /stuck never returns: the worker must be replaced
+    if environ["PATH_INFO"] == "/stuck":
+        time.sleep(3600)
+    return ocsp_app(environ, start_response)
+server.serve(app, sys.argv[2], 2, limits=Limits(max_per_peer=8, max_connections=12, app_timeout=1))
 """
 
 
@@ -180,31 +185,64 @@ def _established_to(port):
     return n
 
 
-def test_connections_bounded_per_peer_and_new_ones_still_served(ca, tmp_path):
+@pytest.fixture
+def small_server(ca, tmp_path):
+    """A responder with small bounds (8 per peer, 12 in total per worker, 1 s in the app)."""
     port = free_port()
     env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    log = open(tmp_path / "serve.log", "w+")
     proc = subprocess.Popen([sys.executable, "-c", SERVE_SMALL, str(ca["dir"]), f"127.0.0.1:{port}"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    try:
-        for _ in range(100):
-            try:
-                requests.get(f"http://127.0.0.1:{port}/", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.1)
-        socks = []
-        for _ in range(60):                     # one peer (127.0.0.1) opens 60 silent connections
-            socks.append(socket.create_connection(("127.0.0.1", port), timeout=5))
-        time.sleep(0.5)
-        assert _established_to(port) <= 2 * 8   # 2 workers x 8 per peer: the rest were closed
-        # the same peer's new, quick requests are answered: they replace the oldest silent ones
-        lat, errors = legit_requests(f"http://127.0.0.1:{port}/", ca["body"], 2.0, max_count=50)
-        assert not errors and lat, errors[:3]
-        for s in socks:
-            s.close()
-    finally:
-        proc.terminate()
-        proc.wait(10)
+                            stdout=subprocess.DEVNULL, stderr=log, env=env)
+    for _ in range(100):
+        try:
+            requests.get(f"http://127.0.0.1:{port}/", timeout=1)
+            break
+        except OSError:
+            time.sleep(0.1)
+    yield port, log
+    proc.terminate()
+    proc.wait(10)
+
+
+def test_worker_stuck_in_the_application_is_replaced(ca, small_server):
+    port, log = small_server
+    for _ in range(3):
+        with pytest.raises(requests.exceptions.ConnectionError):
+            requests.get(f"http://127.0.0.1:{port}/stuck", timeout=10)
+    lat, errors = legit_requests(f"http://127.0.0.1:{port}/", ca["body"], 1.0, max_count=20)
+    assert not errors and lat
+    log.seek(0)
+    assert "stuck in a request" in log.read()
+
+
+def test_connections_bounded_per_peer_and_new_ones_still_served(ca, small_server):
+    port, _ = small_server
+    socks = []
+    for _ in range(60):                     # one peer (127.0.0.1) opens 60 silent connections
+        socks.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+    time.sleep(0.5)
+    assert _established_to(port) <= 2 * 8   # 2 workers x 8 per peer: the rest were closed
+    # the same peer's new, quick requests are answered: they replace the oldest silent ones
+    lat, errors = legit_requests(f"http://127.0.0.1:{port}/", ca["body"], 2.0, max_count=50)
+    assert not errors and lat, errors[:3]
+    for s in socks:
+        s.close()
+
+
+def test_connections_bounded_in_total_across_peers(ca, small_server):
+    port, _ = small_server
+    socks = []
+    for i in range(40):                     # 8 peers (127.0.0.2-9), 5 silent connections each
+        s = socket.socket()
+        s.bind((f"127.0.0.{2 + i % 8}", 0))
+        s.connect(("127.0.0.1", port))
+        socks.append(s)
+    time.sleep(0.5)
+    assert _established_to(port) <= 2 * 12  # 2 workers x 12 in total
+    lat, errors = legit_requests(f"http://127.0.0.1:{port}/", ca["body"], 2.0, max_count=50)
+    assert not errors and lat, errors[:3]
+    for s in socks:
+        s.close()
 
 
 # --- process management ---------------------------------------------------------------------

@@ -60,7 +60,7 @@ import socket
 import sys
 import time
 
-from sifguard.errors import BadInputError
+from sifguard.errors import BadInputError, SifguardError
 from sifguard.ocsp.front import Front, Limits
 
 __all__ = ["Limits", "serve", "default_workers", "bind"]
@@ -74,14 +74,15 @@ def bind(listen: str) -> socket.socket:
     """A listening TCP socket for HOST:PORT ([v6]:PORT too); BadInputError when impossible."""
     host, _, port = listen.rpartition(":")
     host = host.strip("[]")
-    if not host or not port.isdigit():
-        raise BadInputError(f"--listen wants HOST:PORT, not {listen!r}")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise BadInputError(f"--listen wants HOST:PORT (port 1-65535), not {listen!r}")
     try:
         infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
         family, _, _, _, addr = infos[0]
         return socket.create_server(addr, family=family, backlog=1024)
     except (OSError, OverflowError) as e:
-        raise BadInputError(f"cannot listen on {listen}: {getattr(e, 'strerror', None) or e}") from None
+        why = (e.strerror if isinstance(e, OSError) and e.strerror else str(e)).split(" (while")[0]
+        raise BadInputError(f"cannot listen on {listen}: {why}") from None
 
 
 def _raise_fd_limit() -> int:
@@ -126,6 +127,7 @@ def _supervise(run_worker, n: int) -> None:
             raise _Stop   # out of waitpid (which Python otherwise retries after a handler)
 
     children: dict[int, float] = {}
+    failed = False
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGCHLD, lambda *_: None)     # wake sleep() when a worker exits
@@ -133,12 +135,17 @@ def _supervise(run_worker, n: int) -> None:
     try:
         while not stopping:
             while len(children) < n and not stopping:
-                pid = os.fork()
+                try:
+                    pid = os.fork()
+                except OSError as e:
+                    raise SifguardError(f"ca serve: cannot start a worker: {e.strerror or e}") from None
                 if pid == 0:
                     code = 1
                     try:
                         run_worker()
                         code = 0
+                    except BaseException as e:  # noqa: BLE001 - one line for the log, then a new worker
+                        print(f"sifguard ca serve: worker failed: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
                     finally:
                         os._exit(code)
                 children[pid] = time.monotonic()
@@ -158,7 +165,7 @@ def _supervise(run_worker, n: int) -> None:
             now = time.monotonic()
             recent_deaths = [t for t in recent_deaths if now - t < 10] + [now]
             if len(recent_deaths) > 5 * n:
-                print("sifguard ca serve: workers keep dying; stopping", file=sys.stderr, flush=True)
+                failed = True
                 break
     except _Stop:
         pass
@@ -186,6 +193,8 @@ def _supervise(run_worker, n: int) -> None:
                 os.waitpid(pid, 0)
             except (ProcessLookupError, ChildProcessError):
                 pass
+    if failed:
+        raise SifguardError("ca serve: workers keep dying (see the messages above); stopped")
 
 
 def _die_with_parent() -> None:
