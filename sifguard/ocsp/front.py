@@ -1,8 +1,8 @@
 """The responder's HTTP front: one asyncio event loop per worker process that reads each
 request COMPLETELY under total deadlines before the WSGI application sees it.
 
-A slow or silent client therefore costs a few kilobytes and a timer, never the
-process that signs answers: the application is called only with a whole request in
+A slow or silent client therefore costs a few kilobytes and a place in a sweep of
+deadlines, never the process that signs answers: the application is called only with a whole request in
 memory and returns in milliseconds. Deadlines are totals, not per read (a byte every
 second does not extend them):
 
@@ -70,10 +70,15 @@ class Front:
         loop.call_later(tick, self._sweep)
 
     def _sweep(self) -> None:
-        now = time.monotonic()
-        for conn in [c for c in self.conns if c.deadline <= now]:
-            conn._expired()
-        self.loop.call_later(self.tick, self._sweep)
+        try:
+            now = time.monotonic()
+            for conn in [c for c in self.conns if c.deadline <= now]:
+                try:
+                    conn._expired()
+                except Exception:  # noqa: BLE001 - a connection that cannot even fail cleanly goes
+                    conn.abort()
+        finally:
+            self.loop.call_later(self.tick, self._sweep)
 
     def protocol(self) -> "Connection":
         return Connection(self)
