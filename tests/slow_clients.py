@@ -18,9 +18,12 @@ HEAD = b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/ocsp-re
 
 
 class SlowClients:
-    def __init__(self, port: int, kind: str, count: int, interval: float = 1.0):
+    def __init__(self, port: int, kind: str, count: int, interval: float = 1.0, sources: int = 1):
+        """`sources` > 1 spreads the clients over that many loopback addresses
+        (127.0.0.2, 127.0.0.3, ...), as many attacking hosts would be."""
         assert kind in ("header", "body", "idle", "noread")
         self.port, self.kind, self.count, self.interval = port, kind, count, interval
+        self.sources = [f"127.0.0.{2 + i}" for i in range(sources)] if sources > 1 else [None]
         self.stop_event = threading.Event()
         self.threads: list[threading.Thread] = []
         self.lock = threading.Lock()
@@ -29,8 +32,8 @@ class SlowClients:
         self.max_bytes_on_one = 0  # the most any single connection got in before being dropped
 
     def __enter__(self):
-        for _ in range(self.count):
-            t = threading.Thread(target=self._run, daemon=True)
+        for i in range(self.count):
+            t = threading.Thread(target=self._run, args=(self.sources[i % len(self.sources)],), daemon=True)
             t.start()
             self.threads.append(t)
         return self
@@ -40,8 +43,10 @@ class SlowClients:
         for t in self.threads:
             t.join(10)
 
-    def _connect(self):
+    def _connect(self, source):
         s = socket.socket()
+        if source:
+            s.bind((source, 0))
         if self.kind == "noread":
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         s.settimeout(2)
@@ -50,10 +55,10 @@ class SlowClients:
             self.connects += 1
         return s
 
-    def _run(self):
+    def _run(self, source):
         while not self.stop_event.is_set():
             try:
-                s = self._connect()
+                s = self._connect(source)
             except OSError:
                 self.stop_event.wait(0.1)
                 continue
