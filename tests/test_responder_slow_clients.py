@@ -21,6 +21,14 @@ pytestmark = pytest.mark.network
 BOUND = 2.0      # seconds: a legitimate request slower than this means the service is starved
 
 
+def _bound(ca):
+    """2 s, or more on a machine so loaded that requests without any slow client already
+    take a sizeable part of that (a starved server fails by timing out, 10 s, anyway)."""
+    lat, errors = legit_requests(ca["url"] + "/", ca["body"], 1.0, max_count=50)
+    assert not errors, errors[:3]
+    return max(BOUND, 10 * max(lat))
+
+
 @pytest.fixture(scope="module")
 def ca(tmp_path_factory):
     d = tmp_path_factory.mktemp("slowca")
@@ -38,11 +46,12 @@ def ca(tmp_path_factory):
 
 
 def _assert_served(ca, kind, count, interval=0.5, duration=10.0, sources=1):
+    bound = _bound(ca)
     with SlowClients(ca["port"], kind, count, interval, sources) as slow:
         time.sleep(0.5)                                   # let them take their places
         lat, errors = legit_requests(ca["url"] + "/", ca["body"], duration)
     assert not errors, errors[:5]
-    assert lat and max(lat) < BOUND, (kind, max(lat), len(lat))
+    assert lat and max(lat) < bound, (kind, max(lat), len(lat), bound)
     return slow
 
 
@@ -72,11 +81,12 @@ def test_clients_that_never_read_do_not_starve_the_responder(ca):
 
 
 def test_all_kinds_at_once(ca):
+    bound = _bound(ca)
     with SlowClients(ca["port"], "header", 20, 0.5), SlowClients(ca["port"], "body", 20, 0.5), \
             SlowClients(ca["port"], "idle", 100, 0.2, 4), SlowClients(ca["port"], "noread", 10, 0.2):
         time.sleep(0.5)
         lat, errors = legit_requests(ca["url"] + "/", ca["body"], 8.0)
-    assert not errors and lat and max(lat) < BOUND, (errors[:5], max(lat or [0]))
+    assert not errors and lat and max(lat) < bound, (errors[:5], max(lat or [0]), bound)
 
 
 def test_stalled_request_gets_408_then_close(ca):
@@ -222,9 +232,10 @@ def test_connections_bounded_per_peer_and_new_ones_still_served(ca, small_server
     socks = []
     for _ in range(60):                     # one peer (127.0.0.1) opens 60 silent connections
         socks.append(socket.create_connection(("127.0.0.1", port), timeout=5))
-    time.sleep(0.5)
+    time.sleep(1.0)
     assert _established_to(port) <= 2 * 8   # 2 workers x 8 per peer: the rest were closed
     # the same peer's new, quick requests are answered: they replace the oldest silent ones
+    # (older than the 0.5 s during which a connection is never evicted)
     lat, errors = legit_requests(f"http://127.0.0.1:{port}/", ca["body"], 2.0, max_count=50)
     assert not errors and lat, errors[:3]
     for s in socks:
@@ -239,7 +250,7 @@ def test_connections_bounded_in_total_across_peers(ca, small_server):
         s.bind((f"127.0.0.{2 + i % 8}", 0))
         s.connect(("127.0.0.1", port))
         socks.append(s)
-    time.sleep(0.5)
+    time.sleep(1.0)
     assert _established_to(port) <= 2 * 12  # 2 workers x 12 in total
     lat, errors = legit_requests(f"http://127.0.0.1:{port}/", ca["body"], 2.0, max_count=50)
     assert not errors and lat, errors[:3]

@@ -18,7 +18,9 @@ second does not extend them):
 Connections are bounded per worker in total and per peer address. At either bound a new
 connection does not wait: it takes the place of the connection of that peer (or of any
 peer, at the total bound) that has been waiting longest for its request to complete — a
-legitimate request completes in milliseconds, so it is never the one evicted.
+legitimate request completes in milliseconds, so it is never the one evicted — or, when
+even that one is younger than half a second, the new connection is closed instead, so a
+flood of connections cannot cut short requests still arriving.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import io
 import signal
+import socket
 import sys
 import time
 from dataclasses import dataclass
@@ -43,12 +46,15 @@ class Limits:
     app_timeout: int = 20                 # seconds in the application before the worker is replaced
     max_connections: int = 2048           # per worker process
     max_per_peer: int = 64                # per worker process and peer address
+    min_evict_age: float = 0.5            # a connection younger than this is never evicted
     max_requests_per_connection: int = 1000
     max_body: int = 64 * 1024             # larger bodies are not read (the application refuses them)
     linger_bytes: int = 4 << 20
 
 
-HEAD, BODY, WRITE_BLOCKED, LINGER, CLOSED = range(5)
+HEAD, BODY, LINGER, CLOSED = range(4)
+PIPELINE_TURN = 8          # pipelined answers in a row before other connections' turn
+SEND_BUFFER = 64 * 1024    # kernel send buffer per connection: what a client that never reads can pin
 
 
 class Front:
@@ -83,19 +89,27 @@ class Front:
     def protocol(self) -> "Connection":
         return Connection(self)
 
-    def admit(self, conn: "Connection") -> None:
+    def admit(self, conn: "Connection") -> bool:
+        """Take the connection, making room at a bound by evicting the connection that
+        has waited longest — unless even that one is younger than `min_evict_age`: then
+        the newcomer is refused, so a flood of new connections can never cut short
+        requests that are still arriving."""
         if len(self.by_peer.get(conn.peer, ())) >= self.limits.max_per_peer:
-            self._evict(self.by_peer[conn.peer])
+            if not self._evict(self.by_peer[conn.peer]):
+                return False
         if len(self.conns) >= self.limits.max_connections:
-            self._evict(self.conns)
+            if not self._evict(self.conns):
+                return False
         self.conns[conn] = None
         self.by_peer.setdefault(conn.peer, {})[conn] = None
+        return True
 
-    @staticmethod
-    def _evict(pool: dict) -> None:
+    def _evict(self, pool: dict) -> bool:
         victim = min(pool, key=lambda c: c.waiting_since, default=None)
-        if victim is not None:
-            victim.abort()
+        if victim is None or victim.waiting_since > time.monotonic() - self.limits.min_evict_age:
+            return False
+        victim.abort()
+        return True
 
     def forget(self, conn: "Connection") -> None:
         self.conns.pop(conn, None)
@@ -147,7 +161,16 @@ class Connection(asyncio.Protocol):
         peer = transport.get_extra_info("peername") or ("?", 0)
         self.peer, self.peer_port = str(peer[0]), str(peer[1])
         transport.set_write_buffer_limits(high=64 * 1024)
-        self.front.admit(self)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+            except OSError:
+                pass
+        if not self.front.admit(self):
+            self.state = CLOSED
+            transport.abort()
+            return
         self._deadline(self.limits.head_timeout)
 
     def connection_lost(self, exc):
@@ -194,8 +217,15 @@ class Connection(asyncio.Protocol):
 
     # --- request processing -------------------------------------------------------------
     def _advance(self) -> None:
-        """Answer every complete request in the buffer, in order, while the client reads."""
+        """Answer the complete requests in the buffer, in order, while the client reads;
+        after PIPELINE_TURN answers the other connections get their turn first."""
+        turn = PIPELINE_TURN
         while not self.paused and self.state in (HEAD, BODY):
+            if turn == 0:
+                self.transport.pause_reading()
+                self.front.loop.call_soon(self._next_turn)
+                return
+            turn -= 1
             if self.state == HEAD:
                 end = self.buf.find(http1.HEAD_END)
                 if end < 0:
@@ -230,6 +260,11 @@ class Connection(asyncio.Protocol):
                 body = bytes(self.buf[:n])
                 del self.buf[:n]
                 self._dispatch(body)
+
+    def _next_turn(self) -> None:
+        if self.state in (HEAD, BODY) and not self.paused:
+            self.transport.resume_reading()
+            self._advance()
 
     def _fail(self, code: int) -> None:
         self.transport.write(http1.error_response(code))
