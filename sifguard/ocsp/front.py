@@ -54,7 +54,7 @@ class Limits:
 
 HEAD, BODY, LINGER, CLOSED = range(4)
 PIPELINE_TURN = 8          # pipelined answers in a row before other connections' turn
-SEND_BUFFER = 64 * 1024    # kernel send buffer per connection: what a client that never reads can pin
+SEND_BUFFER = 16 * 1024    # kernel send buffer per connection (Linux doubles it): what a non-reader pins
 
 
 class Front:
@@ -160,7 +160,7 @@ class Connection(asyncio.Protocol):
         self.transport = transport
         peer = transport.get_extra_info("peername") or ("?", 0)
         self.peer, self.peer_port = str(peer[0]), str(peer[1])
-        transport.set_write_buffer_limits(high=64 * 1024)
+        transport.set_write_buffer_limits(high=32 * 1024)
         sock = transport.get_extra_info("socket")
         if sock is not None:
             try:
