@@ -260,19 +260,70 @@ def test_rfc5019_get_tolerance(ca, mangle):
     assert r.status_code == 200 and _status(r.content) == "SUCCESSFUL", (mangle, path)
 
 
-def test_unknown_serial_unauthorized_max_age_0(ca):
+def _unknown_req(ca, serial, alg=hashes.SHA1(), nonce=None):
     issuer = x509.load_pem_x509_certificate(open(ca["issuer"], "rb").read())
     from sifguard.ca.ocsp_response import issuer_hashes
-    nh, kh = issuer_hashes(issuer, "sha1")
-    der = ocsp.OCSPRequestBuilder().add_certificate_by_hash(nh, kh, 0xDEADBEEF, hashes.SHA1()).build().public_bytes(
-        serialization.Encoding.DER)
-    r = _post(ca["url"], der)
-    assert _status(r.content) == "UNAUTHORIZED" and "max-age=0" in r.headers["Cache-Control"]
-    # a certificate of another issuer: unauthorized too
+    nh, kh = issuer_hashes(issuer, alg.name)
+    b = ocsp.OCSPRequestBuilder().add_certificate_by_hash(nh, kh, serial, alg)
+    if nonce:
+        b = b.add_extension(x509.OCSPNonce(nonce), critical=False)
+    return b.build().public_bytes(serialization.Encoding.DER)
+
+
+def _responder_signed(ca, resp):
+    """The response verifies under the delegated responder certificate it carries, which
+    the issuing CA issued."""
+    issuer = x509.load_pem_x509_certificate(open(ca["issuer"], "rb").read())
+    (signer,) = resp.certificates
+    signer.verify_directly_issued_by(issuer)
+    from cryptography.hazmat.primitives.asymmetric import ec
+    signer.public_key().verify(resp.signature, resp.tbs_response_bytes, ec.ECDSA(resp.signature_hash_algorithm))
+    assert resp.responder_key_hash == x509.SubjectKeyIdentifier.from_public_key(signer.public_key()).digest
+
+
+# Was: "unknown serials get unauthorized". RFC 6960 §2.2: a responder that serves the
+# issuer answers a serial that issuer never issued with a SIGNED `unknown` (clients treat it
+# as not good); `unauthorized` stays for issuers it does not serve.
+@pytest.mark.parametrize("alg", [hashes.SHA1(), hashes.SHA256()], ids=["sha1", "sha256"])
+def test_unknown_serial_of_our_issuer_is_signed_unknown(ca, alg):
+    for serial, nonce in ((0xDEADBEEF, None), (random.getrandbits(159), None), (0xDEADBEEF, b"n" * 16)):
+        r = _post(ca["url"], _unknown_req(ca, serial, alg, nonce))
+        resp = ocsp.load_der_ocsp_response(r.content)
+        assert resp.response_status == ocsp.OCSPResponseStatus.SUCCESSFUL
+        assert resp.certificate_status == ocsp.OCSPCertStatus.UNKNOWN and resp.serial_number == serial
+        assert resp.hash_algorithm.name == alg.name
+        _responder_signed(ca, resp)
+        # an unknown answer is for this request only: never cached by an HTTP cache, no ETag
+        assert "no-store" in r.headers["Cache-Control"] and "ETag" not in r.headers
+        if nonce:
+            assert resp.extensions.get_extension_for_class(x509.OCSPNonce).value.nonce == nonce
+    # RFC 5019 GET answers the same
+    der = _unknown_req(ca, 0xC0FFEE)
+    r = requests.get(f"{ca['url']}/{base64.b64encode(der).decode()}", timeout=TIMEOUT)
+    assert ocsp.load_der_ocsp_response(r.content).certificate_status == ocsp.OCSPCertStatus.UNKNOWN
+
+
+def test_unknown_serial_openssl_peer_verifies_unknown(ca):
+    """openssl as the independent client: the signature verifies and the status is unknown."""
+    p = subprocess.run(["openssl", "ocsp", "-issuer", ca["issuer"], "-serial", "0xDEADBEEF", "-url", ca["url"],
+                        "-CAfile", ca["root"], "-timeout", "5"], capture_output=True, text=True, timeout=20)
+    out = p.stdout + p.stderr
+    assert "Response verify OK" in out and ": unknown" in out, out
+
+
+def test_foreign_issuer_unauthorized_max_age_0(ca):
     other = os.path.join(DATA, "apptainer", "certs")
     p = subprocess.run(["openssl", "ocsp", "-issuer", f"{other}/intermediate.pem", "-cert", f"{other}/leaf.pem",
                         "-no_nonce", "-reqout", "/dev/stdout"], capture_output=True)
-    assert _status(_post(ca["url"], p.stdout).content) == "UNAUTHORIZED"
+    r = _post(ca["url"], p.stdout)
+    assert _status(r.content) == "UNAUTHORIZED" and "max-age=0" in r.headers["Cache-Control"]
+    # our issuer's name with another key (or the reverse) is another issuer: unauthorized
+    issuer = x509.load_pem_x509_certificate(open(ca["issuer"], "rb").read())
+    from sifguard.ca.ocsp_response import issuer_hashes
+    nh, kh = issuer_hashes(issuer, "sha1")
+    for bad in ((nh, b"\x00" * 20), (b"\x00" * 20, kh)):
+        der = ocsp.OCSPRequestBuilder().add_certificate_by_hash(*bad, 0xDEADBEEF, hashes.SHA1()).build()
+        assert _status(_post(ca["url"], der.public_bytes(serialization.Encoding.DER)).content) == "UNAUTHORIZED"
 
 
 MALFORMED = [
@@ -467,11 +518,18 @@ def test_intermediate_status_answered_by_root(ca):
     resp = ocsp.load_der_ocsp_response(_post(ca["url"], der).content)
     assert resp.certificate_status == ocsp.OCSPCertStatus.GOOD
     assert resp.responder_name == root.subject or resp.responder_key_hash
-    # the leaf issuer's responder never vouches for a root-issued serial, nor the reverse
+    # the leaf issuer's responder never vouches for a root-issued serial: the intermediate
+    # never issued it, so it answers a signed `unknown` (was `unauthorized`, see above)
     from sifguard.ca.ocsp_response import issuer_hashes
     nh, kh = issuer_hashes(inter, "sha1")
     der = ocsp.OCSPRequestBuilder().add_certificate_by_hash(nh, kh, inter.serial_number, hashes.SHA1()).build()
-    assert _status(_post(ca["url"], der.public_bytes(serialization.Encoding.DER)).content) == "UNAUTHORIZED"
+    resp = ocsp.load_der_ocsp_response(_post(ca["url"], der.public_bytes(serialization.Encoding.DER)).content)
+    assert resp.certificate_status == ocsp.OCSPCertStatus.UNKNOWN
+    # nor the root for a leaf serial (the root issued only the intermediate)
+    nh, kh = issuer_hashes(root, "sha1")
+    der = ocsp.OCSPRequestBuilder().add_certificate_by_hash(nh, kh, leaf(ca, "alice").serial_number, hashes.SHA1())
+    resp = ocsp.load_der_ocsp_response(_post(ca["url"], der.build().public_bytes(serialization.Encoding.DER)).content)
+    assert resp.certificate_status == ocsp.OCSPCertStatus.UNKNOWN and resp.responder_key_hash is not None
 
 
 def test_export_request_paths_with_trailing_slash(tmp_path):

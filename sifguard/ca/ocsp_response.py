@@ -19,14 +19,14 @@ from sifguard.ca.profiles import REASONS, sig_hash
 MAX_REQUEST = 64 * 1024
 HASHES = {"sha1": hashes.SHA1, "sha256": hashes.SHA256, "sha384": hashes.SHA384, "sha512": hashes.SHA512}
 
-# serial -> (status, revoked_at, reason) or None when the CA never issued it
+# serial -> (status, revoked_at, reason) or None when the CA never issued it (answered `unknown`)
 StatusLookup = Callable[[int], "tuple[str, int | None, str | None] | None"]
 
 
 @dataclass(frozen=True)
 class Answer:
     der: bytes
-    status: str                       # good | revoked | unauthorized | malformedRequest | internalError
+    status: str                       # good | revoked | unknown | unauthorized | malformedRequest | internalError
     this_update: dt.datetime | None = None
     next_update: dt.datetime | None = None
     cacheable: bool = False           # no nonce: the same bytes may answer the same question again
@@ -118,15 +118,18 @@ class Signer:
         return q.alg in self._hashes and self._hashes[q.alg] == (q.issuer_name_hash, q.issuer_key_hash)
 
     def answer(self, q: Question, lookup: StatusLookup, now: dt.datetime) -> Answer:
+        """`unauthorized` (unsigned) for an issuer this signer does not serve; for its own
+        issuer a signed answer: `good`, `revoked`, or `unknown` for a serial it never issued
+        (RFC 6960 §2.2) — a signed `unknown` is never cacheable, so it is not pre-signed."""
         if not self.serves(q):
             return UNAUTHORIZED
         rec = lookup(q.serial)
-        if rec is None:
-            return UNAUTHORIZED
-        status, revoked_at, reason = rec
+        status, revoked_at, reason = rec if rec is not None else ("unknown", None, None)
         this_update = now - dt.timedelta(minutes=1)   # small back-dating for client clock skew
         next_update = now + self.validity
-        if status == "revoked":
+        if status == "unknown":
+            cert_status, rtime, rreason = ocsp.OCSPCertStatus.UNKNOWN, None, None
+        elif status == "revoked":
             cert_status = ocsp.OCSPCertStatus.REVOKED
             rtime = dt.datetime.fromtimestamp(revoked_at, dt.timezone.utc)
             this_update = max(this_update, min(rtime, now))   # never claim knowledge from before the revocation
@@ -143,7 +146,7 @@ class Signer:
             b = b.add_extension(x509.OCSPNonce(q.nonce), critical=False)
         resp = b.sign(self.key, sig_hash(self.key))
         return Answer(resp.public_bytes(serialization.Encoding.DER), status, this_update, next_update,
-                      cacheable=q.nonce is None)
+                      cacheable=q.nonce is None and status != "unknown")
 
 
 def minimal_request(cert_serial: int, issuer: x509.Certificate, alg: str) -> bytes:

@@ -61,7 +61,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--der", action="store_true", help="DER instead of PEM for --out / stdout")
     p.add_argument("--next-update-hours", type=int, help="override the configured nextUpdate")
 
-    p = p_("serve", "serve OCSP, CRLs and CA certificates over HTTP (uWSGI)", cmd_serve)
+    p = p_("serve", "serve OCSP, CRLs and CA certificates over HTTP", cmd_serve)
     p.add_argument("--listen", default="127.0.0.1:8080", metavar="HOST:PORT")
     p.add_argument("--sign-with", choices=("responder", "issuer"), default="responder",
                    help="sign OCSP answers with the delegated responder cert (default) or the issuing CA "

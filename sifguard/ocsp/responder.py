@@ -1,8 +1,8 @@
 """The CA's HTTP service as a WSGI application: OCSP (RFC 6960 POST, RFC 5019 GET),
 CRLs and CA certificates at the URLs baked into issued certificates.
 
-`make_app(ca_dir)` is importable for any WSGI server; `sifguard ca serve` runs it on
-uWSGI. Every request reads the certificate's current status from SQLite (one
+`make_app(ca_dir)` is importable for any WSGI server; `sifguard ca serve` runs it behind
+its own asyncio front (sifguard/ocsp/server.py, front.py). Every request reads the certificate's current status from SQLite (one
 indexed read), so a revocation is visible on the next request without a restart;
 answers to nonce-less requests are pre-signed, shared by all worker processes through
 the CA database (so every worker returns the same bytes and ETag) and re-signed once
@@ -28,7 +28,20 @@ from sifguard.ca import ocsp_response as oc
 from sifguard.ca import store as castore
 
 OCSP_TYPE = "application/ocsp-response"
-application = None   # set by `sifguard ca serve` before the server forks (see ocsp/server.py)
+
+
+_validators: dict[bytes, tuple[str, str, str]] = {}   # per worker: der -> (ETag, Expires, Last-Modified)
+
+
+def _cache_validators(ans: "oc.Answer") -> tuple[str, str, str]:
+    """The cacheable answer's ETag and dates, computed once per pre-signed answer."""
+    v = _validators.get(ans.der)
+    if v is None:
+        if len(_validators) > 4096:
+            _validators.clear()
+        v = _validators[ans.der] = (f'"{hashlib.sha256(ans.der).hexdigest()[:32]}"', _http_date(ans.next_update),
+                                    _http_date(ans.this_update))
+    return v
 
 
 def _http_date(t: dt.datetime) -> str:
@@ -98,8 +111,8 @@ class ResponderApp:
             return signer.answer(q, lambda s: self.lookup(s, name == "root"), now)
         with self.lock:
             rec, cached = self.store.status_and_cached(q.serial, q.alg, name)
-        if rec is None:
-            return oc.UNAUTHORIZED
+        if rec is None:   # our issuer, a serial it never issued: signed `unknown`, never stored
+            return signer.answer(q, lambda _s: None, now)
         ts = now.timestamp()
         if cached and cached[0] == json.dumps(list(rec)) and cached[2] - ts > signer.validity.total_seconds() / 2:
             return oc.Answer(cached[3], rec[0], dt.datetime.fromtimestamp(cached[1], dt.timezone.utc),
@@ -133,10 +146,9 @@ class ResponderApp:
 
     # --- WSGI ---------------------------------------------------------------
     def __call__(self, environ, start_response):
-        def start(status, headers, *exc):
-            # uWSGI's HTTP front closes every connection after one answer: say so, or
-            # HTTP/1.1 clients reuse the socket and race the close (connection resets).
-            return start_response(status, headers + [("Connection", "close")], *exc)
+        # No hop-by-hop headers here (PEP 3333): the server decides persistence and says
+        # `Connection: close` on a connection's last answer (sifguard/ocsp/front.py).
+        start = start_response
         try:
             return self._route(environ, start)
         except Exception as e:  # noqa: BLE001 - never a 500 for OCSP clients: internalError instead
@@ -171,7 +183,7 @@ class ResponderApp:
             return self._plain(start_response, "200 OK", text, "text/plain", "no-store")
         raw = environ.get("REQUEST_URI") or environ.get("RAW_URI") or ""
         ans = self.answer(decode_get_path(raw.split("?")[0] if raw.startswith("/") else path))
-        etag = f'"{hashlib.sha256(ans.der).hexdigest()[:32]}"'
+        etag = _cache_validators(ans)[0] if ans.cacheable else f'"{hashlib.sha256(ans.der).hexdigest()[:32]}"'
         if ans.cacheable and environ.get("HTTP_IF_NONE_MATCH") == etag:
             start_response("304 Not Modified", [("ETag", etag)])
             return [b""]
@@ -195,10 +207,9 @@ class ResponderApp:
         if ans.cacheable and ans.next_update is not None:
             now = dt.datetime.now(dt.timezone.utc)
             max_age = max(0, int((ans.next_update - now).total_seconds()))
+            etag, expires, last_modified = _cache_validators(ans)
             headers += [("Cache-Control", f"max-age={max_age}, public, no-transform, must-revalidate"),
-                        ("Expires", _http_date(ans.next_update)),
-                        ("Last-Modified", _http_date(ans.this_update)),
-                        ("ETag", etag or f'"{hashlib.sha256(ans.der).hexdigest()[:32]}"')]
+                        ("Expires", expires), ("Last-Modified", last_modified), ("ETag", etag)]
         elif ans.next_update is not None:
             headers.append(("Cache-Control", "no-cache, no-store"))   # nonce'd: for this client only
         else:

@@ -45,17 +45,18 @@ def wait_up(p, proc, body):
     sys.exit("server did not start")
 
 
-def ab(url, n, c, post=None):
+def ab(url, n, c, post=None, keepalive=True):
     """Requests/s from ApacheBench with keep-alive offered (-k): a server that closes
     after each answer (openssl ocsp speaks HTTP/1.0) just gets a new connection.
-    Bounded by count and by a 30 s time limit."""
-    cmd = ["ab", "-q", "-k", "-t", "30", "-n", str(n), "-c", str(c), "-s", "10"]   # -n after -t: -t resets it
+    Without keep-alive every request opens a connection (as `openssl ocsp` and one-shot
+    clients do). Bounded by count and by a 30 s time limit."""
+    cmd = ["ab", "-q"] + (["-k"] if keepalive else []) + ["-t", "30", "-n", str(n), "-c", str(c), "-s", "10"]
     if post:
         cmd += ["-p", post, "-T", "application/ocsp-request"]
     p = subprocess.run(cmd + [url], capture_output=True, text=True, timeout=60)
     out = p.stdout
     if "Requests per second" not in out:
-        sys.exit(f"ab failed against {url}: {p.stderr.strip() or out[-300:]}")
+        raise RuntimeError(f"ab failed against {url}: {p.stderr.strip() or out[-300:]}")
     rps = float(re.search(r"Requests per second:\s+([\d.]+)", out).group(1))
     # ab counts a body whose length differs from the first one as "failed (Length)": ECDSA
     # signatures vary in length, so only connect/receive/exception failures count here.
@@ -145,6 +146,18 @@ def main():
                     base = base or rps
                     print(f"c={c:<3} {name:<28} {rps:9.0f} req/s  ratio {rps / base:5.2f}  "
                           f"({done} requests, {bad} errors)")
+            print("ab without -k: a new connection for every request")
+            for c in (8, 32):
+                base = None
+                for name, url, post in contenders[:2]:
+                    try:
+                        rps, bad, done = ab(url, a.requests // 2, c, post, keepalive=False)
+                    except RuntimeError as e:     # openssl ocsp stalls under c=32 new connections
+                        print(f"c={c:<3} {name:<28} failed: {str(e)[:90]}")
+                        continue
+                    base = base or rps
+                    print(f"c={c:<3} {name:<28} {rps:9.0f} req/s  ratio {rps / base:5.2f}  "
+                          f"({done} requests, {bad} errors)")
         finally:
             for p in procs:
                 p.terminate()
@@ -156,4 +169,7 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except RuntimeError as e:
+        sys.exit(str(e))
