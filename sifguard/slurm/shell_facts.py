@@ -1,0 +1,469 @@
+"""What a script makes certain about its own variables, working directory, functions and
+aliases (pure; a pass over the whole tree before any command is judged).
+
+A variable's value is certain at a use only when it is assigned exactly once in the
+whole script, at top level, unconditionally, with a static value, textually before the
+use (for a use inside a function: before the function's definition), and never written
+any other way — `read`, `for`/`select`, `mapfile`, `getopts`, `printf -v`, `wait -p`,
+`unset`, `let`/arithmetic, `${V:=…}`, `local`/`declare` with attributes, assignments in
+conditionals, loops, functions, subshells, pipelines or as a command prefix. A variable
+the script never writes takes its value from the caller's `base` (the job's submission
+environment, or the enclosing script for nested text). `eval`, `source`/`.`, `trap`,
+`enable`, namerefs, a command named at run time, and arithmetic that may evaluate a
+string are barriers: after one, no variable is certain. The working directory follows
+the same rule with `cd`/`pushd`/`popd`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Callable
+
+from sifguard.slurm import shell_parse as sp
+from sifguard.slurm.shell_words import UNSET, Dyn, fields, scalar
+
+# Names bash or Slurm set at run time, whatever the submission environment says.
+SHELL_SET = frozenset("""BASH BASHOPTS BASHPID BASH_ALIASES BASH_ARGC BASH_ARGV BASH_ARGV0 BASH_CMDS BASH_COMMAND
+    BASH_LINENO BASH_REMATCH BASH_SOURCE BASH_SUBSHELL BASH_VERSINFO BASH_VERSION COMP_WORDS DIRSTACK EPOCHREALTIME
+    EPOCHSECONDS EUID FUNCNAME GROUPS HISTCMD HOSTNAME HOSTTYPE LINENO MACHTYPE OLDPWD OPTARG OPTIND OSTYPE
+    PIPESTATUS PPID PWD RANDOM READLINE_LINE REPLY SECONDS SHELLOPTS SHLVL SRANDOM UID IFS PATH ENVIRONMENT
+    TMPDIR CUDA_VISIBLE_DEVICES GPU_DEVICE_ORDINAL ROCR_VISIBLE_DEVICES ZE_AFFINITY_MASK MAPFILE
+    COLUMNS LINES""".split())
+RUNTIME_PREFIXES = ("SLURM", "PMI", "PMIX", "OMPI", "MPI", "BASH_FUNC_", "SINGULARITY", "APPTAINER")
+# Slurm-set names whose value the controller knows (jobinfo fills them from the job record).
+TRUSTED_RUNTIME = frozenset({"SLURM_SUBMIT_DIR", "SLURM_JOB_ID"})
+BARRIER_COMMANDS = frozenset({"eval", "source", ".", "enable", "trap"})
+_INT = re.compile(r"^-?[0-9]+$")
+_NOLOOKUP: Callable = lambda name, node: None      # noqa: E731 - literal words only
+
+
+@dataclass
+class Write:
+    pos: int                 # effective position
+    end: int
+    simple: bool = False     # top-level, unconditional, plain `=`
+    node: object = None      # value node of a simple write (evaluated lazily)
+    intlike: bool = False    # an integer (arithmetic result) whatever happens
+
+
+@dataclass
+class Facts:
+    src: bytes
+    base: Callable           # name -> str | UNSET | None, for names the script never writes
+    start_cwd: str | None
+    writes: dict = field(default_factory=dict)
+    barriers: list = field(default_factory=list)       # positions after which no variable is certain
+    cwd_events: list = field(default_factory=list)     # (pos, target str | None)
+    functions: set = field(default_factory=set)
+    alias_from: int | None = None                      # aliases may expand after this position
+    alias_names: set | None = field(default_factory=set)   # None: any word may be an alias
+    alias_seen: bool = False
+    alias_enabled: bool = False
+    ifs_changed: bool = False
+    path_changed: bool = False
+    arith_refs: list = field(default_factory=list)     # (pos, names) evaluated as arithmetic
+    _cache: dict = field(default_factory=dict)
+    _busy: set = field(default_factory=set)
+
+    # -- queries -------------------------------------------------------------------------
+    def barrier_before(self, pos: int) -> bool:
+        return any(b < pos for b in self.barriers)
+
+    def value_at(self, name: str, pos: int):
+        """str | UNSET | None (not certain) for `$name` used at byte position pos."""
+        if self.barrier_before(pos):
+            return None
+        ws = self.writes.get(name)
+        if not ws:
+            return self.base(name)
+        if len(ws) != 1 or not ws[0].simple or ws[0].end > pos:
+            return None
+        w = ws[0]
+        key = id(w)
+        if key in self._cache:
+            return self._cache[key]
+        if key in self._busy:
+            return None
+        self._busy.add(key)
+        try:
+            v = UNSET if w.node is None else scalar(self.src, w.node, self.lookup)
+        finally:
+            self._busy.discard(key)
+        self._cache[key] = v
+        return v
+
+    def lookup(self, name: str, node):
+        return self.value_at(name, sp.use_pos(node))
+
+    def child_lookup(self, pos: int) -> Callable:
+        """Values a child shell started at pos inherits: only names the script never
+        touches and that are certain in the base (exported script variables are not
+        followed: deferred, never guessed)."""
+        def look(name: str, node=None):
+            if name in self.writes or self.barrier_before(pos):
+                return None
+            return self.base(name)
+        return look
+
+    def same_shell_lookup(self, pos: int) -> Callable:
+        """Values text evaluated at pos in this same shell (eval, trap) sees."""
+        return lambda name, node=None: self.value_at(name, pos)
+
+    def cwd_at(self, pos: int) -> str | None:
+        cwd = self.start_cwd
+        for p, target in self.cwd_events:
+            if p >= pos or cwd is None:
+                continue
+            if target is not None and not isinstance(target, str):       # a word with variables
+                r = fields(self.src, target, lambda nm, _n, p=p: self.value_at(nm, p))
+                target = r[0] if isinstance(r, list) and len(r) == 1 else None
+                if target is not None and not target.startswith("/") and (
+                        "CDPATH" in self.writes or self.base("CDPATH") is not UNSET):
+                    target = None
+            cwd = None if target is None else os.path.normpath(os.path.join(cwd, target))
+        return cwd
+
+    def aliased(self, word, pos: int) -> bool:
+        if not self.alias_enabled or self.alias_from is None or pos <= self.alias_from:
+            return False
+        return self.alias_names is None or not isinstance(word, str) or word in self.alias_names
+
+
+def collect(src: bytes, root, base: Callable, start_cwd: str | None, *, inherited_functions=frozenset(),
+            startup: bool = False, posix: bool = False) -> Facts:
+    f = Facts(src, base, start_cwd)
+    f.functions |= set(inherited_functions)
+    f.alias_enabled = posix
+    if startup:
+        f.barriers.append(-1)
+        f.cwd_events.append((-1, None))
+    stack = [root]
+    while stack:
+        n = stack.pop()
+        t = n.type
+        if t == "variable_assignment":
+            _assignment(f, n)
+        elif t == "declaration_command":
+            _declaration(f, n)
+        elif t == "unset_command":
+            _unset(f, n)
+        elif t == "command":
+            _command(f, n)
+        elif t == "for_statement":
+            v = n.child_by_field_name("variable")
+            if v is not None:
+                _write(f, sp.node_text(src, v), n)
+        elif t == "function_definition":
+            nm = n.child_by_field_name("name")
+            if nm is not None:
+                f.functions.add(sp.node_text(src, nm))
+        elif t == "expansion":
+            ops = [c.type for c in n.children if not c.is_named]
+            if ":=" in ops or "=" in ops:
+                v = next((c for c in n.named_children if c.type == "variable_name"), None)
+                if v is not None:
+                    _write(f, sp.node_text(src, v), n)
+        elif t in ("arithmetic_expansion", "c_style_for_statement", "subscript") or (
+                t == "compound_statement" and n.children and n.children[0].type == "(("):
+            names = _arith_names(src, n.child_by_field_name("index") if t == "subscript" else n)
+            for name in names:
+                _write(f, name, n, intlike=True)
+            f.arith_refs.append((sp.effective_pos(n), names))
+        elif t == "test_command":
+            txt = sp.node_text(src, n)
+            if re.search(r"\s-(eq|ne|lt|le|gt|ge)\s", txt):
+                names = set(re.findall(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)", txt)) | \
+                    {m for m in re.findall(r"(?<![$\w-])([A-Za-z_][A-Za-z0-9_]*)", txt)}
+                f.arith_refs.append((sp.effective_pos(n), names))
+        elif t == "heredoc_redirect" or t == "redirected_statement" or t == "file_redirect":
+            txt = sp.node_text(src, n)
+            for m in re.finditer(r"\{([A-Za-z_][A-Za-z0-9_]*)\}[<>]", txt):     # {fd}>file
+                _write(f, m.group(1), n)
+        stack.extend(n.children)
+    _arith_barriers(f)
+    f.cwd_events.sort(key=lambda e: e[0])
+    return f
+
+
+def _write(f: Facts, name: str, node, simple: bool = False, value=None, intlike: bool = False) -> None:
+    if name == "IFS":
+        f.ifs_changed = True
+    if name == "PATH":
+        f.path_changed = True
+    if name in ("POSIXLY_CORRECT",):
+        f.alias_enabled = True
+    f.writes.setdefault(name, []).append(Write(sp.effective_pos(node), node.end_byte, simple, value, intlike))
+
+
+def _assignment(f: Facts, n) -> None:
+    src = f.src
+    name_node = n.child_by_field_name("name")
+    if name_node is None:
+        return
+    if name_node.type == "subscript":
+        inner = name_node.child_by_field_name("name")
+        if inner is not None:
+            _write(f, sp.node_text(src, inner), n)
+        return
+    name = sp.node_text(src, name_node)
+    value = n.child_by_field_name("value")
+    plus = any(c.type == "+=" for c in n.children)
+    parent = n.parent
+    stmt = parent.parent if parent is not None and parent.type == "variable_assignments" else n
+    if parent is not None and parent.type == "command":
+        if name != "IFS":
+            _write(f, name, n)          # prefix: for that command only, but not tracked
+        else:
+            f.writes.setdefault(name, []).append(Write(sp.effective_pos(n), n.end_byte))
+        return
+    if parent is not None and parent.type == "declaration_command":
+        return                          # handled with its options
+    simple = (stmt is not None and sp.is_top_level(stmt if stmt is not n else n) and not plus
+              and (value is None or value.type != "array"))
+    intlike = value is not None and bool(_INT.match(sp.node_text(src, value)))
+    _write(f, name, n, simple, value, intlike)
+
+
+def _declaration(f: Facts, n) -> None:
+    src = f.src
+    kw = n.children[0].type if n.children else ""
+    opts = ""
+    top = sp.is_top_level(n) and kw != "local"
+    for c in n.named_children:
+        txt = sp.node_text(src, c)
+        if c.type == "word" and txt[:1] in "-+":
+            opts += txt[1:]
+            continue
+        if "n" in opts:
+            f.barriers.append(sp.effective_pos(n))
+        if "f" in opts or "F" in opts:
+            continue
+        if c.type == "variable_assignment":
+            name_node = c.child_by_field_name("name")
+            value = c.child_by_field_name("value")
+            if name_node is None or name_node.type != "variable_name":
+                f.barriers.append(sp.effective_pos(n))
+                continue
+            name = sp.node_text(src, name_node)
+            plain = set(opts) <= set("xrgp") and not any(ch.type == "+=" for ch in c.children)
+            if "i" in opts:
+                f.barriers.append(sp.effective_pos(n))
+            _write(f, name, c, top and plain and (value is None or value.type != "array"), value,
+                   value is not None and bool(_INT.match(sp.node_text(src, value))))
+        elif c.type == "variable_name":
+            name = sp.node_text(src, c)
+            if kw in ("local", "typeset", "declare") and (kw == "local" or set(opts) - set("xrgp")):
+                _write(f, name, c)
+        else:
+            f.barriers.append(sp.effective_pos(n))      # a name computed at run time
+
+
+def _unset(f: Facts, n) -> None:
+    opts = ""
+    for c in n.named_children:
+        txt = sp.node_text(f.src, c)
+        if txt.startswith("-"):
+            opts += txt[1:]
+            continue
+        if "f" in opts:
+            continue
+        if c.type in ("variable_name", "word") and re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", txt):
+            _write(f, txt, n)
+        else:
+            f.barriers.append(sp.effective_pos(n))
+
+
+def _static_words(f: Facts, n) -> list:
+    out = []
+    for c in [n.child_by_field_name("name"), *n.children_by_field_name("argument")]:
+        if c is None:
+            continue
+        if c.type == "command_name":
+            c = c.named_children[0] if c.named_children else c
+        r = fields(f.src, c, _NOLOOKUP)
+        out += r if isinstance(r, list) else [r]
+    return out
+
+
+def _command(f: Facts, n) -> None:
+    words = _static_words(f, n)
+    if not words:
+        return
+    pos = sp.effective_pos(n)
+    head = words[0]
+    if isinstance(head, Dyn):
+        f.barriers.append(pos)                  # could be read, eval, cd, declare …
+        f.cwd_events.append((pos, None))
+        return
+    name = os.path.basename(head) if head not in (".",) else "."
+    args = words[1:]
+    if name in BARRIER_COMMANDS:
+        if name == "trap" and (not args or args[0] in ("-l", "-p") or args[0] == "-"):
+            return
+        f.barriers.append(pos)
+        f.cwd_events.append((pos, None))
+        if name in ("source", "."):
+            f.alias_enabled = f.alias_enabled or True
+            f.alias_from = pos if f.alias_from is None else min(f.alias_from, pos)
+            f.alias_names = None
+    elif name == "read":
+        _named_args(f, n, args, "adinNptu", "ers", default="REPLY", arrays="a")
+    elif name in ("mapfile", "readarray"):
+        if any(isinstance(a, str) and a.startswith("-") and "C" in a for a in args):
+            f.barriers.append(pos)
+        _named_args(f, n, args, "dnOsuCc", "t", default="MAPFILE", last_only=True)
+    elif name == "getopts":
+        if len(args) >= 2:
+            for a in (args[1], "OPTARG", "OPTIND"):
+                if isinstance(a, str):
+                    _write(f, a, n)
+                else:
+                    f.barriers.append(pos)
+    elif name in ("printf", "wait"):
+        flag = "-v" if name == "printf" else "-p"
+        for i, a in enumerate(args[:-1]):
+            if a == flag:
+                if isinstance(args[i + 1], str) and re.match(r"^[A-Za-z_]\w*$", args[i + 1]):
+                    _write(f, args[i + 1], n)
+                else:
+                    f.barriers.append(pos)
+    elif name == "let":
+        names = set()
+        for a in args:
+            if not isinstance(a, str):
+                f.barriers.append(pos)
+                continue
+            names |= set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", a))
+        for nm in names:
+            _write(f, nm, n, intlike=True)
+        f.arith_refs.append((pos, names))
+    elif name in ("cd", "pushd", "popd"):
+        f.cwd_events.append((pos, _cd_target(f, n, name, args)))
+    elif name == "alias":
+        defs = [a for a in args if not (isinstance(a, str) and a.startswith("-"))]
+        if defs:
+            f.alias_seen = True
+            f.alias_from = pos if f.alias_from is None else min(f.alias_from, pos)
+            for a in defs:
+                if not isinstance(a, str) or "=" not in a:
+                    if isinstance(a, str):
+                        continue            # `alias name` prints it
+                    f.alias_names = None
+                    continue
+                nm, _, val = a.partition("=")
+                if f.alias_names is not None:
+                    f.alias_names.add(nm)
+                if val[-1:] in (" ", "\t"):
+                    f.alias_names = None    # the next word is alias-expanded too
+    elif name == "shopt":
+        if args and args[0] == "-s" and any(a == "expand_aliases" or isinstance(a, Dyn) for a in args[1:]):
+            f.alias_enabled = True
+    elif name == "set":
+        for i, a in enumerate(args):
+            if isinstance(a, Dyn) or (a == "-o" and i + 1 < len(args) and args[i + 1] in ("posix",)):
+                f.alias_enabled = True
+    elif name == "hash" and "-p" in args:
+        f.path_changed = True
+
+
+def _cd_target(f: Facts, n, name: str, args: list) -> str | None:
+    """The directory a certain, top-level `cd` moves to (relative to the current one), else None."""
+    if name != "cd":
+        return None
+    stmt = n
+    parent = n.parent
+    if parent is not None and parent.type == "list":
+        # `cd DIR || exit …` at top level: afterwards the directory is DIR
+        kids = parent.children
+        if not (len(kids) == 3 and kids[0] == n and kids[1].type == "||" and kids[2].type == "command"
+                and sp.node_text(f.src, kids[2]).split()[:1] in (["exit"], ["return"])):
+            return None
+        stmt = parent
+    if not sp.is_top_level(stmt):
+        return None
+    rest = list(args)
+    while rest and isinstance(rest[0], str) and rest[0] in ("-L", "-P", "-e", "-@", "--"):
+        if rest.pop(0) == "--":
+            break
+    if not rest:
+        home = f.base("HOME") if "HOME" not in f.writes else None
+        return home if isinstance(home, str) else None
+    if len(rest) != 1:
+        return None
+    target = rest[0]
+    if isinstance(target, Dyn):
+        if not target.one:
+            return None
+        arg_nodes = n.children_by_field_name("argument")
+        return arg_nodes[-1] if arg_nodes else None     # evaluated in cwd_at, with the facts then certain
+    if target == "-" or (not target.startswith(("/", "./", "../")) and target not in (".", "..")
+                         and _cdpath_maybe(f)):
+        return None
+    return target
+
+
+def _cdpath_maybe(f: Facts) -> bool:
+    return "CDPATH" in f.writes or f.base("CDPATH") is not UNSET
+
+
+def _named_args(f: Facts, n, args: list, value_opts: str, flag_opts: str, default: str,
+                arrays: str = "", last_only: bool = False) -> None:
+    names, i = [], 0
+    while i < len(args):
+        a = args[i]
+        if isinstance(a, Dyn):
+            f.barriers.append(sp.effective_pos(n))
+            return
+        if a.startswith("-") and len(a) > 1:
+            j = 1
+            while j < len(a):
+                if a[j] in value_opts:
+                    if j + 1 == len(a):
+                        i += 1
+                        if a[j] in arrays and i < len(args):
+                            names.append(args[i])
+                    elif a[j] in arrays:
+                        names.append(a[j + 1:])
+                    break
+                j += 1
+            i += 1
+            continue
+        names.append(a)
+        i += 1
+    if last_only:
+        names = names[-1:]
+    for nm in names or [default]:
+        if isinstance(nm, str) and re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", nm):
+            _write(f, nm, n)
+        else:
+            f.barriers.append(sp.effective_pos(n))
+
+
+def _arith_names(src: bytes, n) -> set:
+    out, stack = set(), [n] if n is not None else []
+    while stack:
+        c = stack.pop()
+        if c.type in ("variable_name", "word"):
+            t = sp.node_text(src, c)
+            if re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", t):
+                out.add(t)
+        stack.extend(c.children)
+    return out
+
+
+def _arith_barriers(f: Facts) -> None:
+    """Arithmetic evaluates a variable's value as an expression (`v='IMG=3'; $((v))`
+    assigns IMG): any reference to a variable that may hold a non-number is a barrier."""
+    for pos, names in f.arith_refs:
+        for name in names:
+            ws = f.writes.get(name)
+            if ws:
+                risky = not all(w.intlike for w in ws)
+            else:
+                v = f.base(name)
+                risky = v is None or (isinstance(v, str) and not _INT.match(v.strip() or "0"))
+            if risky:
+                f.barriers.append(pos)
+                break
