@@ -227,6 +227,7 @@ def _unwrap(st: Step, budget: int) -> list[Step | Deferred]:
             base = os.path.basename(head)
             if base in NOARG:
                 st.argv = st.argv[1:]
+                st.bypass_functions = base != "builtin"
                 if base != "builtin" and st.argv and st.argv[0] in ("--help", "--version"):
                     return []
             elif base == "command":
@@ -294,6 +295,7 @@ def _unwrap(st: Step, budget: int) -> list[Step | Deferred]:
                     i = _take_operand(st.argv, i)
                 st.via.append(base)
                 st.argv = st.argv[i:]
+                st.bypass_functions = base != "time"      # the others are programs: they exec, never call
                 continue
             else:
                 return [st]

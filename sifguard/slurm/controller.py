@@ -70,6 +70,10 @@ def decide_job(cfg: hookconf.HookConfig, job: jobinfo.Job, engine) -> list[str]:
     for f in found.found:
         base = {"time": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"), "hook": "prolog-slurmctld",
                 "job": job.job_id, "context": ctx.as_dict(), "line": f.line, "command": f.text[:500]}
+        if f.error:
+            reasons.append(f"line {f.line}: {f.program or f.tool}: {f.error}")
+            _audit(engine, base | {"decision": "refuse", "reason": reasons[-1]})
+            continue
         if not f.resolved:
             _audit(engine, base | {"decision": "deferred", "reason": f.note})
             continue

@@ -56,6 +56,8 @@ DATA_COMMANDS = {
 _COULD_INVOKE = re.compile(r"apptainer|singularity|sif|[$`]|eval|source|\bsh\b|bash|zsh|ksh|srun|mpi|prun|"
                            r"xargs|exec|find|(^|[\s;&|(])\.\s")
 _SENT = "\0dyn"
+_NAMES_RUNTIME = re.compile(r"apptainer|singularity|\.sif")
+_SPECIAL = {"eval", "trap", "source", "."}
 
 
 @dataclass
@@ -179,8 +181,9 @@ class _Scanner:
             for f in self.out[start:]:
                 if f.resolved:
                     f.resolved = False
-                    f.note = "; ".join(x for x in (why, f"error: {f.error}" if f.error else "", f.note) if x)
-                    f.error = ""
+                    f.note = "; ".join(x for x in (why, f"image as parsed: {f.image}" if f.image else "",
+                                                   f"error: {f.error}" if f.error else "", f.note) if x)
+                    f.error, f.image = "", None
             for b in bad[:10]:
                 t = sp.node_text(src, b)
                 if _COULD_INVOKE.search(t) or b.is_missing:
@@ -352,6 +355,9 @@ class _Scanner:
             if _COULD_INVOKE.search(text):
                 self.defer_text(line, text, "the parser split a word that bash keeps whole")
             return
+        head = fields(self.src, nodes[0], self.facts.lookup, ifs_certain=not self.facts.ifs_changed)
+        if isinstance(head, list) and len(head) == 1 and self.plain(head[0], n) and not _NAMES_RUNTIME.search(text):
+            return          # an ordinary program given nothing that looks like a container: nothing to judge
         argv = self.argv_of(n)
         if not argv:
             return
@@ -373,6 +379,12 @@ class _Scanner:
                     self.defer_text(line, text, step.note)
                 continue
             self.judge(step, n, line, text, cwd, stdin, pos)
+
+    def plain(self, head: str, n) -> bool:
+        base = os.path.basename(head)
+        return not (base in RUNNERS or base in ALL_NAMES or base in SHELLS or base in _SPECIAL or
+                    head.endswith(".sif") or head in self.facts.functions or
+                    self.facts.aliased(head, sp.use_pos(n)))
 
     def judge(self, st: Step, n, line: int, text: str, cwd, stdin, pos: int) -> None:
         head = st.argv[0]
@@ -554,6 +566,9 @@ class _Scanner:
     def output_of(self, n, stdin) -> str | None:
         """What a command writes to a pipe, when it is certain (echo/printf/cat)."""
         if n is None or n.type != "command":
+            return None
+        name = n.child_by_field_name("name")
+        if name is None or sp.node_text(self.src, name) not in ("echo", "printf", "cat"):
             return None
         argv = self.argv_of(n)
         if not argv or any(isinstance(a, Dyn) for a in argv):

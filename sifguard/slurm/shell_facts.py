@@ -16,6 +16,7 @@ the same rule with `cd`/`pushd`/`popd`.
 
 from __future__ import annotations
 
+import bisect
 import os
 import re
 from dataclasses import dataclass, field
@@ -64,12 +65,14 @@ class Facts:
     ifs_changed: bool = False
     path_changed: bool = False
     arith_refs: list = field(default_factory=list)     # (pos, names) evaluated as arithmetic
+    first_barrier: int = 0
+    _cwd_steps: list | None = None
     _cache: dict = field(default_factory=dict)
     _busy: set = field(default_factory=set)
 
     # -- queries -------------------------------------------------------------------------
     def barrier_before(self, pos: int) -> bool:
-        return any(b < pos for b in self.barriers)
+        return bool(self.barriers) and self.first_barrier < pos
 
     def value_at(self, name: str, pos: int):
         """str | UNSET | None (not certain) for `$name` used at byte position pos."""
@@ -112,18 +115,23 @@ class Facts:
         return lambda name, node=None: self.value_at(name, pos)
 
     def cwd_at(self, pos: int) -> str | None:
-        cwd = self.start_cwd
+        if self._cwd_steps is None:
+            self._cwd_steps = self._cwd_walk()
+        i = bisect.bisect_left(self._cwd_steps, pos, key=lambda e: e[0])
+        return self.start_cwd if i == 0 else self._cwd_steps[i - 1][1]
+
+    def _cwd_walk(self) -> list:
+        steps, cwd = [], self.start_cwd
         for p, target in self.cwd_events:
-            if p >= pos or cwd is None:
-                continue
-            if target is not None and not isinstance(target, str):       # a word with variables
+            if cwd is not None and target is not None and not isinstance(target, str):   # a word with variables
                 r = fields(self.src, target, lambda nm, _n, p=p: self.value_at(nm, p))
                 target = r[0] if isinstance(r, list) and len(r) == 1 else None
                 if target is not None and not target.startswith("/") and (
                         "CDPATH" in self.writes or self.base("CDPATH") is not UNSET):
                     target = None
-            cwd = None if target is None else os.path.normpath(os.path.join(cwd, target))
-        return cwd
+            cwd = None if target is None or cwd is None else os.path.normpath(os.path.join(cwd, target))
+            steps.append((p, cwd))
+        return steps
 
     def aliased(self, word, pos: int) -> bool:
         if not self.alias_enabled or self.alias_from is None or pos <= self.alias_from:
@@ -177,13 +185,16 @@ def collect(src: bytes, root, base: Callable, start_cwd: str | None, *, inherite
                 names = set(re.findall(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)", txt)) | \
                     {m for m in re.findall(r"(?<![$\w-])([A-Za-z_][A-Za-z0-9_]*)", txt)}
                 f.arith_refs.append((sp.effective_pos(n), names))
-        elif t == "heredoc_redirect" or t == "redirected_statement" or t == "file_redirect":
-            txt = sp.node_text(src, n)
-            for m in re.finditer(r"\{([A-Za-z_][A-Za-z0-9_]*)\}[<>]", txt):     # {fd}>file
-                _write(f, m.group(1), n)
-        stack.extend(n.children)
+        elif t in ("file_redirect", "heredoc_redirect", "herestring_redirect"):
+            prev = n.prev_sibling                                   # `{fd}>file` assigns fd
+            if prev is not None and prev.end_byte == n.start_byte:
+                m = re.match(r"^\{([A-Za-z_][A-Za-z0-9_]*)\}$", sp.node_text(src, prev))
+                if m:
+                    _write(f, m.group(1), n)
+        stack.extend(n.named_children)
     _arith_barriers(f)
     f.cwd_events.sort(key=lambda e: e[0])
+    f.first_barrier = min(f.barriers, default=0)
     return f
 
 
@@ -275,9 +286,19 @@ def _unset(f: Facts, n) -> None:
             f.barriers.append(sp.effective_pos(n))
 
 
+_INTERESTING = BARRIER_COMMANDS | {"read", "mapfile", "readarray", "getopts", "printf", "wait", "let", "cd",
+                                   "pushd", "popd", "alias", "shopt", "set", "hash"}
+
+
 def _static_words(f: Facts, n) -> list:
     out = []
-    for c in [n.child_by_field_name("name"), *n.children_by_field_name("argument")]:
+    name = n.child_by_field_name("name")
+    if name is None:
+        return out
+    head = fields(f.src, name.named_children[0] if name.named_children else name, _NOLOOKUP)
+    if isinstance(head, list) and head and os.path.basename(head[0]) not in _INTERESTING:
+        return head[:1]
+    for c in [name, *n.children_by_field_name("argument")]:
         if c is None:
             continue
         if c.type == "command_name":

@@ -45,6 +45,8 @@ _SPLIT_OPS = {":-", "-", ":+", "+", ":?", "?"}
 
 def _unescape_unquoted(raw: str) -> tuple[str, str]:
     """(text, the characters that were not escaped — for glob/brace checks)."""
+    if "\\" not in raw:
+        return raw, raw
     out, bare, i = [], [], 0
     while i < len(raw):
         c = raw[i]
