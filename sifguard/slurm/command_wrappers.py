@@ -26,6 +26,7 @@ class Step:
     bypass_functions: bool = False    # `command`/`exec`/a launcher: a shell function is not called
     cwd_unknown: bool = False         # find -execdir: runs in each match's directory
     more_args: bool = False           # xargs: arguments are appended from its input
+    external: bool = False            # run by a program (env, srun …): shell builtins are not available
 
 
 @dataclass
@@ -124,6 +125,7 @@ XARGS = Spec(short_value="adEILnPs", short_flag="0prtx", short_optional="eil",
              no_command=_fs("--help --version --show-limits"))
 
 NOARG = {"nohup", "unbuffer", "builtin"}
+SHELL_BUILTINS = {"command", "exec", "builtin", "eval", "source", ".", "trap"}
 LAUNCHERS = {"srun": SRUN, "mpirun": MPI, "mpiexec": MPI, "prun": MPI, "mpiexec.hydra": MPI, "orterun": MPI}
 WRAPPERS = {"env": ENV, "nice": NICE, "timeout": TIMEOUT, "stdbuf": STDBUF, "taskset": TASKSET,
             "numactl": NUMACTL, "chrt": CHRT, "ionice": IONICE, "time": TIME, "xargs": XARGS}
@@ -225,9 +227,12 @@ def _unwrap(st: Step, budget: int) -> list[Step | Deferred]:
             if isinstance(head, Dyn):
                 return [st]
             base = os.path.basename(head)
+            if base in SHELL_BUILTINS and st.external:
+                raise _Stop(f"{base} is a shell builtin, but a program runs it here")
             if base in NOARG:
                 st.argv = st.argv[1:]
                 st.bypass_functions = base != "builtin"
+                st.external = st.external or base != "builtin"
                 if base != "builtin" and st.argv and st.argv[0] in ("--help", "--version"):
                     return []
             elif base == "command":
@@ -296,6 +301,7 @@ def _unwrap(st: Step, budget: int) -> list[Step | Deferred]:
                 st.via.append(base)
                 st.argv = st.argv[i:]
                 st.bypass_functions = base != "time"      # the others are programs: they exec, never call
+                st.external = st.external or base != "time"
                 continue
             else:
                 return [st]
@@ -326,7 +332,7 @@ def _launcher(st: Step, base: str, budget: int) -> list[Step | Deferred]:
         end = len(rest)
         if spec is MPI:
             end = next((k for k in range(i, len(rest)) if rest[k] == ":"), len(rest))
-        sub = Step(rest[i:end], chdir, st.via + [base], True, st.cwd_unknown, st.more_args)
+        sub = Step(rest[i:end], chdir, st.via + [base], True, st.cwd_unknown, st.more_args, True)
         out += _unwrap(sub, budget - 1)
         if end >= len(rest):
             return out
@@ -347,7 +353,8 @@ def _find(st: Step, budget: int) -> list[Step | Deferred]:
                 j += 1
             words = [Dyn("{}", True, "find substitutes each match") if isinstance(w, str) and "{}" in w else w
                      for w in argv[i + 1:j]]
-            sub = Step(words, list(st.chdir), st.via + ["find"], True, a.endswith("dir") or st.cwd_unknown)
+            sub = Step(words, list(st.chdir), st.via + ["find"], True, a.endswith("dir") or st.cwd_unknown,
+                       external=True)
             out += _unwrap(sub, budget - 1)
             i = j + 1
             continue

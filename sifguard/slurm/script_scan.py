@@ -58,6 +58,8 @@ _COULD_INVOKE = re.compile(r"apptainer|singularity|sif|[$`]|eval|source|\bsh\b|b
 _SENT = "\0dyn"
 _NAMES_RUNTIME = re.compile(r"apptainer|singularity|\.sif")
 _SPECIAL = {"eval", "trap", "source", "."}
+_RESERVED = {"if", "then", "elif", "else", "fi", "do", "done", "case", "esac", "while", "until", "for", "in",
+             "select", "function", "{", "}", "[[", "]]", "!", "time", "coproc"} - {"time"}
 
 
 @dataclass
@@ -168,13 +170,14 @@ class _Scanner:
             self.defer_text(self.line0, self.text[:200], "shell text nested too deeply")
             return
         self.src = src
+        self.gaps: list = []        # commands named by a reserved word: the grammar read bash differently
         tree = sp.parse(src)
         root = tree.root_node
         self.facts: Facts = collect(src, root, self.base, self.cwd0, inherited_functions=self.inherited,
                                     startup=self.startup, posix=self.posix)
         start = len(self.out)
         self.walk(root, _NO, 0)
-        bad = sp.broken(root)
+        bad = sp.broken(root) + self.gaps
         if bad:
             where = ", ".join(str(self.line0 + b.start_point.row) for b in bad[:5])
             why = f"the parser could not read this script around line {where}"
@@ -230,26 +233,22 @@ class _Scanner:
             for c in n.named_children:
                 self.walk(c, cwd, nest + 1)
 
-    def chain(self, n, cwd, nest: int):
-        """`a && b || c`: a `cd DIR &&` sets the directory for the rest of its && chain."""
-        cur, changed, op = cwd, False, None
-        for c in n.children:
+    def chain(self, n, cwd, nest: int) -> None:
+        """`a && b || c` (equal precedence, left to right): a `cd DIR &&` sets the directory
+        for the rest of its && chain; past an `||` after it, the directory is not certain."""
+        cur, changed = cwd, False
+        items = list(_flatten_list(n))
+        for i, c in enumerate(items):
             if not c.is_named:
-                op = c.type
-                if op == "||" and changed:
+                if c.type == "||" and changed:
                     cur = None
                 continue
-            if c.type == "list":
-                cur, ch = self.chain(c, cur, nest + 1)
-                changed |= ch
-                continue
             self.walk(c, cur, nest + 1)
-            nxt = c.next_sibling
+            nxt = items[i + 1] if i + 1 < len(items) else None
             if c.type == "command" and nxt is not None and nxt.type == "&&":
                 d = self.cd_target(c, cur)
                 if d is not _NO:
                     cur, changed = d, True
-        return cur, changed
 
     def cd_target(self, n, cwd):
         words = self.argv_of(n)
@@ -322,8 +321,13 @@ class _Scanner:
             return ""
         delim = sp.node_text(self.src, start)
         strip = any(c.type == "<<-" for c in r.children)
-        return heredoc_text(self.src, body, self.facts.lookup, expand=not re.search(r"['\"\\]", delim),
-                            strip_tabs=strip)
+        t = heredoc_text(self.src, body, self.facts.lookup, expand=not re.search(r"['\"\\]", delim),
+                         strip_tabs=strip)
+        if t is None:
+            return None
+        fed = _Fed(t)
+        fed.line = self.line(body)
+        return fed
 
     # -- one simple command ----------------------------------------------------------------
     def argv_of(self, n) -> list:
@@ -349,8 +353,11 @@ class _Scanner:
         if name is None:
             return
         text = sp.node_text(self.src, n)
-        line = self.line(n)
         nodes = [name.named_children[0] if name.named_children else name, *n.children_by_field_name("argument")]
+        line = self.line(nodes[0])
+        if sp.node_text(self.src, nodes[0]) in _RESERVED:
+            self.gaps.append(n)
+            return
         if sp.suspect(self.src, nodes):
             if _COULD_INVOKE.search(text):
                 self.defer_text(line, text, "the parser split a word that bash keeps whole")
@@ -373,12 +380,24 @@ class _Scanner:
             self.defer_text(line, text, "aliases may rewrite this command")
             return
         cwd = self.cwd_for(n, cwd_override)
+        if self.shadowed(argv[0], n, line, text):
+            return
         for step in unwrap(argv):
             if isinstance(step, Deferred):
                 if _COULD_INVOKE.search(text):
                     self.defer_text(line, text, step.note)
                 continue
             self.judge(step, n, line, text, cwd, stdin, pos)
+
+    def shadowed(self, head, n, line: int, text: str) -> bool:
+        """True when `head` calls one of the script's functions (judged where it is defined);
+        a function that stands in for a runtime, launcher or shell makes the call deferred."""
+        if not isinstance(head, str) or "/" in head or head not in self.facts.functions:
+            return False
+        if head in RUNNERS or head in ALL_NAMES or head in SHELLS or head.endswith(".sif") or head in _SPECIAL:
+            self.defer_text(line, text, f"calls the script's own function '{head}', which shadows the command",
+                            program=head)
+        return True
 
     def plain(self, head: str, n) -> bool:
         base = os.path.basename(head)
@@ -396,11 +415,10 @@ class _Scanner:
         if st.cwd_unknown:
             cwd = None
         base = os.path.basename(head)
-        if "/" not in head and not st.bypass_functions and head in self.facts.functions:
-            if head in RUNNERS or head in ALL_NAMES or head in SHELLS or head.endswith(".sif") or \
-                    head in ("eval", "source", "."):
-                self.defer_text(line, text, f"calls the script's own function '{head}', which shadows the command",
-                                program=head)
+        if st.via and not st.bypass_functions and self.shadowed(head, n, line, text):
+            return
+        if st.external and head in _SPECIAL:
+            self.defer_text(line, text, f"{head} is a shell builtin, but a program runs it here")
             return
         if base in RUNNERS:
             rargv = ["singularity", "run", *st.argv[1:]] if base == "run-singularity" else list(st.argv)
@@ -436,7 +454,7 @@ class _Scanner:
 
     def note_for(self, pos: int) -> str:
         notes = []
-        if self.facts.barrier_before(pos):
+        if self.facts.barrier_before(pos) or self.facts.startup:
             notes.append("code the scanner does not read (source, eval, a startup file) runs before this: "
                           "a shell function may stand in for the command")
         if self.facts.path_changed:
@@ -544,7 +562,7 @@ class _Scanner:
         elif ops and not from_stdin:
             self.defer_text(line, text, f"runs the script {_show(ops[0])}, which the scanner does not read")
         elif isinstance(stdin, str):
-            self.child(stdin, child, cwd, line, startup)
+            self.child(stdin, child, cwd, getattr(stdin, "line", 0) or line, startup)
         else:
             self.defer_text(line, text, "the shell reads commands from an input the scanner cannot see")
 
@@ -597,6 +615,19 @@ class _Scanner:
         if head == "cat" and (not args or args == ["-"]):
             return stdin if isinstance(stdin, str) else None
         return None
+
+
+def _flatten_list(n):
+    for c in n.children:
+        if c.type == "list":
+            yield from _flatten_list(c)
+        else:
+            yield c
+
+
+class _Fed(str):
+    """Text a command reads on its standard input, with the script line it starts on."""
+    line = 0
 
 
 def _show(a) -> str:

@@ -37,6 +37,7 @@ RUNTIME_PREFIXES = ("SLURM", "PMI", "PMIX", "OMPI", "MPI", "BASH_FUNC_", "SINGUL
 TRUSTED_RUNTIME = frozenset({"SLURM_SUBMIT_DIR", "SLURM_JOB_ID"})
 BARRIER_COMMANDS = frozenset({"eval", "source", ".", "enable", "trap"})
 _INT = re.compile(r"^-?[0-9]+$")
+_FD_VAR = re.compile(rb"\{([A-Za-z_][A-Za-z0-9_]*)\}[0-9]*$")
 _NOLOOKUP: Callable = lambda name, node: None      # noqa: E731 - literal words only
 
 
@@ -66,13 +67,32 @@ class Facts:
     path_changed: bool = False
     arith_refs: list = field(default_factory=list)     # (pos, names) evaluated as arithmetic
     first_barrier: int = 0
+    startup: bool = False
+    pending: list = field(default_factory=list)         # (pos, name node) of commands named at run time
+    _pending_done: dict = field(default_factory=dict)
     _cwd_steps: list | None = None
     _cache: dict = field(default_factory=dict)
     _busy: set = field(default_factory=set)
 
     # -- queries -------------------------------------------------------------------------
     def barrier_before(self, pos: int) -> bool:
-        return bool(self.barriers) and self.first_barrier < pos
+        if self.barriers and self.first_barrier < pos:
+            return True
+        return any(p < pos and self._pending_is_barrier(i) for i, (p, _) in enumerate(self.pending))
+
+    def _pending_is_barrier(self, i: int) -> bool:
+        """A command named through a variable is a barrier unless its name is certain and
+        is not one that can change variables or the directory (`$RT run x` with RT=apptainer)."""
+        if i in self._pending_done:
+            return self._pending_done[i]
+        self._pending_done[i] = True            # while evaluating: assume the worst
+        p, node = self.pending[i]
+        r = fields(self.src, node, lambda nm, _n: self.value_at(nm, p))
+        ok = isinstance(r, list) and len(r) >= 1 and os.path.basename(r[0]) not in _INTERESTING \
+            and r[0] not in self.functions and r[0] not in ("builtin", "command", "exec", "declare", "typeset",
+                                                            "local", "export", "readonly", "unset")
+        self._pending_done[i] = not ok
+        return not ok
 
     def value_at(self, name: str, pos: int):
         """str | UNSET | None (not certain) for `$name` used at byte position pos."""
@@ -123,12 +143,20 @@ class Facts:
     def _cwd_walk(self) -> list:
         steps, cwd = [], self.start_cwd
         for p, target in self.cwd_events:
+            if isinstance(target, tuple):
+                if not self._pending_is_barrier(target[1]):
+                    steps.append((p, cwd))
+                    continue
+                target = None
             if cwd is not None and target is not None and not isinstance(target, str):   # a word with variables
                 r = fields(self.src, target, lambda nm, _n, p=p: self.value_at(nm, p))
                 target = r[0] if isinstance(r, list) and len(r) == 1 else None
-                if target is not None and not target.startswith("/") and (
-                        "CDPATH" in self.writes or self.base("CDPATH") is not UNSET):
-                    target = None
+            if target == "~":
+                target = self.value_at("HOME", p)
+                target = target if isinstance(target, str) and target else None
+            if target is not None and not target.startswith(("/", "./", "../")) and target not in (".", "..") \
+                    and ("CDPATH" in self.writes or self.base("CDPATH") is not UNSET):
+                target = None           # CDPATH may send a relative cd elsewhere
             cwd = None if target is None or cwd is None else os.path.normpath(os.path.join(cwd, target))
             steps.append((p, cwd))
         return steps
@@ -144,8 +172,9 @@ def collect(src: bytes, root, base: Callable, start_cwd: str | None, *, inherite
     f = Facts(src, base, start_cwd)
     f.functions |= set(inherited_functions)
     f.alias_enabled = posix
-    if startup:
-        f.barriers.append(-1)
+    if startup:     # a login shell's profile or $BASH_ENV runs first: nothing inherited is certain
+        f.base = lambda name: None
+        f.startup = True
         f.cwd_events.append((-1, None))
     stack = [root]
     while stack:
@@ -186,11 +215,9 @@ def collect(src: bytes, root, base: Callable, start_cwd: str | None, *, inherite
                     {m for m in re.findall(r"(?<![$\w-])([A-Za-z_][A-Za-z0-9_]*)", txt)}
                 f.arith_refs.append((sp.effective_pos(n), names))
         elif t in ("file_redirect", "heredoc_redirect", "herestring_redirect"):
-            prev = n.prev_sibling                                   # `{fd}>file` assigns fd
-            if prev is not None and prev.end_byte == n.start_byte:
-                m = re.match(r"^\{([A-Za-z_][A-Za-z0-9_]*)\}$", sp.node_text(src, prev))
-                if m:
-                    _write(f, m.group(1), n)
+            m = _FD_VAR.search(src[max(0, n.start_byte - 80):n.start_byte])   # `{fd}>file` assigns fd
+            if m:
+                _write(f, m.group(1).decode(), n)
         stack.extend(n.named_children)
     _arith_barriers(f)
     f.cwd_events.sort(key=lambda e: e[0])
@@ -222,7 +249,9 @@ def _assignment(f: Facts, n) -> None:
     value = n.child_by_field_name("value")
     plus = any(c.type == "+=" for c in n.children)
     parent = n.parent
-    stmt = parent.parent if parent is not None and parent.type == "variable_assignments" else n
+    stmt = parent if parent is not None and parent.type == "variable_assignments" else n
+    if parent is not None and parent.type == "command" and _own_line(src, n, parent):
+        parent, stmt = None, parent     # the grammar hangs `A=1 B=2 <newline> cmd` together: bash does not
     if parent is not None and parent.type == "command":
         if name != "IFS":
             _write(f, name, n)          # prefix: for that command only, but not tracked
@@ -231,10 +260,17 @@ def _assignment(f: Facts, n) -> None:
         return
     if parent is not None and parent.type == "declaration_command":
         return                          # handled with its options
-    simple = (stmt is not None and sp.is_top_level(stmt if stmt is not n else n) and not plus
+    simple = (sp.is_top_level(stmt) and not plus
               and (value is None or value.type != "array"))
     intlike = value is not None and bool(_INT.match(sp.node_text(src, value)))
     _write(f, name, n, simple, value, intlike)
+
+
+def _own_line(src: bytes, n, cmd) -> bool:
+    name = cmd.child_by_field_name("name")
+    if name is None:
+        return True
+    return b"\n" in src[n.end_byte:name.start_byte].replace(b"\\\n", b"")
 
 
 def _declaration(f: Facts, n) -> None:
@@ -314,9 +350,10 @@ def _command(f: Facts, n) -> None:
         return
     pos = sp.effective_pos(n)
     head = words[0]
-    if isinstance(head, Dyn):
-        f.barriers.append(pos)                  # could be read, eval, cd, declare …
-        f.cwd_events.append((pos, None))
+    if isinstance(head, Dyn):                   # could be read, eval, cd, declare …: judged lazily
+        name = n.child_by_field_name("name")
+        f.pending.append((pos, name.named_children[0] if name.named_children else name))
+        f.cwd_events.append((pos, ("pending", len(f.pending) - 1)))
         return
     name = os.path.basename(head) if head not in (".",) else "."
     args = words[1:]
@@ -409,24 +446,13 @@ def _cd_target(f: Facts, n, name: str, args: list) -> str | None:
         if rest.pop(0) == "--":
             break
     if not rest:
-        home = f.base("HOME") if "HOME" not in f.writes else None
-        return home if isinstance(home, str) else None
+        return "~"
     if len(rest) != 1:
         return None
-    target = rest[0]
-    if isinstance(target, Dyn):
-        if not target.one:
-            return None
+    if isinstance(rest[0], Dyn):
         arg_nodes = n.children_by_field_name("argument")
         return arg_nodes[-1] if arg_nodes else None     # evaluated in cwd_at, with the facts then certain
-    if target == "-" or (not target.startswith(("/", "./", "../")) and target not in (".", "..")
-                         and _cdpath_maybe(f)):
-        return None
-    return target
-
-
-def _cdpath_maybe(f: Facts) -> bool:
-    return "CDPATH" in f.writes or f.base("CDPATH") is not UNSET
+    return rest[0] if rest[0] != "-" else None
 
 
 def _named_args(f: Facts, n, args: list, value_opts: str, flag_opts: str, default: str,

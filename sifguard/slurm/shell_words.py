@@ -36,6 +36,7 @@ class _Dynamic(Exception):
 Lookup = Callable[[str, object], object]
 
 _GLOB = re.compile(r"[*?]|\[.+\]")
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _IFS = re.compile(r"[ \t\n]+")
 _DQ_ESC = re.compile(r"\\([$`\"\\\n])")
 _ANSI = {"a": "\a", "b": "\b", "e": "\x1b", "E": "\x1b", "f": "\f", "n": "\n", "r": "\r", "t": "\t",
@@ -155,10 +156,13 @@ class _Eval:
         return home.replace("\\", "\\\\") + sep + rest
 
     def _brace_check(self, kids) -> None:
+        """Brace expansion and glob brackets can span the pieces the grammar splits a word into."""
         bare = "".join(_unescape_unquoted(self.text(c))[1] if c.type == "word" else "\0" for c in kids)
         o = bare.find("{")
         if o >= 0 and "}" in bare[o:]:
             raise _Dynamic("brace expansion", True)
+        if _GLOB.search(bare):
+            raise _Dynamic(f"{''.join(self.text(c) for c in kids)!r} is a glob pattern", True)
 
     def _param(self, n, inner: list, quoted: bool) -> list[tuple[str, bool]]:
         if not inner or inner[0].type != "variable_name":
@@ -166,6 +170,8 @@ class _Eval:
             raise _Dynamic(f"{self.text(n)} is a positional, special or indirect parameter",
                            many or not quoted)
         name = self.text(inner[0])
+        if not _NAME.match(name):
+            raise _Dynamic(f"{self.text(n)} is a positional or special parameter", not quoted)
         rest = inner[1:]
         v = self.lookup(name, n)
         if not rest:
