@@ -27,6 +27,7 @@ class Step:
     cwd_unknown: bool = False         # find -execdir: runs in each match's directory
     more_args: bool = False           # xargs: arguments are appended from its input
     external: bool = False            # run by a program (env, srun …): shell builtins are not available
+    path_changed: bool = False        # env -i / env PATH=…: the program is not looked up in the job's PATH
 
 
 @dataclass
@@ -104,13 +105,15 @@ NICE = Spec(short_value="n", long_value=_fs("--adjustment"), no_command=_fs("--h
 TIMEOUT = Spec(short_value="sk", short_flag="vf", long_value=_fs("--signal --kill-after"),
                long_flag=_fs("--foreground --preserve-status --verbose"), no_command=_fs("--help --version"))
 STDBUF = Spec(short_value="ioe", long_value=_fs("--input --output --error"), no_command=_fs("--help --version"))
-TASKSET = Spec(short_flag="ac", long_flag=_fs("--all-tasks --cpu-list"), no_command=_fs("-p --pid -h --help -V --version"))
-NUMACTL = Spec(short_value="CmNipPw", short_flag="labH s".replace(" ", ""),
+TASKSET = Spec(short_flag="ac", long_flag=_fs("--all-tasks --cpu-list"),
+               no_command=_fs("-p --pid -h --help -V --version"))
+NUMACTL = Spec(short_value="CmNipPw", short_flag="lab",
                long_value=_fs("--physcpubind --membind --cpunodebind --interleave --preferred --preferred-many "
                               "--weighted-interleave"),
                long_flag=_fs("--localalloc --all --balancing"),
                no_command=_fs("-s --show -H --hardware --help"))
-CHRT = Spec(short_value="TPD", short_flag="abdfimorRv", long_value=_fs("--sched-runtime --sched-period --sched-deadline"),
+CHRT = Spec(short_value="TPD", short_flag="abdfimorRv",
+            long_value=_fs("--sched-runtime --sched-period --sched-deadline"),
             long_flag=_fs("--all-tasks --batch --deadline --fifo --idle --other --rr --reset-on-fork --verbose"),
             no_command=_fs("-p --pid -m --max -h --help -V --version"))
 IONICE = Spec(short_value="cn", short_flag="t", long_value=_fs("--class --classdata"), long_flag=_fs("--ignore"),
@@ -284,7 +287,11 @@ def _unwrap(st: Step, budget: int) -> list[Step | Deferred]:
                             i = 1
                             seen = []
                             break
+                    if any(o in ("-i", "--ignore-environment", "-") or (o.startswith("-") and not o.startswith("--")
+                                                                         and "i" in o) for o, _ in seen):
+                        st.path_changed = True
                     while i < len(st.argv) and isinstance(st.argv[i], str) and _ASSIGN.match(st.argv[i]):
+                        st.path_changed |= st.argv[i].startswith("PATH=")
                         i += 1
                     if i < len(st.argv) and isinstance(st.argv[i], Dyn):
                         raise _Stop(f"{st.argv[i].raw} is computed at run time where env expects "
@@ -332,7 +339,7 @@ def _launcher(st: Step, base: str, budget: int) -> list[Step | Deferred]:
         end = len(rest)
         if spec is MPI:
             end = next((k for k in range(i, len(rest)) if rest[k] == ":"), len(rest))
-        sub = Step(rest[i:end], chdir, st.via + [base], True, st.cwd_unknown, st.more_args, True)
+        sub = Step(rest[i:end], chdir, st.via + [base], True, st.cwd_unknown, st.more_args, True, st.path_changed)
         out += _unwrap(sub, budget - 1)
         if end >= len(rest):
             return out
@@ -354,7 +361,7 @@ def _find(st: Step, budget: int) -> list[Step | Deferred]:
             words = [Dyn("{}", True, "find substitutes each match") if isinstance(w, str) and "{}" in w else w
                      for w in argv[i + 1:j]]
             sub = Step(words, list(st.chdir), st.via + ["find"], True, a.endswith("dir") or st.cwd_unknown,
-                       external=True)
+                       external=True, path_changed=st.path_changed)
             out += _unwrap(sub, budget - 1)
             i = j + 1
             continue

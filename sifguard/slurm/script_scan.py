@@ -74,11 +74,12 @@ class Found:
     program: str = ""          # the program word as written/resolved ("apptainer", "/usr/bin/apptainer", "./x.sif")
     error: str = ""            # the runtime's command line is malformed (a fully static line): refuse
     argv: tuple = ()           # the runtime argv as resolved (unknown words as written)
+    path_changed: bool = False  # the script (or this command's env/prefix) changes PATH or the hash table
 
     @property
     def via_path(self) -> bool:
-        """Called by bare name, i.e. found through PATH (where the sifguard shim sits)."""
-        return bool(self.program) and "/" not in self.program
+        """Called by bare name through the job's unchanged PATH (where the sifguard shim sits)."""
+        return bool(self.program) and "/" not in self.program and not self.path_changed
 
 
 @dataclass
@@ -103,7 +104,7 @@ def scan(script: str, env: dict | None = None, cwd: str = "/") -> Scan:
     directory `cwd`. Never raises on any text."""
     env = dict(env or {})
     out: list[Found] = []
-    interp, posix, startup = _shebang(script)
+    interp, posix, startup, errexit = _shebang(script)
     if interp is not None and interp not in SHELLS:
         out.append(Found(1, script.split("\n", 1)[0][:200], resolved=False,
                          note=f"the script is run by {interp}, not a shell: left to the runtime hooks"))
@@ -112,19 +113,20 @@ def scan(script: str, env: dict | None = None, cwd: str = "/") -> Scan:
         startup = True
     exported = {k[len("BASH_FUNC_"):].rstrip("%").rstrip("()") for k in env if k.startswith("BASH_FUNC_")}
     try:
-        _Scanner(out, script, _env_base(env, startup), cwd, 0, 1, frozenset(exported), startup, posix, env).run()
+        _Scanner(out, script, _env_base(env, startup), cwd, 0, 1, frozenset(exported), startup, posix, env,
+                 errexit).run()
     except RecursionError:
         out.append(Found(1, "", resolved=False, note="the script nests too deeply to scan: left to the runtime hooks"))
     return Scan(out)
 
 
-def _shebang(script: str) -> tuple[str | None, bool, bool]:
-    """(interpreter basename or None, aliases expand (POSIX mode), startup files run)."""
+def _shebang(script: str) -> tuple[str | None, bool, bool, bool]:
+    """(interpreter basename or None, aliases expand (POSIX mode), startup files run, errexit)."""
     if not script.startswith("#!"):
-        return None, False, False
+        return None, False, False, False
     words = script.split("\n", 1)[0][2:].split()
     if not words:
-        return None, False, False
+        return None, False, False, False
     if os.path.basename(words[0]) == "env":
         words = [w for w in words[1:] if not w.startswith("-") or w in ("-l", "--login", "-i")]
         words = [os.path.basename(words[0]) if words else "env", *words[1:]]
@@ -132,7 +134,8 @@ def _shebang(script: str) -> tuple[str | None, bool, bool]:
     opts = " ".join(words[1:])
     posix = interp != "bash" or "--posix" in opts or "-o posix" in opts
     startup = bool(re.search(r"(^|\s)(-[a-zA-Z]*[li][a-zA-Z]*|--login)(\s|$)", opts))
-    return interp, posix, startup
+    errexit = bool(re.search(r"(^|\s)-[a-zA-Z]*e[a-zA-Z]*(\s|$)", opts))
+    return interp, posix, startup, errexit
 
 
 def _env_base(env: dict, startup: bool):
@@ -155,10 +158,13 @@ _NO = object()   # no working-directory override from an enclosing `cd … &&` c
 
 
 class _Scanner:
-    def __init__(self, out, text, base, cwd, depth, line0, functions, startup, posix, env):
+    src = b""
+    path_here = False
+
+    def __init__(self, out, text, base, cwd, depth, line0, functions, startup, posix, env, errexit=False):
         self.out, self.text, self.base, self.cwd0 = out, text, base, cwd
         self.depth, self.line0, self.inherited, self.startup, self.posix = depth, line0, functions, startup, posix
-        self.env = env
+        self.env, self.errexit = env, errexit
 
     # -- entry -----------------------------------------------------------------------------
     def run(self) -> None:
@@ -170,11 +176,12 @@ class _Scanner:
             self.defer_text(self.line0, self.text[:200], "shell text nested too deeply")
             return
         self.src = src
+        self.path_here = False
         self.gaps: list = []        # commands named by a reserved word: the grammar read bash differently
         tree = sp.parse(src)
         root = tree.root_node
         self.facts: Facts = collect(src, root, self.base, self.cwd0, inherited_functions=self.inherited,
-                                    startup=self.startup, posix=self.posix)
+                                    startup=self.startup, posix=self.posix, errexit=self.errexit)
         start = len(self.out)
         self.walk(root, _NO, 0)
         bad = sp.broken(root) + self.gaps
@@ -200,6 +207,7 @@ class _Scanner:
                                       "the rest is left to the runtime hooks"))
             return
         f.text = f.text[:2000]
+        f.path_changed = f.path_changed or self.path_here or (self.facts.path_changed if self.src else False)
         self.out.append(f)
 
     def defer_text(self, line: int, text: str, note: str, **kw) -> None:
@@ -264,9 +272,11 @@ class _Scanner:
             return None
         return os.path.normpath(os.path.join(base, t))
 
-    def pipeline(self, elems, cwd, nest: int, stdin=None) -> None:
+    def pipeline(self, elems, cwd, nest: int, stdin=None, last=_NO) -> None:
         feed = stdin
         for i, e in enumerate(elems):
+            if i == len(elems) - 1 and last is not _NO:
+                feed = last
             if e.type == "command":
                 self.walk(e, cwd, nest + 1, feed)
                 feed = self.output_of(e, feed)
@@ -299,6 +309,8 @@ class _Scanner:
         if body is not None:
             if body.type == "command":
                 self.walk(body, cwd, nest + 1, feed)
+            elif body.type == "pipeline":        # `a | b <<EOF`: the redirection is b's
+                self.pipeline(body.named_children, cwd, nest, stdin, last=feed)
             else:
                 self.walk(body, cwd, nest + 1)
         for r in n.children_by_field_name("redirect"):
@@ -382,12 +394,16 @@ class _Scanner:
         cwd = self.cwd_for(n, cwd_override)
         if self.shadowed(argv[0], n, line, text):
             return
+        prefix_path = any(c.type == "variable_assignment" and
+                          sp.node_text(self.src, c).startswith(("PATH=", "PATH+=")) for c in n.named_children)
         for step in unwrap(argv):
+            self.path_here = prefix_path or (isinstance(step, Step) and step.path_changed)
             if isinstance(step, Deferred):
                 if _COULD_INVOKE.search(text):
                     self.defer_text(line, text, step.note)
                 continue
             self.judge(step, n, line, text, cwd, stdin, pos)
+        self.path_here = False
 
     def shadowed(self, head, n, line: int, text: str) -> bool:
         """True when `head` calls one of the script's functions (judged where it is defined);
@@ -411,7 +427,7 @@ class _Scanner:
             self.defer_text(line, text, f"the command is named at run time ({head.raw}: {head.why})")
             return
         for d in st.chdir:
-            cwd = None if cwd is None or not isinstance(d, str) else os.path.normpath(os.path.join(cwd, d))
+            cwd = None if cwd is None or not isinstance(d, str) else kernel_join(cwd, d)
         if st.cwd_unknown:
             cwd = None
         base = os.path.basename(head)
@@ -430,7 +446,7 @@ class _Scanner:
                 self.defer_text(line, text, "relative image and the working directory is not certain",
                                 tool="sif", program=head)
             else:
-                self.add(Found(line, text, os.path.normpath(os.path.join(cwd or "/", head)), "sif", "run",
+                self.add(Found(line, text, kernel_join(cwd or "/", head), "sif", "run",
                                program=head, argv=tuple(_show(a) for a in st.argv), note=self.note_for(n.start_byte)))
         elif base in SHELLS:
             self.shell(st, n, line, text, cwd, stdin, pos)
@@ -504,7 +520,7 @@ class _Scanner:
             if not image.startswith("/") and cwd is None:
                 self.defer_text(line, text, f"relative image {image} and the working directory is not certain", **kw)
                 return
-            image = os.path.normpath(os.path.join(cwd or "/", image))
+            image = kernel_join(cwd or "/", image)
         self.add(Found(line, text, image, tool, inv.command, True, self.note_for(pos), program, "", shown))
 
     def shell(self, st: Step, n, line, text, cwd, stdin, pos) -> None:
@@ -615,6 +631,14 @@ class _Scanner:
         if head == "cat" and (not args or args == ["-"]):
             return stdin if isinstance(stdin, str) else None
         return None
+
+
+def kernel_join(cwd: str, path: str) -> str:
+    """The path the kernel will open for `path` in `cwd`: `.` and repeated slashes go,
+    `..` stays (after a symlink it does not undo the last component, so lexical
+    normalisation could name a different file than the one the job opens)."""
+    parts = [p for p in os.path.join(cwd, path).split("/") if p not in ("", ".")]
+    return "/" + "/".join(parts)
 
 
 def _flatten_list(n):

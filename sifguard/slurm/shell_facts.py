@@ -36,6 +36,11 @@ RUNTIME_PREFIXES = ("SLURM", "PMI", "PMIX", "OMPI", "MPI", "BASH_FUNC_", "SINGUL
 # Slurm-set names whose value the controller knows (jobinfo fills them from the job record).
 TRUSTED_RUNTIME = frozenset({"SLURM_SUBMIT_DIR", "SLURM_JOB_ID"})
 BARRIER_COMMANDS = frozenset({"eval", "source", ".", "enable", "trap"})
+# builtins whose effect on variables/directory the facts model: a function by that name voids the model
+SHADOWS_STATE = frozenset({"cd", "pushd", "popd", "export", "declare", "typeset", "local", "readonly", "unset",
+                           "read", "mapfile", "readarray", "getopts", "printf", "wait", "let", "set", "shopt",
+                           "alias", "unalias", "builtin", "command", "hash", "enable", "source", "eval", "trap",
+                           "exec", "true", ":"})
 _INT = re.compile(r"^-?[0-9]+$")
 _FD_VAR = re.compile(rb"\{([A-Za-z_][A-Za-z0-9_]*)\}[0-9]*$")
 _NOLOOKUP: Callable = lambda name, node: None      # noqa: E731 - literal words only
@@ -68,6 +73,9 @@ class Facts:
     arith_refs: list = field(default_factory=list)     # (pos, names) evaluated as arithmetic
     first_barrier: int = 0
     startup: bool = False
+    physical: bool = False          # `set -P` / `cd -P`: `..` is not lexical
+    errexit_from: int | None = None  # a top-level `set -e` (or `bash -e`) is in force after this
+    errexit_off: bool = False       # `set +e` somewhere: errexit is not certain
     pending: list = field(default_factory=list)         # (pos, name node) of commands named at run time
     _pending_done: dict = field(default_factory=dict)
     _cwd_steps: list | None = None
@@ -143,11 +151,17 @@ class Facts:
     def _cwd_walk(self) -> list:
         steps, cwd = [], self.start_cwd
         for p, target in self.cwd_events:
+            if cwd is None:
+                steps.append((p, None))
+                continue
             if isinstance(target, tuple):
                 if not self._pending_is_barrier(target[1]):
                     steps.append((p, cwd))
                     continue
                 target = None
+            plain = isinstance(target, _Plain)
+            if plain:
+                target = target.t
             if cwd is not None and target is not None and not isinstance(target, str):   # a word with variables
                 r = fields(self.src, target, lambda nm, _n, p=p: self.value_at(nm, p))
                 target = r[0] if isinstance(r, list) and len(r) == 1 else None
@@ -157,7 +171,13 @@ class Facts:
             if target is not None and not target.startswith(("/", "./", "../")) and target not in (".", "..") \
                     and ("CDPATH" in self.writes or self.base("CDPATH") is not UNSET):
                 target = None           # CDPATH may send a relative cd elsewhere
-            cwd = None if target is None or cwd is None else os.path.normpath(os.path.join(cwd, target))
+            new = None if target is None or cwd is None else os.path.normpath(os.path.join(cwd, target))
+            if plain and new != cwd and not (self.errexit_from is not None and self.errexit_from < p
+                                             and not self.errexit_off):
+                new = None                      # a failed cd leaves the old directory: not certain
+            if self.physical and isinstance(target, str) and ".." in target.split("/"):
+                new = None
+            cwd = new
             steps.append((p, cwd))
         return steps
 
@@ -168,8 +188,10 @@ class Facts:
 
 
 def collect(src: bytes, root, base: Callable, start_cwd: str | None, *, inherited_functions=frozenset(),
-            startup: bool = False, posix: bool = False) -> Facts:
+            startup: bool = False, posix: bool = False, errexit: bool = False) -> Facts:
     f = Facts(src, base, start_cwd)
+    if errexit:
+        f.errexit_from = -1
     f.functions |= set(inherited_functions)
     f.alias_enabled = posix
     if startup:     # a login shell's profile or $BASH_ENV runs first: nothing inherited is certain
@@ -195,7 +217,11 @@ def collect(src: bytes, root, base: Callable, start_cwd: str | None, *, inherite
         elif t == "function_definition":
             nm = n.child_by_field_name("name")
             if nm is not None:
-                f.functions.add(sp.node_text(src, nm))
+                fname = sp.node_text(src, nm)
+                f.functions.add(fname)
+                if fname in SHADOWS_STATE:      # `export() { …; }`: the script's own export no longer exports
+                    f.barriers.append(sp.effective_pos(n))
+                    f.cwd_events.append((sp.effective_pos(n), None))
         elif t == "expansion":
             ops = [c.type for c in n.children if not c.is_named]
             if ":=" in ops or "=" in ops:
@@ -220,6 +246,9 @@ def collect(src: bytes, root, base: Callable, start_cwd: str | None, *, inherite
                 _write(f, m.group(1).decode(), n)
         stack.extend(n.named_children)
     _arith_barriers(f)
+    if f.alias_enabled and f.alias_from is not None:     # an alias can rename export, cd, read …
+        f.barriers.append(f.alias_from)
+        f.cwd_events.append((f.alias_from, None))
     f.cwd_events.sort(key=lambda e: e[0])
     f.first_barrier = min(f.barriers, default=0)
     return f
@@ -253,10 +282,8 @@ def _assignment(f: Facts, n) -> None:
     if parent is not None and parent.type == "command" and _own_line(src, n, parent):
         parent, stmt = None, parent     # the grammar hangs `A=1 B=2 <newline> cmd` together: bash does not
     if parent is not None and parent.type == "command":
-        if name != "IFS":
-            _write(f, name, n)          # prefix: for that command only, but not tracked
-        else:
-            f.writes.setdefault(name, []).append(Write(sp.effective_pos(n), n.end_byte))
+        # prefix: for that command only (IFS/PATH there change nothing after it), but not tracked
+        f.writes.setdefault(name, []).append(Write(sp.effective_pos(n), n.end_byte))
         return
     if parent is not None and parent.type == "declaration_command":
         return                          # handled with its options
@@ -398,6 +425,8 @@ def _command(f: Facts, n) -> None:
             _write(f, nm, n, intlike=True)
         f.arith_refs.append((pos, names))
     elif name in ("cd", "pushd", "popd"):
+        if any(isinstance(a, str) and a.startswith("-") and "P" in a for a in args):
+            f.physical = True
         f.cwd_events.append((pos, _cd_target(f, n, name, args)))
     elif name == "alias":
         defs = [a for a in args if not (isinstance(a, str) and a.startswith("-"))]
@@ -419,6 +448,17 @@ def _command(f: Facts, n) -> None:
         if args and args[0] == "-s" and any(a == "expand_aliases" or isinstance(a, Dyn) for a in args[1:]):
             f.alias_enabled = True
     elif name == "set":
+        if any(isinstance(a, str) and ((a.startswith("-") and "P" in a) or a == "physical") for a in args):
+            f.physical = True
+        for i, a in enumerate(args):
+            if not isinstance(a, str) or a == "--":
+                f.errexit_off = f.errexit_off or not isinstance(a, str)
+                break
+            on = (a[:1] == "-" and a != "-o" and "e" in a) or (a == "-o" and args[i + 1:i + 2] == ["errexit"])
+            off = (a[:1] == "+" and a != "+o" and "e" in a) or (a == "+o" and args[i + 1:i + 2] == ["errexit"])
+            if on and sp.is_top_level(n):
+                f.errexit_from = pos if f.errexit_from is None else min(f.errexit_from, pos)
+            f.errexit_off = f.errexit_off or off
         for i, a in enumerate(args):
             if isinstance(a, Dyn) or (a == "-o" and i + 1 < len(args) and args[i + 1] in ("posix",)):
                 f.alias_enabled = True
@@ -430,9 +470,10 @@ def _cd_target(f: Facts, n, name: str, args: list) -> str | None:
     """The directory a certain, top-level `cd` moves to (relative to the current one), else None."""
     if name != "cd":
         return None
-    stmt = n
+    stmt, plain = n, True
     parent = n.parent
     if parent is not None and parent.type == "list":
+        plain = False
         # `cd DIR || exit …` at top level: afterwards the directory is DIR
         kids = parent.children
         if not (len(kids) == 3 and kids[0] == n and kids[1].type == "||" and kids[2].type == "command"
@@ -446,13 +487,22 @@ def _cd_target(f: Facts, n, name: str, args: list) -> str | None:
         if rest.pop(0) == "--":
             break
     if not rest:
-        return "~"
-    if len(rest) != 1:
+        target = "~"
+    elif len(rest) != 1 or rest[0] == "-":
         return None
-    if isinstance(rest[0], Dyn):
+    elif isinstance(rest[0], Dyn):
         arg_nodes = n.children_by_field_name("argument")
-        return arg_nodes[-1] if arg_nodes else None     # evaluated in cwd_at, with the facts then certain
-    return rest[0] if rest[0] != "-" else None
+        target = arg_nodes[-1] if arg_nodes else None   # evaluated in cwd_at, with the facts then certain
+    else:
+        target = rest[0]
+    return _Plain(target) if plain and target is not None else target
+
+
+class _Plain:
+    """A bare top-level `cd DIR`: if it fails the script goes on in the old directory, so it
+    is certain only under `set -e` or when DIR is the directory the job is already in."""
+    def __init__(self, t):
+        self.t = t
 
 
 def _named_args(f: Facts, n, args: list, value_opts: str, flag_opts: str, default: str,
