@@ -228,6 +228,9 @@ def test_mpi_contexts_each_scanned():
     "sudo apptainer run /a.sif",
     "parallel apptainer run ::: /a.sif /b.sif",
     "flock /tmp/l apptainer run /a.sif",
+    "ssh node1 'apptainer run /a.sif'",
+    "python3 -c \"import os; os.system('apptainer run /a.sif')\"",
+    "srun --container=/bundles/x hostname",
     "a.sif",
     "exec -a $NAME apptainer run /a.sif",
 ])
@@ -245,6 +248,17 @@ def test_grammar_gaps_are_deferred():
     # tree-sitter-bash reads `! { …; }` as a command named `{`: deferred, not trusted
     got, d, _ = run("! { apptainer run /a.sif; }")
     assert got == [] and d == [1]
+
+
+def test_sbatch_container_directive_is_deferred():
+    r = scan("#!/bin/bash\n#SBATCH --container=/b/x\nhostname\n", ENV, "/w")
+    assert [(f.line, f.resolved) for f in r.found] == [(2, False)]
+
+
+def test_data_commands_naming_images_are_quiet():
+    _, d, r = run("echo running apptainer run /a.sif\nmodule load apptainer\nls -l /a.sif\n"
+                  "sha256sum /a.sif\ngrep -c apptainer log\n")
+    assert r.found == []
 
 
 def test_program_word_is_recorded():

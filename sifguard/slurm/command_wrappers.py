@@ -75,7 +75,7 @@ SRUN = Spec(
     long_optional=_fs("""--bcast --compress --exclusive --immediate --kill-on-bad-exit --nice --no-kill
         --propagate --resv-ports --send-libs --x11 --cpu-freq"""),
     no_command=_fs("-h --help --usage -V --version --test-only"),
-    defer=_fs("--multi-prog"),
+    defer=_fs("--multi-prog --container --container-id"),
 )
 
 # Open MPI mpirun/mpiexec/prun (PRRTE) and MPICH/Intel Hydra mpiexec: mostly single-dash long options.
@@ -159,7 +159,7 @@ def _options(argv: list, i: int, spec: Spec, seen: list | None = None) -> int:
         if name in spec.no_command or a in spec.no_command:
             raise _Stop(None)
         if name in spec.defer:
-            raise _Stop(f"{name} names commands the scanner does not read")
+            raise _Stop(f"{name}: commands or images the scanner does not read")
         if name in spec.single:
             n = 0 if eq else spec.single[name]
             _values(argv, i + 1, n)

@@ -57,6 +57,8 @@ _COULD_INVOKE = re.compile(r"apptainer|singularity|sif|[$`]|eval|source|\bsh\b|b
                            r"xargs|exec|find|(^|[\s;&|(])\.\s")
 _SENT = "\0dyn"
 _NAMES_RUNTIME = re.compile(r"apptainer|singularity|\.sif")
+_MENTIONS_RUNTIME = re.compile(r"(^|[\s/;&|(`'\"])(apptainer|singularity|run-singularity)(\s|$)|\.sif(\s|$|[;&|)'\"])")
+_SBATCH_CONTAINER = re.compile(r"^#SBATCH\s+.*--container(-id)?([=\s]|$)", re.M)
 _SPECIAL = {"eval", "trap", "source", "."}
 _RESERVED = {"if", "then", "elif", "else", "fi", "do", "done", "case", "esac", "while", "until", "for", "in",
              "select", "function", "{", "}", "[[", "]]", "!", "time", "coproc"} - {"time"}
@@ -183,6 +185,10 @@ class _Scanner:
         self.facts: Facts = collect(src, root, self.base, self.cwd0, inherited_functions=self.inherited,
                                     startup=self.startup, posix=self.posix, errexit=self.errexit)
         start = len(self.out)
+        if self.depth == 0:
+            for m in _SBATCH_CONTAINER.finditer(self.text):
+                self.defer_text(self.text.count("\n", 0, m.start()) + 1, m.group(0),
+                                "#SBATCH --container runs the job in an OCI bundle through the site's runtime")
         self.walk(root, _NO, 0)
         bad = sp.broken(root) + self.gaps
         if bad:
@@ -463,9 +469,8 @@ class _Scanner:
                 self.defer_text(line, text, f"sources {_show(st.argv[1])}, which the scanner does not read")
         elif base not in DATA_COMMANDS and base not in self.facts.functions:
             for a in st.argv[1:]:
-                if isinstance(a, str) and not re.search(r"\s", a) and (
-                        os.path.basename(a) in RUNNERS or a.endswith(".sif")):
-                    self.defer_text(line, text, f"{base} is given {a}; the scanner does not model {base}")
+                if isinstance(a, str) and (os.path.basename(a) in RUNNERS or _MENTIONS_RUNTIME.search(a)):
+                    self.defer_text(line, text, f"{base} is given {a[:80]!r}; the scanner does not model {base}")
                     break
 
     def note_for(self, pos: int) -> str:
