@@ -341,6 +341,24 @@ def test_aliases_defer_later_lines(prefix):
     assert got == [] and d == [3, 4]
 
 
+@pytest.mark.parametrize("unseen", [
+    "eval 'shopt -s expand_aliases; alias apptainer=\"apptainer run /evil.sif #\"'",
+    "eval \"$1\"", "source ./settings.sh", ". ~/.bashrc", "trap 'shopt -s expand_aliases' DEBUG",
+    "enable -f ./x.so x", "$1 x", "module load apptainer",
+])
+def test_code_the_scanner_cannot_read_may_alias_every_later_command(unseen):
+    env = dict(ENV, **{"BASH_FUNC_module%%": "() { eval $(/usr/bin/modulecmd bash $*); }"})
+    got, d, _ = run(f"apptainer run /before.sif\n{unseen}\napptainer run /good.sif\nhostname\n", env)
+    assert got == [(1, "/before.sif")] and 3 in d
+
+
+@pytest.mark.parametrize("inert", ["trap 'rm -f /tmp/x.$$' EXIT", "trap - EXIT", "trap '' HUP",
+                                   "eval 'echo hello'", "eval apptainer run /x.sif", "trap 'hostname; date' ERR"])
+def test_inert_eval_and_trap_keep_certainty(inert):
+    got, _, _ = run(f"{inert}\nIMG=/a.sif\napptainer run $IMG\n")
+    assert (3, "/a.sif") in got
+
+
 def test_alias_without_expansion_in_bash_is_inert():
     assert found("alias ls='apptainer run /evil.sif'\napptainer run /a.sif\n") == [(2, "/a.sif")]
 
@@ -511,9 +529,11 @@ def test_unknown_env_name_is_unset_and_known_one_resolves():
     assert found("apptainer run ${IMG:-/d.sif}", {"HOME": "/h"}) == [(1, "/d.sif")]
 
 
-def test_login_shell_or_bash_env_makes_environment_uncertain():
-    r = scan("#!/bin/bash -l\napptainer run $IMG\nIMG2=/b.sif\napptainer run $IMG2\n", {"IMG": "/a.sif"}, "/w")
-    assert [f.image for f in r.images] == ["/b.sif"] and len(r.unresolved) == 1
+def test_login_shell_or_bash_env_makes_everything_uncertain():
+    # the profile (user-written) runs first: it may set any variable, function or alias
+    r = scan("#!/bin/bash -l\napptainer run $IMG\nIMG2=/b.sif\napptainer run $IMG2\napptainer run /c.sif\n",
+             {"IMG": "/a.sif"}, "/w")
+    assert r.images == [] and [f.line for f in r.unresolved] == [2, 4, 5]
     r = scan("#!/bin/bash\napptainer run $IMG\n", {"IMG": "/a.sif", "BASH_ENV": "/home/u/.env"}, "/w")
     assert r.images == [] and len(r.unresolved) == 1
 
@@ -658,6 +678,8 @@ _CHANGES = [
     "pushd sub >/dev/null", "( cd sub )", "cd sub && :", "go() { cd sub; }; go", "cd() { builtin cd sub; }",
     "export() { :; }; export IMG=/exp.sif", "IFS=/", "set -- /evil.sif", "alias x=y",
     "shopt -s expand_aliases; alias apptainer='apptainer run /evil.sif #'",
+    "eval \"shopt -s expand_aliases; alias apptainer='apptainer run /evil.sif #'\"", "source $EVIL_FILE3",
+    "trap 'rm -f /tmp/none' EXIT", "eval 'echo hi'",
 ]
 _USES = ["apptainer run $IMG", "apptainer run \"$IMG\"", "apptainer run ${IMG:-/dflt.sif}", "apptainer run good.sif",
          "apptainer run /good.sif", "$RT run \"$IMG\"", "apptainer exec $OPTS \"$IMG\" true", "apptainer run $1",
@@ -686,10 +708,12 @@ def _bash_truth(tmp_path, script: str) -> list[str]:
         (tmp_path / "evil").write_text("/evil.sif\n")
         (tmp_path / "sub").mkdir()
         (tmp_path / "evil2").write_text("IMG=/evil.sif\n")
+        (tmp_path / "evil3").write_text("shopt -s expand_aliases\nalias apptainer='apptainer run /evil.sif #'\n")
     if log.exists():
         log.unlink()
     env = {"PATH": f"{bindir}:/usr/bin:/bin", "HOME": str(tmp_path), "EVIL_FILE": str(tmp_path / "evil"),
-           "EVIL_FILE2": str(tmp_path / "evil2"), "RT": "apptainer", "OPTS": "-B /x"}
+           "EVIL_FILE2": str(tmp_path / "evil2"), "EVIL_FILE3": str(tmp_path / "evil3"), "RT": "apptainer",
+           "OPTS": "-B /x"}
     subprocess.run([BASH, "-c", script], env=env, cwd=tmp_path, stdin=subprocess.DEVNULL,
                    capture_output=True, timeout=30)
     return [os.path.normpath(x) for x in log.read_text().split()] if log.exists() else []
@@ -707,7 +731,7 @@ def test_property_bash_runs_what_the_scanner_resolves(tmp_path, changes, use, wr
         inv = w.replace("@", str(k)).format(inv)
     script = "\n".join(["IMG=/good.sif", *changes, inv]) + "\n"
     env = {"HOME": str(tmp_path), "EVIL_FILE": str(tmp_path / "evil"), "EVIL_FILE2": str(tmp_path / "evil2"),
-           "RT": "apptainer", "OPTS": "-B /x"}
+           "EVIL_FILE3": str(tmp_path / "evil3"), "RT": "apptainer", "OPTS": "-B /x"}
     r = scan("#!/bin/bash\n" + script, env, str(tmp_path))
     ran = _bash_truth(tmp_path, script)
     for f in r.images:           # resolved: every run of the runtime got exactly that image (none: dead code)

@@ -115,8 +115,8 @@ def scan(script: str, env: dict | None = None, cwd: str = "/") -> Scan:
         startup = True
     exported = {k[len("BASH_FUNC_"):].rstrip("%").rstrip("()") for k in env if k.startswith("BASH_FUNC_")}
     try:
-        _Scanner(out, script, _env_base(env, startup), cwd, 0, 1, frozenset(exported), startup, posix, env,
-                 errexit).run()
+        _Scanner(out, script, _env_base(env, startup), cwd, 0, 1, frozenset(), startup, posix, env,
+                 errexit, frozenset(exported)).run()
     except RecursionError:
         out.append(Found(1, "", resolved=False, note="the script nests too deeply to scan: left to the runtime hooks"))
     return Scan(out)
@@ -163,8 +163,9 @@ class _Scanner:
     src = b""
     path_here = False
 
-    def __init__(self, out, text, base, cwd, depth, line0, functions, startup, posix, env, errexit=False):
-        self.out, self.text, self.base, self.cwd0 = out, text, base, cwd
+    def __init__(self, out, text, base, cwd, depth, line0, functions, startup, posix, env, errexit=False,
+                 opaque=frozenset()):
+        self.out, self.text, self.base, self.cwd0, self.opaque = out, text, base, cwd, opaque
         self.depth, self.line0, self.inherited, self.startup, self.posix = depth, line0, functions, startup, posix
         self.env, self.errexit = env, errexit
 
@@ -179,11 +180,13 @@ class _Scanner:
             return
         self.src = src
         self.path_here = False
+        self.unseen_told = False
         self.gaps: list = []        # commands named by a reserved word: the grammar read bash differently
         tree = sp.parse(src)
         root = tree.root_node
         self.facts: Facts = collect(src, root, self.base, self.cwd0, inherited_functions=self.inherited,
-                                    startup=self.startup, posix=self.posix, errexit=self.errexit)
+                                    opaque_functions=self.opaque, startup=self.startup, posix=self.posix,
+                                    errexit=self.errexit)
         start = len(self.out)
         if self.depth == 0:
             for m in _SBATCH_CONTAINER.finditer(self.text):
@@ -395,7 +398,14 @@ class _Scanner:
             elif r.type == "file_redirect" and sp.node_text(self.src, r).lstrip("0123456789").startswith("<"):
                 stdin = None
         if self.facts.aliased(argv[0], sp.use_pos(n)):
-            self.defer_text(line, text, "aliases may rewrite this command")
+            if not self.facts.unseen_code_before(sp.use_pos(n)):
+                self.defer_text(line, text, "aliases may rewrite this command")
+            elif _NAMES_RUNTIME.search(text) or not self.unseen_told:
+                # one note for the region, and one per command that names a runtime or an image
+                self.unseen_told = True
+                self.defer_text(line, text, "code the scanner cannot read ran before this (source, eval, a "
+                                "startup file, a function from the environment): aliases may rewrite this and "
+                                "every later command")
             return
         cwd = self.cwd_for(n, cwd_override)
         if self.shadowed(argv[0], n, line, text):
@@ -594,13 +604,15 @@ class _Scanner:
         if not words:
             return
         look = self.facts.same_shell_lookup(pos) if same_shell else self.facts.child_lookup(pos)
+        unseen = self.facts.unseen_code_before(pos)
         _Scanner(self.out, " ".join(words), look, cwd, self.depth + 1, line,
-                 frozenset(self.facts.functions), self.startup or self.facts.barrier_before(pos + 1),
-                 self.posix or self.facts.alias_enabled, self.env).run()
+                 frozenset(self.facts.functions - self.opaque), self.startup or unseen,
+                 self.posix or self.facts.alias_enabled or unseen, self.env, False, self.opaque).run()
 
     def child(self, text: str, look, cwd, line: int, startup: bool) -> None:
-        exported = frozenset(self.inherited)
-        _Scanner(self.out, text, look, cwd, self.depth + 1, line, exported, startup, self.posix, self.env).run()
+        # a child shell inherits only exported functions: those of the environment
+        _Scanner(self.out, text, look, cwd, self.depth + 1, line, frozenset(), startup, self.posix, self.env,
+                 False, self.opaque).run()
 
     def output_of(self, n, stdin) -> str | None:
         """What a command writes to a pipe, when it is certain (echo/printf/cat)."""

@@ -73,6 +73,9 @@ class Facts:
     arith_refs: list = field(default_factory=list)     # (pos, names) evaluated as arithmetic
     first_barrier: int = 0
     startup: bool = False
+    opaque: frozenset = frozenset()                     # functions from the environment: bodies unseen
+    code_barriers: list = field(default_factory=list)   # code the scanner cannot read runs here
+    texts: list = field(default_factory=list)           # (pos, static eval/trap text): a barrier unless inert
     physical: bool = False          # `set -P` / `cd -P`: `..` is not lexical
     errexit_from: int | None = None  # a top-level `set -e` (or `bash -e`) is in force after this
     errexit_off: bool = False       # `set +e` somewhere: errexit is not certain
@@ -181,23 +184,36 @@ class Facts:
             steps.append((p, cwd))
         return steps
 
+    def unseen_code_before(self, pos: int) -> bool:
+        """Code the scanner cannot read (source, eval/trap of text that is not inert, a function
+        from the environment, a startup file, a command named at run time that is not certain)
+        ran before pos: it may have turned on alias expansion and defined any alias."""
+        if any(b < pos for b in self.code_barriers):
+            return True
+        return any(p < pos and self._pending_is_barrier(i) for i, (p, _) in enumerate(self.pending))
+
     def aliased(self, word, pos: int) -> bool:
+        if self.unseen_code_before(pos):
+            return True
         if not self.alias_enabled or self.alias_from is None or pos <= self.alias_from:
             return False
         return self.alias_names is None or not isinstance(word, str) or word in self.alias_names
 
 
 def collect(src: bytes, root, base: Callable, start_cwd: str | None, *, inherited_functions=frozenset(),
-            startup: bool = False, posix: bool = False, errexit: bool = False) -> Facts:
+            opaque_functions=frozenset(), startup: bool = False, posix: bool = False,
+            errexit: bool = False, _depth: int = 0) -> Facts:
     f = Facts(src, base, start_cwd)
     if errexit:
         f.errexit_from = -1
-    f.functions |= set(inherited_functions)
+    f.functions |= set(inherited_functions) | set(opaque_functions)
+    f.opaque = frozenset(opaque_functions)
     f.alias_enabled = posix
     if startup:     # a login shell's profile or $BASH_ENV runs first: nothing inherited is certain
         f.base = lambda name: None
         f.startup = True
         f.cwd_events.append((-1, None))
+        f.code_barriers.append(-1)
     stack = [root]
     while stack:
         n = stack.pop()
@@ -245,6 +261,9 @@ def collect(src: bytes, root, base: Callable, start_cwd: str | None, *, inherite
             if m:
                 _write(f, m.group(1).decode(), n)
         stack.extend(n.named_children)
+    for pos, text in f.texts:
+        if not _inert(f, text, _depth):
+            _unseen(f, pos)
     _arith_barriers(f)
     if f.alias_enabled and f.alias_from is not None:     # an alias can rename export, cd, read …
         f.barriers.append(f.alias_from)
@@ -384,15 +403,22 @@ def _command(f: Facts, n) -> None:
         return
     name = os.path.basename(head) if head not in (".",) else "."
     args = words[1:]
-    if name in BARRIER_COMMANDS:
-        if name == "trap" and (not args or args[0] in ("-l", "-p") or args[0] == "-"):
+    if name in f.opaque:
+        _unseen(f, pos)
+    elif name in BARRIER_COMMANDS:
+        if name == "trap":
+            if args and args[0] == "--":
+                args = args[1:]
+            if not args or (isinstance(args[0], str) and (args[0] in ("-l", "-p", "-", "") or
+                                                          (args[0].startswith("-") and len(args) == 1))):
+                return                      # lists, resets or ignores: runs nothing
+            if isinstance(args[0], str):
+                f.texts.append((pos, args[0]))
+                return
+        if name == "eval" and args and all(isinstance(a, str) for a in args):
+            f.texts.append((pos, " ".join(args)))
             return
-        f.barriers.append(pos)
-        f.cwd_events.append((pos, None))
-        if name in ("source", "."):
-            f.alias_enabled = f.alias_enabled or True
-            f.alias_from = pos if f.alias_from is None else min(f.alias_from, pos)
-            f.alias_names = None
+        _unseen(f, pos)
     elif name == "read":
         _named_args(f, n, args, "adinNptu", "ers", default="REPLY", arrays="a")
     elif name in ("mapfile", "readarray"):
@@ -464,6 +490,35 @@ def _command(f: Facts, n) -> None:
                 f.alias_enabled = True
     elif name == "hash" and "-p" in args:
         f.path_changed = True
+
+
+def _unseen(f: Facts, pos: int) -> None:
+    f.barriers.append(pos)
+    f.cwd_events.append((pos, None))
+    f.code_barriers.append(pos)
+
+
+def _inert(f: Facts, text: str, depth: int = 0) -> bool:
+    """True when static eval/trap text can change nothing the facts model: no assignment,
+    directory change, alias/option change, barrier, or call of a function or state builtin."""
+    if depth > 3 or len(text) > 65536:
+        return False
+    src = text.encode("utf-8", "surrogateescape")
+    root = sp.parse(src).root_node
+    if sp.broken(root):
+        return False
+    sub = collect(src, root, lambda name: None, None, _depth=depth + 1)
+    if (sub.writes or sub.barriers or sub.pending or sub.texts or sub.cwd_events or sub.alias_seen
+            or sub.alias_enabled or sub.physical or sub.errexit_off or sub.functions):
+        return False
+    names, stack = [], [root]
+    while stack:
+        c = stack.pop()
+        if c.type == "command_name":
+            names.append(sp.node_text(src, c))
+        stack.extend(c.named_children)
+    blocked = f.functions | SHADOWS_STATE | BARRIER_COMMANDS | _INTERESTING | {"cd", "pushd", "popd"}
+    return not any(os.path.basename(nm) in blocked or nm in blocked for nm in names)
 
 
 def _cd_target(f: Facts, n, name: str, args: list) -> str | None:
