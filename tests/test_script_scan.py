@@ -250,6 +250,14 @@ def test_grammar_gaps_are_deferred():
     assert got == [] and d == [1]
 
 
+@pytest.mark.parametrize("launch", ["env IMG=/evil.sif", "env -u IMG", "env -i", "srun --export=ALL,IMG=/evil.sif",
+                                    "mpirun -x IMG=/evil.sif", "IMG=/evil.sif", "env -S 'IMG=/evil.sif'"])
+def test_child_shell_environment_changed_by_a_wrapper_is_not_known(launch):
+    got, d, _ = run(f"{launch} bash -c 'apptainer run $IMG'\n", dict(ENV, IMG="/good.sif"))
+    assert got == [] and d == [1]
+    assert found("bash -c 'apptainer run $IMG'\n", dict(ENV, IMG="/good.sif")) == [(1, "/good.sif")]
+
+
 def test_sbatch_container_directive_is_deferred():
     r = scan("#!/bin/bash\n#SBATCH --container=/b/x\nhostname\n", ENV, "/w")
     assert [(f.line, f.resolved) for f in r.found] == [(2, False)]

@@ -28,6 +28,8 @@ class Step:
     more_args: bool = False           # xargs: arguments are appended from its input
     external: bool = False            # run by a program (env, srun …): shell builtins are not available
     path_changed: bool = False        # env -i / env PATH=…: the program is not looked up in the job's PATH
+    env_changed: bool = False         # env NAME=…/-u/-i, a launcher (srun --export, mpirun -x): the child's
+                                      # environment is not the script's
 
 
 @dataclass
@@ -290,8 +292,10 @@ def _unwrap(st: Step, budget: int) -> list[Step | Deferred]:
                     if any(o in ("-i", "--ignore-environment", "-") or (o.startswith("-") and not o.startswith("--")
                                                                          and "i" in o) for o, _ in seen):
                         st.path_changed = True
+                    st.env_changed |= bool(seen)
                     while i < len(st.argv) and isinstance(st.argv[i], str) and _ASSIGN.match(st.argv[i]):
                         st.path_changed |= st.argv[i].startswith("PATH=")
+                        st.env_changed = True
                         i += 1
                     if i < len(st.argv) and isinstance(st.argv[i], Dyn):
                         raise _Stop(f"{st.argv[i].raw} is computed at run time where env expects "
@@ -339,7 +343,8 @@ def _launcher(st: Step, base: str, budget: int) -> list[Step | Deferred]:
         end = len(rest)
         if spec is MPI:
             end = next((k for k in range(i, len(rest)) if rest[k] == ":"), len(rest))
-        sub = Step(rest[i:end], chdir, st.via + [base], True, st.cwd_unknown, st.more_args, True, st.path_changed)
+        sub = Step(rest[i:end], chdir, st.via + [base], True, st.cwd_unknown, st.more_args, True, st.path_changed,
+                   True)
         out += _unwrap(sub, budget - 1)
         if end >= len(rest):
             return out
@@ -361,7 +366,7 @@ def _find(st: Step, budget: int) -> list[Step | Deferred]:
             words = [Dyn("{}", True, "find substitutes each match") if isinstance(w, str) and "{}" in w else w
                      for w in argv[i + 1:j]]
             sub = Step(words, list(st.chdir), st.via + ["find"], True, a.endswith("dir") or st.cwd_unknown,
-                       external=True, path_changed=st.path_changed)
+                       external=True, path_changed=st.path_changed, env_changed=st.env_changed)
             out += _unwrap(sub, budget - 1)
             i = j + 1
             continue

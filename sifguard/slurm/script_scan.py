@@ -279,6 +279,8 @@ class _Scanner:
         if not t.startswith(("/", "./", "../")) and t not in (".", "..") and \
                 ("CDPATH" in self.facts.writes or self.base("CDPATH") is not UNSET):
             return None
+        if (self.facts.physical or "-P" in words) and ".." in t.split("/"):
+            return None         # physical cd: `..` after a symlink is not lexical
         return os.path.normpath(os.path.join(base, t))
 
     def pipeline(self, elems, cwd, nest: int, stdin=None, last=_NO) -> None:
@@ -582,6 +584,8 @@ class _Scanner:
         if self.facts.writes.get("BASH_ENV") or self.base("BASH_ENV") not in (UNSET, ""):
             startup = True
         child = self.facts.child_lookup(pos)
+        if st.env_changed:      # `env IMG=… bash -c`, `srun --export=IMG=… bash -c`: nothing inherited is known
+            child = _nothing_known
         if want_c:
             if not ops:
                 return
@@ -648,6 +652,10 @@ class _Scanner:
         if head == "cat" and (not args or args == ["-"]):
             return stdin if isinstance(stdin, str) else None
         return None
+
+
+def _nothing_known(name: str, node=None):
+    return None
 
 
 def kernel_join(cwd: str, path: str) -> str:

@@ -12,8 +12,6 @@ from __future__ import annotations
 from functools import lru_cache
 
 LOOPS = frozenset({"while_statement", "for_statement", "c_style_for_statement"})   # until/select share these
-ARITHMETIC = frozenset({"arithmetic_expansion", "binary_expression", "unary_expression", "postfix_expression",
-                        "ternary_expression", "parenthesized_expression"})
 
 
 @lru_cache(maxsize=1)
