@@ -430,6 +430,8 @@ REASSIGN = [
     "$CMD IMG=/evil.sif",
     "declare \"$V=/evil.sif\"",
     "IMG=/good.sif",
+    "builtin export IMG=/evil.sif", "command declare IMG=/evil.sif", "time read IMG", "command -p unset IMG",
+    "builtin read IMG", "command eval 'IMG=/evil.sif'", "builtin source ./x",
 ]
 
 
@@ -562,6 +564,7 @@ def test_non_shell_interpreter_is_deferred_whole():
     ("cd /s || exit 1\napptainer run a.sif", "/s/a.sif"),
     ("cd /s && apptainer run a.sif", "/s/a.sif"),
     ("cd /s && cd t && apptainer run ../a.sif", "/s/t/../a.sif"),     # `..` is the kernel's to resolve
+    ("command cd /s && apptainer run a.sif", "/s/a.sif"),
     ("cd /s/link/.. && apptainer run a.sif", "/s/a.sif"),              # bash's logical cd is lexical
     ("set -e\ncd sub\ncd ../other\napptainer run a.sif", "/w/other/a.sif"),
     ("set -e\ncd $SLURM_SUBMIT_DIR\napptainer run a.sif", "/sub/a.sif"),
@@ -602,6 +605,8 @@ def test_cd_to_the_submit_dir_and_errexit_shebang():
     "set -eP\ncd /s/link/..\napptainer run a.sif",
     "set -e\ncd -P /s/link/..\napptainer run a.sif",
     "set -e\ncd() { builtin cd /evil; }\ncd /s\napptainer run a.sif",
+    "command cd /s\napptainer run a.sif", "builtin cd /s\napptainer run a.sif", "time cd /s\napptainer run a.sif",
+    "command cd /s && true\napptainer run a.sif",
 ])
 def test_uncertain_working_directory_defers_relative_images(script):
     assert deferred(script, {"HOME": "/home/u"})
@@ -728,7 +733,8 @@ def _bash_truth(tmp_path, script: str) -> list[str]:
 
 
 @pytest.mark.skipif(BASH is None, reason="needs bash as the reference")
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=int(os.environ.get("SCAN_PROPERTY_EXAMPLES", "400")), deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.sampled_from(_CHANGES), max_size=3), st.sampled_from(_USES),
        st.lists(st.sampled_from(_WRAPS), max_size=3))
 def test_property_bash_runs_what_the_scanner_resolves(tmp_path, changes, use, wraps):

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from sifguard.slurm import runtime_argv
 from sifguard.slurm import shell_parse as sp
 from sifguard.slurm.command_wrappers import ALL_NAMES, Deferred, Step, unwrap
-from sifguard.slurm.shell_facts import RUNTIME_PREFIXES, SHELL_SET, TRUSTED_RUNTIME, Facts, collect
+from sifguard.slurm.shell_facts import RUNTIME_PREFIXES, SHELL_SET, TRUSTED_RUNTIME, Facts, collect, strip_prefixes
 from sifguard.slurm.shell_words import UNSET, Dyn, fields, heredoc_text, scalar
 
 MAX_SCRIPT = 1 << 20        # bytes; larger scripts are deferred whole
@@ -268,7 +268,7 @@ class _Scanner:
                     cur, changed = d, True
 
     def cd_target(self, n, cwd):
-        words = self.argv_of(n)
+        words = strip_prefixes(self.argv_of(n))
         if not words or words[0] != "cd":
             return _NO
         rest = [w for w in words[1:] if w not in ("-L", "-P", "--")]

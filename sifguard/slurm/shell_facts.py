@@ -378,7 +378,7 @@ def _static_words(f: Facts, n) -> list:
     if name is None:
         return out
     head = fields(f.src, name.named_children[0] if name.named_children else name, _NOLOOKUP)
-    if isinstance(head, list) and head and os.path.basename(head[0]) not in _INTERESTING:
+    if isinstance(head, list) and head and os.path.basename(head[0]) not in _INTERESTING | _PREFIXES:
         return head[:1]
     for c in [name, *n.children_by_field_name("argument")]:
         if c is None:
@@ -390,8 +390,27 @@ def _static_words(f: Facts, n) -> list:
     return out
 
 
+_PREFIXES = {"command", "builtin", "time"}      # run the builtin that follows, in this shell
+_DECLARE = {"export", "declare", "typeset", "local", "readonly"}
+
+
+def strip_prefixes(words: list) -> list:
+    """`command cd x`, `builtin export …`, `time read v` are still cd, export, read; `command -v`
+    runs nothing ([])."""
+    while words and isinstance(words[0], str) and words[0] in _PREFIXES:
+        i = 1
+        while i < len(words) and isinstance(words[i], str) and words[i].startswith("-") and words[i] != "--":
+            if words[0] == "command" and set(words[i][1:]) & {"v", "V"}:
+                return []
+            i += 1
+        if i < len(words) and words[i] == "--":
+            i += 1
+        words = words[i:]
+    return words
+
+
 def _command(f: Facts, n) -> None:
-    words = _static_words(f, n)
+    words = strip_prefixes(_static_words(f, n))
     if not words:
         return
     pos = sp.effective_pos(n)
@@ -405,6 +424,16 @@ def _command(f: Facts, n) -> None:
     args = words[1:]
     if name in f.opaque:
         _unseen(f, pos)
+    elif name in _DECLARE or name == "unset":      # only reached through command/builtin/time
+        for a in args:
+            if isinstance(a, Dyn):
+                f.barriers.append(pos)
+            elif not a.startswith(("-", "+")):
+                nm = a.split("=", 1)[0].split("+", 1)[0]
+                if re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", nm):
+                    _write(f, nm, n)
+                else:
+                    f.barriers.append(pos)
     elif name in BARRIER_COMMANDS:
         if name == "trap":
             if args and args[0] == "--":
