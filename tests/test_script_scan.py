@@ -694,6 +694,8 @@ _CHANGES = [
     "eval \"shopt -s expand_aliases; alias apptainer='apptainer run /evil.sif #'\"", "source $EVIL_FILE3",
     "trap 'rm -f /tmp/none' EXIT", "eval 'echo hi'",
 ]
+_INITIAL = ["IMG=/good.sif", "", "export IMG=/good.sif", "IMG=good.sif", "declare -r IMG=/good.sif", "set -e",
+            "IMG=/good.sif; IMG=/good.sif", "IMG=\"/good.sif\"", "IMG=$HOME/good.sif"]
 _USES = ["apptainer run $IMG", "apptainer run \"$IMG\"", "apptainer run ${IMG:-/dflt.sif}", "apptainer run good.sif",
          "apptainer run /good.sif", "$RT run \"$IMG\"", "apptainer exec $OPTS \"$IMG\" true", "apptainer run $1",
          "apptainer run ./good.sif", "apptainer run ../good.sif"]
@@ -705,7 +707,7 @@ _WRAPS = ["{}", "if true; then {}; fi", "{{ {}; }}", "( {} )", "! {}", "for x in
           "bash <<EOF\n{}\nEOF", "bash <<'EOF'\n{}\nEOF", "echo '{}' | bash", "cd sub && {}", "env -C sub {}"]
 
 
-def _bash_truth(tmp_path, script: str) -> list[str]:
+def _bash_truth(tmp_path, script: str, extra_env: dict) -> list[str]:
     """Run the script with bash, a fake apptainer on PATH logging the image it is given."""
     bindir = tmp_path / "bin"
     log = tmp_path / "log"
@@ -713,7 +715,7 @@ def _bash_truth(tmp_path, script: str) -> list[str]:
         bindir.mkdir()
         fake = bindir / "apptainer"
         fake.write_text('#!/bin/sh\nshift\nwhile [ "$#" -gt 1 ] && [ "${1#-}" != "$1" ]; do shift 2; done\n'
-                        f'case "$1" in /*) echo "$1" ;; *) echo "$PWD/$1" ;; esac >> {log}\n')
+                        f'case "$1" in "") ;; /*) echo "$1" ;; *) echo "$PWD/$1" ;; esac >> {log}\n')
         fake.chmod(0o755)
         launcher = bindir / "srun"
         launcher.write_text('#!/bin/sh\nexec "$@"\n')
@@ -726,7 +728,7 @@ def _bash_truth(tmp_path, script: str) -> list[str]:
         log.unlink()
     env = {"PATH": f"{bindir}:/usr/bin:/bin", "HOME": str(tmp_path), "EVIL_FILE": str(tmp_path / "evil"),
            "EVIL_FILE2": str(tmp_path / "evil2"), "EVIL_FILE3": str(tmp_path / "evil3"), "RT": "apptainer",
-           "OPTS": "-B /x"}
+           "OPTS": "-B /x", **extra_env}
     subprocess.run([BASH, "-c", script], env=env, cwd=tmp_path, stdin=subprocess.DEVNULL,
                    capture_output=True, timeout=30)
     return [os.path.normpath(x) for x in log.read_text().split()] if log.exists() else []
@@ -735,22 +737,23 @@ def _bash_truth(tmp_path, script: str) -> list[str]:
 @pytest.mark.skipif(BASH is None, reason="needs bash as the reference")
 @settings(max_examples=int(os.environ.get("SCAN_PROPERTY_EXAMPLES", "400")), deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.lists(st.sampled_from(_CHANGES), max_size=3), st.sampled_from(_USES),
+@given(st.sampled_from(_INITIAL), st.sampled_from([{}, {"IMG": "/fromenv.sif"}, {"IMG": ""}]),
+       st.lists(st.sampled_from(_CHANGES), max_size=3), st.sampled_from(_USES),
        st.lists(st.sampled_from(_WRAPS), max_size=3))
-def test_property_bash_runs_what_the_scanner_resolves(tmp_path, changes, use, wraps):
+def test_property_bash_runs_what_the_scanner_resolves(tmp_path, initial, job_env, changes, use, wraps):
     inv = use
     for k, w in enumerate(wraps):
         if "'" in w and "'" in inv:
             continue
         inv = w.replace("@", str(k)).format(inv)
-    script = "\n".join(["IMG=/good.sif", *changes, inv]) + "\n"
+    script = "\n".join([initial, *changes, inv]) + "\n"
     env = {"HOME": str(tmp_path), "EVIL_FILE": str(tmp_path / "evil"), "EVIL_FILE2": str(tmp_path / "evil2"),
-           "EVIL_FILE3": str(tmp_path / "evil3"), "RT": "apptainer", "OPTS": "-B /x"}
+           "EVIL_FILE3": str(tmp_path / "evil3"), "RT": "apptainer", "OPTS": "-B /x", **job_env}
     r = scan("#!/bin/bash\n" + script, env, str(tmp_path))
-    ran = _bash_truth(tmp_path, script)
+    ran = _bash_truth(tmp_path, script, job_env)
     for f in r.images:           # resolved: every run of the runtime got exactly that image (none: dead code)
         assert {os.path.realpath(x) for x in ran} <= {os.path.realpath(f.image)}, (script, f.image, ran)
-    if len(ran) == 1 and not r.unresolved:
+    if len(ran) == 1 and not r.unresolved and not r.errors:
         assert [os.path.realpath(f.image) for f in r.images] == [os.path.realpath(x) for x in ran], (script, ran)
 
 
