@@ -162,6 +162,7 @@ _NO = object()   # no working-directory override from an enclosing `cd … &&` c
 class _Scanner:
     src = b""
     path_here = False
+    aliases = None
 
     def __init__(self, out, text, base, cwd, depth, line0, functions, startup, posix, env, errexit=False,
                  opaque=frozenset()):
@@ -186,14 +187,14 @@ class _Scanner:
         root = tree.root_node
         self.facts: Facts = collect(src, root, self.base, self.cwd0, inherited_functions=self.inherited,
                                     opaque_functions=self.opaque, startup=self.startup, posix=self.posix,
-                                    errexit=self.errexit)
+                                    errexit=self.errexit, aliases=self.aliases)
         start = len(self.out)
         if self.depth == 0:
             for m in _SBATCH_CONTAINER.finditer(self.text):
                 self.defer_text(self.text.count("\n", 0, m.start()) + 1, m.group(0),
                                 "#SBATCH --container runs the job in an OCI bundle through the site's runtime")
         self.walk(root, _NO, 0)
-        bad = sp.broken(root) + self.gaps
+        bad = sp.broken(root) + self.gaps + self.facts.gaps
         if bad:
             where = ", ".join(str(self.line0 + b.start_point.row) for b in bad[:5])
             why = f"the parser could not read this script around line {where}"
@@ -378,7 +379,7 @@ class _Scanner:
         text = sp.node_text(self.src, n)
         nodes = [name.named_children[0] if name.named_children else name, *n.children_by_field_name("argument")]
         line = self.line(nodes[0])
-        if sp.node_text(self.src, nodes[0]) in _RESERVED:
+        if sp.node_text(self.src, nodes[0]) in _RESERVED or sp.dropped_bytes(self.src, n):
             self.gaps.append(n)
             return
         if sp.suspect(self.src, nodes):
@@ -399,7 +400,9 @@ class _Scanner:
                 stdin = None if v is None else v + "\n"
             elif r.type == "file_redirect" and sp.node_text(self.src, r).lstrip("0123456789").startswith("<"):
                 stdin = None
-        if self.facts.aliased(argv[0], sp.use_pos(n)):
+        after_time = strip_prefixes(argv[:1] + argv[1:]) if argv[0] == "time" else []
+        if self.facts.aliased(argv[0], sp.use_pos(n)) or (  # the word after `time` is in command position
+                after_time and self.facts.aliased(after_time[0], sp.use_pos(n))):
             if not self.facts.unseen_code_before(sp.use_pos(n)):
                 self.defer_text(line, text, "aliases may rewrite this command")
             elif _NAMES_RUNTIME.search(text) or not self.unseen_told:
@@ -609,9 +612,11 @@ class _Scanner:
             return
         look = self.facts.same_shell_lookup(pos) if same_shell else self.facts.child_lookup(pos)
         unseen = self.facts.unseen_code_before(pos)
-        _Scanner(self.out, " ".join(words), look, cwd, self.depth + 1, line,
-                 frozenset(self.facts.functions - self.opaque), self.startup or unseen,
-                 self.posix or self.facts.alias_enabled or unseen, self.env, False, self.opaque).run()
+        inner = _Scanner(self.out, " ".join(words), look, cwd, self.depth + 1, line,
+                         frozenset(self.facts.functions - self.opaque), self.startup or unseen,
+                         self.posix or self.facts.alias_enabled or unseen, self.env, False, self.opaque)
+        inner.aliases = self.facts.aliases_at(pos)      # the same shell: its aliases apply
+        inner.run()
 
     def child(self, text: str, look, cwd, line: int, startup: bool) -> None:
         # a child shell inherits only exported functions: those of the environment

@@ -42,6 +42,12 @@ SHADOWS_STATE = frozenset({"cd", "pushd", "popd", "export", "declare", "typeset"
                            "alias", "unalias", "builtin", "command", "hash", "enable", "source", "eval", "trap",
                            "exec", "true", ":"})
 _INT = re.compile(r"^-?[0-9]+$")
+_WORDS = frozenset({"word", "raw_string", "string", "ansi_c_string", "concatenation", "simple_expansion", "expansion",
+                    "number", "translated_string"})
+_CONTINUES = frozenset(b"\\'\"$")
+_WORD_HOLDERS = frozenset({"command", "command_name", "declaration_command", "variable_assignment", "for_statement",
+                           "case_item", "case_statement", "herestring_redirect", "file_redirect", "array",
+                           "unset_command"})
 _FD_VAR = re.compile(rb"\{([A-Za-z_][A-Za-z0-9_]*)\}[0-9]*$")
 _NOLOOKUP: Callable = lambda name, node: None      # noqa: E731 - literal words only
 
@@ -76,6 +82,7 @@ class Facts:
     opaque: frozenset = frozenset()                     # functions from the environment: bodies unseen
     code_barriers: list = field(default_factory=list)   # code the scanner cannot read runs here
     texts: list = field(default_factory=list)           # (pos, static eval/trap text): a barrier unless inert
+    gaps: list = field(default_factory=list)            # words the grammar ended where bash does not
     physical: bool = False          # `set -P` / `cd -P`: `..` is not lexical
     errexit_from: int | None = None  # a top-level `set -e` (or `bash -e`) is in force after this
     errexit_off: bool = False       # `set +e` somewhere: errexit is not certain
@@ -192,6 +199,14 @@ class Facts:
             return True
         return any(p < pos and self._pending_is_barrier(i) for i, (p, _) in enumerate(self.pending))
 
+    def aliases_at(self, pos: int) -> tuple | None:
+        """The alias state text eval'd at pos starts with, or None when no alias can expand."""
+        if self.unseen_code_before(pos):
+            return (None,)
+        if self.alias_enabled and self.alias_from is not None and self.alias_from < pos:
+            return (None if self.alias_names is None else frozenset(self.alias_names),)
+        return None
+
     def aliased(self, word, pos: int) -> bool:
         if self.unseen_code_before(pos):
             return True
@@ -202,8 +217,12 @@ class Facts:
 
 def collect(src: bytes, root, base: Callable, start_cwd: str | None, *, inherited_functions=frozenset(),
             opaque_functions=frozenset(), startup: bool = False, posix: bool = False,
-            errexit: bool = False, _depth: int = 0) -> Facts:
+            errexit: bool = False, aliases: tuple | None = None, _depth: int = 0) -> Facts:
+    """`aliases`: (names or None for any) already defined and expanding when this text starts
+    (text eval'd in a shell that has them)."""
     f = Facts(src, base, start_cwd)
+    if aliases is not None:
+        f.alias_enabled, f.alias_from, f.alias_names = True, -1, (None if aliases[0] is None else set(aliases[0]))
     if errexit:
         f.errexit_from = -1
     f.functions |= set(inherited_functions) | set(opaque_functions)
@@ -218,6 +237,9 @@ def collect(src: bytes, root, base: Callable, start_cwd: str | None, *, inherite
     while stack:
         n = stack.pop()
         t = n.type
+        if t in _WORDS and n.end_byte < len(src) and src[n.end_byte] in _CONTINUES and \
+                src[n.end_byte:n.end_byte + 2] != b"\\\n" and n.parent is not None and n.parent.type in _WORD_HOLDERS:
+            f.gaps.append(n)        # bash goes on with the word here; the grammar stopped (or dropped bytes)
         if t == "variable_assignment":
             _assignment(f, n)
         elif t == "declaration_command":

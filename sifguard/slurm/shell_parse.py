@@ -94,3 +94,14 @@ def suspect(src: bytes, words: list) -> bool:
         if not gap or gap.strip(b" \t"):
             return True
     return any(not w.is_named for w in words)
+
+
+def dropped_bytes(src: bytes, cmd) -> bool:
+    """True when the grammar left part of a command out of every node: `apptainer run $` (the
+    `$` is in the command's span but in no word) or a trailing `\\ ` after the command's end —
+    bytes bash reads as (part of) a word."""
+    last = max((c.end_byte for c in cmd.children), default=cmd.end_byte)
+    if src[last:cmd.end_byte].replace(b"\\\n", b"").strip(b" \t"):
+        return True
+    rest = src[cmd.end_byte:cmd.end_byte + 256].lstrip(b" \t")
+    return rest[:1] in (b"\\", b"'", b'"', b"$") and rest[:2] != b"\\\n"

@@ -101,11 +101,13 @@ class _Eval:
         return self.src[n.start_byte:n.end_byte].decode("utf-8", "replace")
 
     # segments: (text, unquoted-expansion: subject to splitting and globbing)
-    def segs(self, n, quoted: bool, first: bool) -> list[tuple[str, bool]]:
+    def segs(self, n, quoted: bool, first: bool, more: bool = False) -> list[tuple[str, bool]]:
         t = n.type
         if t in ("word", "number") and not quoted:
             raw = self.text(n)
-            if first and raw.startswith("~"):
+            # the tilde prefix runs to the first unquoted `/`: with a quoted part or an expansion
+            # before any, it is no tilde prefix (`~'/x'` stays `~/x`)
+            if first and raw.startswith("~") and ("/" in raw or not more):
                 raw = self._tilde(n, raw)
             text, bare = _unescape_unquoted(raw)
             if self.assign:
@@ -113,6 +115,8 @@ class _Eval:
                     raise _Dynamic(f"{raw!r}: tilde after ':' in an assignment", False)
             elif _GLOB.search(bare):
                 raise _Dynamic(f"{raw!r} is a glob pattern", True)
+            elif ":~" in bare or "=~" in bare:      # bash tilde-expands assignment-like arguments too
+                raise _Dynamic(f"{raw!r}: a tilde after '=' or ':'", True)
             return [(text, False)]
         if t in ("word", "number", "string_content"):
             return [(_DQ_ESC.sub(lambda m: "" if m.group(1) == "\n" else m.group(1), self.text(n)), False)]
@@ -133,7 +137,7 @@ class _Eval:
             for i, c in enumerate(kids):
                 if not c.is_named:
                     raise _Dynamic(f"{self.text(n)!r} has a part the scanner cannot read", True)
-                out += self.segs(c, quoted, first and i == 0)
+                out += self.segs(c, quoted, first and i == 0, more=len(kids) > 1)
             return out
         if t == "simple_expansion":
             return self._param(n, [c for c in n.children if c.type != "$"], quoted)
