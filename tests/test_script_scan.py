@@ -748,14 +748,17 @@ def _bash_truth(tmp_path, script: str, extra_env: dict) -> list[str]:
            "OPTS": "-B /x", **extra_env}
     try:
         subprocess.run([BASH, "-c", script], env=env, cwd=tmp_path, stdin=subprocess.DEVNULL,
-                       capture_output=True, timeout=30)
+                       capture_output=True, timeout=5)
     except subprocess.TimeoutExpired:
+        if os.environ.get("SCAN_LOG_TIMEOUTS"):
+            with open(os.environ["SCAN_LOG_TIMEOUTS"], "a") as f:
+                f.write(repr(script) + "\n")
         return None             # a generated script that loops: no verdict
     return [os.path.normpath(x) for x in log.read_text().splitlines() if x] if log.exists() else []
 
 
 @pytest.mark.skipif(BASH is None, reason="needs bash as the reference")
-@settings(max_examples=int(os.environ.get("SCAN_PROPERTY_EXAMPLES", "400")), deadline=None,
+@settings(max_examples=int(os.environ.get("SCAN_PROPERTY_EXAMPLES", "250")), deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.sampled_from(_INITIAL), st.sampled_from([{}, {"IMG": "/fromenv.sif"}, {"IMG": ""}]),
        st.lists(st.sampled_from(_CHANGES), max_size=3), st.sampled_from(_USES),
@@ -794,7 +797,7 @@ _PIECES = ["/a", "b", ".sif", "'/q d'", "'x'", '"/dq"', '"$V"', "$V", "${V}", "$
 
 
 @pytest.mark.skipif(BASH is None, reason="needs bash as the reference")
-@settings(max_examples=int(os.environ.get("SCAN_PROPERTY_EXAMPLES", "400")), deadline=None,
+@settings(max_examples=int(os.environ.get("SCAN_PROPERTY_EXAMPLES", "250")), deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.sampled_from(_PIECES), min_size=1, max_size=4), st.booleans())
 def test_property_word_expansion_matches_bash(tmp_path, pieces, assigned):
