@@ -10,8 +10,13 @@ conditionals, loops, functions, subshells, pipelines or as a command prefix. A v
 the script never writes takes its value from the caller's `base` (the job's submission
 environment, or the enclosing script for nested text). `eval`, `source`/`.`, `trap`,
 `enable`, namerefs, a command named at run time, and arithmetic that may evaluate a
-string are barriers: after one, no variable is certain. The working directory follows
-the same rule with `cd`/`pushd`/`popd`.
+string are barriers: after one, no variable is certain. Code the scanner cannot read
+(`source`, `eval`/`trap` of text that is not inert, a function from the environment such as
+`module`, a login shell's profile or $BASH_ENV) may also turn on and define aliases, so
+every later command is uncertain. The working directory follows the same rule with
+`cd`/`pushd`/`popd`; a bare top-level `cd DIR` is certain only under `set -e` (or `cd DIR
+|| exit`, or `cd DIR && …` for the rest of that chain, or when DIR is where the job already
+is): bash goes on in the old directory when a cd fails.
 """
 
 from __future__ import annotations
