@@ -120,7 +120,9 @@ apptainer run $UNSET_VAR/x.sif
 IMG=$(mktemp); apptainer run $IMG
 """)
     assert got == []
-    assert len(r.unresolved) == 6 and all(f.note for f in r.unresolved)
+    # each of the 6 lines is deferred; since a dynamic `eval` may also define aliases, the
+    # scanner adds one note that every later command is left to the runtime hooks
+    assert {f.line for f in r.unresolved} == {2, 3, 4, 5, 6, 7} and all(f.note for f in r.unresolved)
 
 
 def test_scanner_reassignment_and_dynamic_assignment():

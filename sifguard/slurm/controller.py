@@ -58,20 +58,20 @@ def decide_job(cfg: hookconf.HookConfig, job: jobinfo.Job, gate) -> list[str]:
     from sifguard.slurm.context import _group
     ctx = JobContext(user=job.user, group=_group(job.gid), account=job.account or None,
                      partition=job.partition or None, job_id=job.job_id)
-    found = scan(job.script, job.env, job.work_dir)
+    found = scan(job.script, job.env, job.work_dir, env_complete=job.env_complete)
     reasons = []
     for f in found.found:
         where = {"line": f.line, "command": f.text[:500]}
         if not f.resolved:
             gate.defer(ctx, f.note, **where)
             continue
-        error = getattr(f, "error", "")
-        if error:
-            reasons.append(gate.refuse(f"line {f.line}: cannot tell which image `{f.text[:200]}` would run: {error}",
-                                       ctx, **where).message)
+        if f.error:
+            reasons.append(gate.refuse(f"line {f.line}: {f.program or f.tool}: command line not understood, so "
+                                       f"which image it would run is unknown: {f.error}", ctx, **where).message)
             continue
-        program = getattr(f, "program", "") or ""
-        direct = f.tool == "sif" or ("/" in program and not _is_shim(cfg, program))
+        # by bare name through the job's PATH it reaches the shim (TaskProlog puts it first);
+        # by any other path, or a SIF executed directly, it is direct
+        direct = f.tool == "sif" or (not f.via_path and not _is_shim(cfg, f.program))
         if direct and gate.policy.runtime.direct != "check":
             what = "runs the container runtime by path" if f.tool != "sif" else "executes a SIF image directly"
             reasons.append(gate.refuse(f"line {f.line}: `{f.text[:200]}` {what}; run `apptainer …` by name so "
@@ -86,7 +86,8 @@ def decide_job(cfg: hookconf.HookConfig, job: jobinfo.Job, gate) -> list[str]:
 
 
 def _is_shim(cfg: hookconf.HookConfig, program: str) -> bool:
-    return bool(cfg.shim_dir) and os.path.dirname(os.path.realpath(program)) == os.path.realpath(cfg.shim_dir)
+    return bool(cfg.shim_dir) and "/" in program and \
+        os.path.dirname(os.path.realpath(program)) == os.path.realpath(cfg.shim_dir)
 
 
 def main(script_path: str | None = None, environ: dict | None = None) -> int:

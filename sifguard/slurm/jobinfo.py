@@ -30,6 +30,7 @@ class Job:
     script: str = ""              # batch script, or the srun command line
     batch: bool = True
     env: dict = field(default_factory=dict)
+    env_complete: bool = False    # env is the job's whole stored environment (else names may be missing)
 
 
 def _env(cfg: HookConfig) -> dict:
@@ -55,15 +56,17 @@ def parse_show_job(text: str) -> dict:
     return out
 
 
-def _job_environment(cfg: HookConfig, job_id: str) -> dict:
+def _job_environment(cfg: HookConfig, job_id: str) -> dict | None:
+    """The environment sbatch stored with the job (what its batch step starts with), or
+    None when it cannot be read."""
     if not cfg.state_dir:
-        return {}
+        return None
     p = os.path.join(cfg.state_dir, f"hash.{int(job_id) % 10}", f"job.{job_id}", "environment")
     try:
         with open(p, "rb") as f:
             data = f.read(4 << 20)
     except OSError:
-        return {}
+        return None
     env = {}
     for item in data.split(b"\0"):
         k, sep, v = item.decode("utf-8", "replace").partition("=")
@@ -114,14 +117,15 @@ def read_job(cfg: HookConfig, environ: dict) -> Job:
                       else scontrol(cfg, "write", "batch_script", jid, "-"))
     else:
         job.script = info.get("Command", "")
-    env = _job_environment(cfg, jid)
+    stored = _job_environment(cfg, jid) if job.batch else None
+    env = dict(stored or {})
+    job.env_complete = stored is not None
     try:
         pw = pwd.getpwnam(job.user)
         env.setdefault("HOME", pw.pw_dir)
         env.setdefault("USER", job.user)
     except KeyError:
         pass
-    env.setdefault("SLURM_SUBMIT_DIR", job.work_dir)
-    env.setdefault("SLURM_JOB_ID", jid)
+    env["SLURM_JOB_ID"] = jid       # slurmstepd sets it, whatever the submission said
     job.env = env
     return job
