@@ -131,7 +131,8 @@ int slurm_spank_task_init_privileged(spank_t sp, int ac, char **av)
 	uint32_t jobid = 0;
 	uid_t uid = (uid_t)-1;
 	gid_t gid = (gid_t)-1;
-	char jobbuf[32], uidbuf[32], gidbuf[32], cwd[4096], path[8192];
+	char jobbuf[32], uidbuf[32], gidbuf[32], cwd[4096], path[8192], shimmed[sizeof(path) + sizeof(shim_dir) + 2];
+	char *task_path = path;
 	time_t deadline;
 	pid_t pid;
 
@@ -151,6 +152,16 @@ int slurm_spank_task_init_privileged(spank_t sp, int ac, char **av)
 		snprintf(path, sizeof(path), "/usr/bin:/bin");
 	if (!getcwd(cwd, sizeof(cwd)))
 		snprintf(cwd, sizeof(cwd), "/");
+	if (shim_dir[0] && strncmp(path, shim_dir, strlen(shim_dir)) != 0) {
+		/* the shim first on the task's PATH, whatever the TaskProlog does: a bare runtime
+		 * name then always resolves to the shim, which verifies and pins the image */
+		snprintf(shimmed, sizeof(shimmed), "%s:%s", shim_dir, path);
+		if (spank_setenv(sp, "PATH", shimmed, 1) != ESPANK_SUCCESS) {
+			slurm_error("sifguard: cannot put the shim on the task's PATH: refusing the task");
+			return -1;
+		}
+		task_path = shimmed;
+	}
 	if (shim_dir[0] && !strchr(argv[0], '/') && is_tool(argv[0])) {
 		char shim[sizeof(shim_dir) + 16];
 		struct stat st;
@@ -160,7 +171,7 @@ int slurm_spank_task_init_privileged(spank_t sp, int ac, char **av)
 		if (stat(shim, &st) == 0 && S_ISREG(st.st_mode) && st.st_uid == 0 && !(st.st_mode & 022))
 			return 0;
 	}
-	if (!might_be_container(argv[0], uid, gid, path, cwd))
+	if (!might_be_container(argv[0], uid, gid, task_path, cwd))
 		return 0;
 	snprintf(jobbuf, sizeof(jobbuf), "%u", jobid);
 	snprintf(uidbuf, sizeof(uidbuf), "%u", (unsigned)uid);
@@ -183,7 +194,7 @@ int slurm_spank_task_init_privileged(spank_t sp, int ac, char **av)
 	args[k++] = "--cwd";
 	args[k++] = cwd;
 	args[k++] = "--path";
-	args[k++] = path;
+	args[k++] = task_path;
 	args[k++] = "--";
 	for (int i = 0; i < argc; i++)
 		args[k++] = argv[i];
