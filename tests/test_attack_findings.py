@@ -71,8 +71,6 @@ def foreign_ns(site):
         p.wait()
 
 
-@pytest.mark.xfail(strict=True, reason="F1: gate.opened_path trusts readlink(/proc/self/fd/N), which prints a "
-                                       "foreign mount namespace's path: the unsigned file selects the admin rule")
 @pytest.mark.parametrize("form", ["/proc/{pid}/root{admin}/x.sif", "/proc/{pid}/fd/3", "/proc/{pid}/cwd/x.sif",
                                   "/proc/self/root/proc/{pid}/root{admin}/x.sif"])
 def test_image_from_another_mount_namespace_cannot_pick_the_admin_rule(site, foreign_ns, form):

@@ -108,8 +108,9 @@ class Gate:
                 return self._refuse_event(f"{operand}: {what}", ctx, audit_fields | {"image": operand})
             opened = opened_path(fd)
             if opened is None:
-                return self._refuse_event(f"{operand}: removed while it was being checked", ctx,
-                                          audit_fields | {"image": operand})
+                return self._refuse_event(f"{operand}: the file opened is not at its path in this mount namespace "
+                                          "(another namespace's view through /proc or a passed descriptor, or "
+                                          "moved/removed while being checked)", ctx, audit_fields | {"image": operand})
             if pin_image:
                 pinned = pin.sealed_copy(fd, self.seal_limit)
             v = self.engine.decide(opened, ctx, fd=pinned if pinned is not None else fd, log=False)
@@ -173,8 +174,44 @@ def image_source(operand: str, flavor: str | None = None) -> str:
 
 def opened_path(fd: int) -> str | None:
     """The path of the file `fd` holds, as the kernel resolved it when it was opened
-    (symlinks followed once, at open); None when it has been unlinked since."""
+    (symlinks followed once, at open) — and only if that path names the same file *in this
+    process's mount namespace*. The kernel prints a file from another mount namespace
+    (reached through /proc/PID/root, /proc/PID/fd, an fd passed over a socket, …) by its
+    path *there*: an unprivileged user namespace or a running container can show any path
+    for any file, so such a path must not choose a rule. None when it cannot be trusted
+    (another namespace, unlinked, renamed away)."""
     p = os.readlink(f"/proc/self/fd/{fd}")
     if p.endswith(" (deleted)") or not p.startswith("/"):
         return None
+    try:
+        here = os.stat(p, follow_symlinks=False)
+    except OSError:
+        return None
+    there = os.fstat(fd)
+    if (here.st_dev, here.st_ino) != (there.st_dev, there.st_ino) or _mount_id_of_fd(fd) != _mount_id_of_path(p):
+        return None
     return p
+
+
+def _mount_id_of_fd(fd: int) -> str | None:
+    try:
+        with open(f"/proc/self/fdinfo/{fd}", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("mnt_id:"):
+                    return line.split()[1]
+    except OSError:
+        pass
+    return None
+
+
+def _mount_id_of_path(path: str) -> str | None:
+    """The mount id of `path` in this namespace (through an O_PATH descriptor: no read,
+    no open of a device or FIFO)."""
+    try:
+        fd = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        return _mount_id_of_fd(fd)
+    finally:
+        os.close(fd)
