@@ -34,6 +34,16 @@ def test_typical_heads():
     (b"GET / HTTP/1.2", 505),
     (b"GET / http/1.1", 400),
     (b"GET / HTTP/1.1" + b"\r\nX: y" * (http1.MAX_HEADERS + 1), 431),
+    # where a general-purpose parser (h11) is lenient by design, the front stays strict:
+    (b"GET / HTTP/1.1\nHost: a", 400),                                 # bare LF line end (h11 accepts)
+    (b"GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b", 400),                   # obs-fold (h11 unfolds it)
+    (b"GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n\tb", 400),
+    (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip", 411),     # any transfer coding
+    (b"POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked", 411),
+    (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked", 411),
+    (b"POST / HTTP/1.1\r\ntransfer-encoding : chunked", 400),            # space before the colon
+    (b"POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 03", 400),
+    (b"POST / HTTP/1.1\r\nContent-Length: 1_0", 400),                  # int() would take it
 ])
 def test_refused_heads(head, code):
     with pytest.raises(http1.BadRequest) as e:

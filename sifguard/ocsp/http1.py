@@ -5,6 +5,12 @@ length in, response head bytes out. Deliberately strict and small — an OCSP re
 is asked GET/POST/HEAD with a Content-Length body of at most 64 KiB, so everything that
 could frame a message two ways (Transfer-Encoding, conflicting Content-Lengths, folded
 or malformed header lines, bare CR/LF) is refused instead of interpreted.
+
+Why not h11 (measured, tests/bench/http1_parse.py): h11 parses a head in ~16 µs against
+~6 µs here, and a front built on it measured ~30 µs more server CPU per keep-alive request
+(~83 against ~53 µs) — far over the project's ~15% bound. h11 would not remove the
+strictness checks either: it accepts bare-LF line ends, unfolds obs-fold, and its state
+machine never keeps an HTTP/1.0 connection alive (`ab -k`, `Connection: Keep-Alive`).
 """
 
 from __future__ import annotations
