@@ -103,8 +103,6 @@ def decide(site, script, env=None):
     return decide_job(cfg, job, Gate(load(site["policy"]), "prolog-slurmctld"))
 
 
-@pytest.mark.xfail(strict=True, reason="F2: controller.decide_job defers an unresolved image before asking whether "
-                                       "the runtime is reached directly; in the batch step no later hook sees it")
 @pytest.mark.parametrize("script", [
     '/usr/bin/apptainer exec "$1" true\n',
     'IMG=$(cat list)\n/usr/bin/singularity run $IMG\n',
@@ -119,8 +117,6 @@ def test_direct_runtime_is_refused_even_when_the_image_is_uncertain(site, script
     assert decide(site, script), "deferred: the real runtime would run an image no hook decides"
 
 
-@pytest.mark.xfail(strict=True, reason="F3: `command -p` and `env -u PATH` look up the runtime in the default PATH "
-                                       "(not the job's, where the shim is), but the scanner treats them as via the shim")
 @pytest.mark.parametrize("script", [
     "command -p apptainer exec good.sif true\n",
     "builtin command -p apptainer exec good.sif true\n",

@@ -831,3 +831,13 @@ def test_names_missing_from_an_unreadable_environment_are_uncertain():
     assert not r.images and len(r.unresolved) == 2
     r = scan(script, {"HOME": "/h", "SCRATCH": "/s", "SLURM_SUBMIT_DIR": "/sub"}, "/w", env_complete=False)
     assert [f.image for f in r.images] == ["/s/x.sif", "/sub/y.sif"]
+
+
+@pytest.mark.parametrize("line", ["command -p apptainer run /a.sif cmd", "builtin command -p apptainer run /a.sif cmd",
+                                  "env -u PATH apptainer run /a.sif cmd", "env --unset=PATH apptainer run /a.sif cmd",
+                                  "env -uPATH apptainer run /a.sif cmd", "env - apptainer run /a.sif cmd",
+                                  "env -i apptainer run /a.sif cmd"])
+def test_lookups_that_skip_the_jobs_path_are_not_via_path(line):
+    """These find the runtime in a default path, never the shim at the head of the job's PATH."""
+    fs = [f for f in scan(line, {"HOME": "/h"}, "/w").found if f.tool]
+    assert fs and all(not f.via_path for f in fs), fs

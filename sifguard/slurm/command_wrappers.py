@@ -248,6 +248,8 @@ def _unwrap(st: Step, budget: int) -> list[Step | Deferred]:
                         raise _Stop(f"unknown option {st.argv[i]}")
                     if set(st.argv[i][1:]) & {"v", "V"}:
                         return []
+                    if "p" in st.argv[i]:
+                        st.path_changed = True      # `command -p`: the default PATH, never the shim
                     i += 1
                 if i < len(st.argv) and st.argv[i] == "--":
                     i += 1
@@ -273,6 +275,9 @@ def _unwrap(st: Step, budget: int) -> list[Step | Deferred]:
             elif base in WRAPPERS:
                 seen: list = []
                 i = _options(st.argv, 1, WRAPPERS[base], seen)
+                while base == "env" and i < len(st.argv) and st.argv[i] == "-":   # `env -` is `env -i`
+                    seen.append(("-i", None))
+                    i = _options(st.argv, i + 1, WRAPPERS[base], seen)
                 if base == "env":
                     for opt, val in seen:
                         if opt in ("-C", "--chdir") or opt.startswith("--chdir="):
@@ -292,6 +297,12 @@ def _unwrap(st: Step, budget: int) -> list[Step | Deferred]:
                     if any(o in ("-i", "--ignore-environment", "-") or (o.startswith("-") and not o.startswith("--")
                                                                          and "i" in o) for o, _ in seen):
                         st.path_changed = True
+                    for o, val in seen:     # `env -u PATH`: execvp falls back to the default path
+                        unset = val if o in ("-u", "--unset") else (o[2:] if o.startswith("-u") else
+                                                                    o.split("=", 1)[1] if o.startswith("--unset=")
+                                                                    else None)
+                        if unset is not None and (not isinstance(unset, str) or unset == "PATH"):
+                            st.path_changed = True
                     st.env_changed |= bool(seen)
                     while i < len(st.argv) and isinstance(st.argv[i], str) and _ASSIGN.match(st.argv[i]):
                         st.path_changed |= st.argv[i].startswith("PATH=")

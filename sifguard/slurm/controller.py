@@ -8,6 +8,7 @@ and left to the task shim and the SPANK hook. Any internal failure refuses the j
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -62,27 +63,43 @@ def decide_job(cfg: hookconf.HookConfig, job: jobinfo.Job, gate) -> list[str]:
     reasons = []
     for f in found.found:
         where = {"line": f.line, "command": f.text[:500]}
-        if not f.resolved:
-            gate.defer(ctx, f.note, **where)
-            continue
-        if f.error:
+        if f.resolved and f.error:
             reasons.append(gate.refuse(f"line {f.line}: {f.program or f.tool}: command line not understood, so "
                                        f"which image it would run is unknown: {f.error}", ctx, **where).message)
             continue
-        # by bare name through the job's PATH it reaches the shim (TaskProlog puts it first);
-        # by any other path, or a SIF executed directly, it is direct
-        direct = f.tool == "sif" or (not f.via_path and not _is_shim(cfg, f.program))
+        # by bare name through the job's unchanged PATH it reaches the shim (the SPANK plugin
+        # and TaskProlog put it first); by any other path, through a changed or ignored PATH,
+        # or a SIF executed directly, it is direct — refused whether or not the image is
+        # certain: in the batch step nothing after this prolog would see it
+        direct = _direct(cfg, f)
         if direct and gate.policy.runtime.direct != "check":
-            what = "runs the container runtime by path" if f.tool != "sif" else "executes a SIF image directly"
+            what = "executes a SIF image directly" if f.tool == "sif" else \
+                "reaches the container runtime without sifguard's shim (by path, or through a changed PATH)"
             reasons.append(gate.refuse(f"line {f.line}: `{f.text[:200]}` {what}; run `apptainer …` by name so "
                                        "sifguard can pin the verified image (site policy runtime.direct: refuse)",
                                        ctx, **where).message)
+            continue
+        if not f.resolved:
+            gate.defer(ctx, f.note, **where)
             continue
         flavor = cfg.flavor(f.tool) if f.tool in ("apptainer", "singularity") else None
         adm = gate.admit_image(f.image, ctx, job.work_dir, missing="defer", flavor=flavor, **where)
         if not adm.allowed:
             reasons.append(adm.message)
     return reasons
+
+
+_RUNTIME_WORD = re.compile(r"""[^\s'"`;|&()<>]*/(?:apptainer|singularity)(?=[\s'"`;|&()<>]|$)""")
+
+
+def _direct(cfg: hookconf.HookConfig, f) -> bool:
+    if f.tool == "sif":
+        return True
+    if f.program and not f.via_path and not _is_shim(cfg, f.program):
+        return True
+    # a runtime named by path anywhere in the command (e.g. under a wrapper the scanner
+    # does not model: `flock L /usr/bin/apptainer …`, `setsid /opt/bin/singularity …`)
+    return any(not _is_shim(cfg, w) for w in _RUNTIME_WORD.findall(f.text))
 
 
 def _is_shim(cfg: hookconf.HookConfig, program: str) -> bool:
