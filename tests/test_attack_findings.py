@@ -162,8 +162,6 @@ def spank(site):
     return run, real
 
 
-@pytest.mark.xfail(strict=True, reason="F4: task_check.classify looks only at argv[0]; env/nice/… exec the real "
-                                       "runtime by path (or with PATH rewritten) and the task starts")
 @pytest.mark.parametrize("wrapper", [
     ["env", "{rt}"], ["/usr/bin/env", "{rt}"], ["nice", "{rt}"], ["env", "PATH={rtdir}", "apptainer"],
     ["env", "-S", "{rt} exec"], ["timeout", "100", "{rt}"],

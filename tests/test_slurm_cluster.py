@@ -219,7 +219,7 @@ def test_image_behind_variable_caught_at_runtime(cluster, results):
 
 def test_absolute_runtime_via_srun_refused_by_spank(cluster, results):
     out = output(cluster, "bypass")
-    assert "RAN-BYPASS" not in out and "sifguard: task refused" in out
+    assert "RAN-BYPASS" not in out.splitlines() and ("sifguard: task refused" in out or "sifguard: job" in out)
 
 
 def test_swapped_file_after_verification_does_not_run(cluster, results):
@@ -299,3 +299,21 @@ def test_task_argv0_is_looked_at_safely(cluster, results, what):
         assert "RAN-LINK" not in p.stdout and "runs the container runtime directly" in p.stderr, p.stderr
     else:
         assert "sifguard" not in p.stderr, p.stderr     # not a container task: Slurm's own exec error
+
+
+@pytest.mark.parametrize("how", ["env-wrapper", "nice-wrapper", "path-prefix-trick"])
+def test_runtime_reached_around_the_shim_is_refused(cluster, results, how):
+    """Red-team F4/F6: a wrapper that execs the real runtime, or a PATH that merely starts
+    with the shim directory's name, does not get past the SPANK hook."""
+    J = cluster["jobs"]
+    real = cluster["env"]["SIFGUARD_REAL_APPTAINER"]
+    if how == "env-wrapper":
+        p = _srun(cluster, "env", real, "exec", f"{J}/signed.sif", "echo", "RAN-AROUND")
+    elif how == "nice-wrapper":
+        p = _srun(cluster, "nice", real, "exec", f"{J}/signed.sif", "echo", "RAN-AROUND")
+    else:
+        shim = os.path.join(cluster["env"]["SIFGUARD_CLUSTER_DIR"], "hooks", "shim")
+        trick = f"{shim}/../../bin:/usr/bin:/bin"     # starts with the shim's name, resolves elsewhere
+        p = _srun(cluster, f"--export=PATH={trick}", "apptainer", "exec", f"{J}/unsigned.sif", "echo", "RAN-AROUND")
+    assert p.returncode != 0 and "RAN-AROUND" not in p.stdout, (p.stdout, p.stderr)
+    assert "sifguard" in p.stderr

@@ -124,6 +124,16 @@ static int might_be_container(const char *arg0, uid_t uid, gid_t gid, const char
 	return !(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 }
 
+/* A wrapper (env, nice, timeout, …) may run the runtime or a SIF named later in argv. */
+static int mentions_container(int argc, char **argv)
+{
+	for (int i = 1; i < argc; i++) {
+		if (argv[i] && (strstr(argv[i], "apptainer") || strstr(argv[i], "singularity") || strstr(argv[i], ".sif")))
+			return 1;
+	}
+	return 0;
+}
+
 int slurm_spank_task_init_privileged(spank_t sp, int ac, char **av)
 {
 	int argc = 0, status = 0, k = 0;
@@ -152,9 +162,10 @@ int slurm_spank_task_init_privileged(spank_t sp, int ac, char **av)
 		snprintf(path, sizeof(path), "/usr/bin:/bin");
 	if (!getcwd(cwd, sizeof(cwd)))
 		snprintf(cwd, sizeof(cwd), "/");
-	if (shim_dir[0] && strncmp(path, shim_dir, strlen(shim_dir)) != 0) {
-		/* the shim first on the task's PATH, whatever the TaskProlog does: a bare runtime
-		 * name then always resolves to the shim, which verifies and pins the image */
+	if (shim_dir[0]) {
+		/* the shim first on the task's PATH, always (no prefix test: `SHIM/../../bin` starts
+		 * with the shim's name too), whatever the TaskProlog does: a bare runtime name then
+		 * resolves to the shim, which verifies and pins the image */
 		snprintf(shimmed, sizeof(shimmed), "%s:%s", shim_dir, path);
 		if (spank_setenv(sp, "PATH", shimmed, 1) != ESPANK_SUCCESS) {
 			slurm_error("sifguard: cannot put the shim on the task's PATH: refusing the task");
@@ -171,7 +182,7 @@ int slurm_spank_task_init_privileged(spank_t sp, int ac, char **av)
 		if (stat(shim, &st) == 0 && S_ISREG(st.st_mode) && st.st_uid == 0 && !(st.st_mode & 022))
 			return 0;
 	}
-	if (!might_be_container(argv[0], uid, gid, task_path, cwd))
+	if (!might_be_container(argv[0], uid, gid, task_path, cwd) && !mentions_container(argc, argv))
 		return 0;
 	snprintf(jobbuf, sizeof(jobbuf), "%u", jobid);
 	snprintf(uidbuf, sizeof(uidbuf), "%u", (unsigned)uid);

@@ -8,12 +8,12 @@ and left to the task shim and the SPANK hook. Any internal failure refuses the j
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
 
 from sifguard.slurm import config as hookconf
 from sifguard.slurm import jobinfo
+from sifguard.slurm.gate import reaches_runtime_directly
 from sifguard.slurm.script_scan import scan
 
 
@@ -71,7 +71,7 @@ def decide_job(cfg: hookconf.HookConfig, job: jobinfo.Job, gate) -> list[str]:
         # and TaskProlog put it first); by any other path, through a changed or ignored PATH,
         # or a SIF executed directly, it is direct — refused whether or not the image is
         # certain: in the batch step nothing after this prolog would see it
-        direct = _direct(cfg, f)
+        direct = reaches_runtime_directly(f, cfg.shim_dir)
         if direct and gate.policy.runtime.direct != "check":
             what = "executes a SIF image directly" if f.tool == "sif" else \
                 "reaches the container runtime without sifguard's shim (by path, or through a changed PATH)"
@@ -87,24 +87,6 @@ def decide_job(cfg: hookconf.HookConfig, job: jobinfo.Job, gate) -> list[str]:
         if not adm.allowed:
             reasons.append(adm.message)
     return reasons
-
-
-_RUNTIME_WORD = re.compile(r"""[^\s'"`;|&()<>]*/(?:apptainer|singularity)(?=[\s'"`;|&()<>]|$)""")
-
-
-def _direct(cfg: hookconf.HookConfig, f) -> bool:
-    if f.tool == "sif":
-        return True
-    if f.program and not f.via_path and not _is_shim(cfg, f.program):
-        return True
-    # a runtime named by path anywhere in the command (e.g. under a wrapper the scanner
-    # does not model: `flock L /usr/bin/apptainer …`, `setsid /opt/bin/singularity …`)
-    return any(not _is_shim(cfg, w) for w in _RUNTIME_WORD.findall(f.text))
-
-
-def _is_shim(cfg: hookconf.HookConfig, program: str) -> bool:
-    return bool(cfg.shim_dir) and "/" in program and \
-        os.path.dirname(os.path.realpath(program)) == os.path.realpath(cfg.shim_dir)
 
 
 def main(script_path: str | None = None, environ: dict | None = None) -> int:

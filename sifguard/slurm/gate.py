@@ -14,6 +14,7 @@ allowed is decided here, once, the same way for all of them.
 from __future__ import annotations
 
 import os
+import re
 import stat
 from dataclasses import dataclass, field
 
@@ -162,6 +163,27 @@ class Gate:
     def _refuse_event(self, reason: str, ctx: JobContext, fields: dict) -> Admission:
         self._event("refuse", ctx, fields | {"reason": reason})
         return Admission(False, reason, refusal(fields.get("image", ""), reason, ctx.as_dict()), decision="refuse")
+
+
+_RUNTIME_WORD = re.compile(r"""[^\s'"`;|&()<>]*/(?:apptainer|singularity)(?=[\s'"`;|&()<>]|$)""")
+
+
+def reaches_runtime_directly(found, shim_dir: str) -> bool:
+    """Does this scanner finding reach the container runtime (or a SIF) without the shim?
+    By bare name through the job's unchanged PATH it reaches the shim (the SPANK plugin and
+    the TaskProlog put it first); by path, through a changed or ignored PATH (`PATH=…`,
+    `env -i`, `env -u PATH`, `command -p`), named by path under a wrapper the scanner does not
+    model, or a SIF executed directly, it does not."""
+    if found.tool == "sif":
+        return True
+    if found.program and not found.via_path and not _in_dir(found.program, shim_dir):
+        return True
+    return any(not _in_dir(w, shim_dir) for w in _RUNTIME_WORD.findall(found.text))
+
+
+def _in_dir(program: str, directory: str) -> bool:
+    return bool(directory) and "/" in program and \
+        os.path.dirname(os.path.realpath(program)) == os.path.realpath(directory)
 
 
 def image_source(operand: str, flavor: str | None = None) -> str:

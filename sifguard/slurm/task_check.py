@@ -98,6 +98,15 @@ def classify(task: list[str], cwd: str, path_env: str, cfg) -> tuple[str, str | 
         return "runtime", real
     if is_sif(prog):
         return "sif", prog
+    if any(t in w for w in task[1:] for t in ("apptainer", "singularity", ".sif")):
+        # a wrapper (env, nice, timeout, …) may exec the runtime: read the argv as the
+        # prolog reads a command line, with its wrapper tables
+        import shlex
+        from sifguard.slurm.gate import reaches_runtime_directly
+        from sifguard.slurm.script_scan import scan
+        for f in scan(shlex.join(task), {"PATH": path_env}, cwd, env_complete=False).found:
+            if f.tool and reaches_runtime_directly(f, cfg.shim_dir):
+                return ("sif" if f.tool == "sif" else "runtime"), f.program or real
     return "other", real
 
 
