@@ -185,8 +185,6 @@ def test_control_spank_refuses_the_runtime_by_path(site, spank):
 
 
 # --- F5: the shim's syslog audit record loses its verdict behind a long argv -----------
-@pytest.mark.xfail(strict=True, reason="F5: audit._write truncates the syslog line at 8000 chars and the verdict "
-                                       "fields come after the user's argv: a long argv hides the decision")
 @pytest.mark.parametrize("arg_len", [8000, 20000, 100000])
 def test_syslog_audit_record_keeps_the_decision_whatever_the_argv(monkeypatch, arg_len):
     lines = []
@@ -211,3 +209,21 @@ def test_control_short_argv_syslog_record_is_complete(monkeypatch):
     audit.write_decision("/x/audit.jsonl", Verdict(image="/i.sif"), hook="shim", argv=["apptainer", "run", "/i.sif"])
     rec = json.loads(lines[0])
     assert rec["decision"] == "refuse" and rec["allowed"] is False
+
+
+# --- F8: the audit log is only ever a regular file in a root-only directory -------------
+def test_audit_log_planted_as_fifo_or_in_a_user_writable_directory(tmp_path, monkeypatch):
+    import syslog
+    lines = []
+    monkeypatch.setattr(syslog, "syslog", lambda prio, msg: lines.append(msg))
+    fifo_dir = tmp_path / "logs"
+    fifo_dir.mkdir(mode=0o755)
+    os.mkfifo(fifo_dir / "audit.jsonl")
+    with pytest.raises(audit.AuditError):            # never blocks on the FIFO, never writes into it
+        audit.write_event(str(fifo_dir / "audit.jsonl"), decision="refuse", reason="x")
+    open_dir = tmp_path / "open"
+    open_dir.mkdir()
+    os.chmod(open_dir, 0o777)
+    if os.geteuid() == 0:
+        audit.write_event(str(open_dir / "audit.jsonl"), decision="refuse", reason="x")
+        assert not (open_dir / "audit.jsonl").exists() and lines     # to syslog, not the user-writable place

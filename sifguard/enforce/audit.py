@@ -6,9 +6,11 @@ a single O_APPEND write so lines from concurrent deciders never interleave."""
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import json
 import os
 import socket
+import stat
 
 from sifguard.errors import SifguardError
 
@@ -22,14 +24,28 @@ def _stamp() -> dict:
             "host": socket.gethostname(), "pid": os.getpid(), "uid": os.getuid()}
 
 
+USER_FIELD_CAP = 1000   # characters of a user-supplied field (argv, operand, command) kept in a record
+
+
+def _cap(v):
+    if isinstance(v, (list, tuple)):
+        v = " ".join(map(str, v))
+    if isinstance(v, str) and len(v) > USER_FIELD_CAP:
+        return v[:USER_FIELD_CAP] + f"…[{len(v) - USER_FIELD_CAP} more]"
+    return v
+
+
 def write_decision(path: str | None, verdict, **extra) -> None:
-    """A verdict, with what the caller adds (hook, job, command line, …)."""
-    _write(path, _stamp() | extra | verdict.as_dict())
+    """A verdict, with what the caller adds (hook, job, command line, …). The verdict's own
+    fields come first and user-supplied fields are capped, so no argv can push the decision
+    out of a record."""
+    _write(path, verdict.as_dict() | _stamp() | {k: _cap(v) for k, v in extra.items()})
 
 
 def write_event(path: str | None, **fields) -> None:
     """A record that is not a verdict: e.g. an image deferred to the runtime hooks."""
-    _write(path, _stamp() | fields)
+    first = {k: fields[k] for k in ("decision", "reason", "image") if k in fields}
+    _write(path, {k: _cap(v) for k, v in first.items()} | _stamp() | {k: _cap(v) for k, v in fields.items()})
 
 
 def _write(path: str | None, record: dict) -> None:
@@ -49,11 +65,28 @@ def _write(path: str | None, record: dict) -> None:
 
 
 def _append(path: str, line: bytes) -> None:
-    d = os.path.dirname(path)
-    if d and not os.path.isdir(d):
-        os.makedirs(d, mode=0o755, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+    """Append to the log. Root (the prolog, the SPANK helper) creates its directory and
+    file, and writes only into a directory that it owns and no one else can write; anyone
+    else (the shim, as the job's user) never creates anything: PermissionError sends the
+    record to syslog instead. Only a regular file is written (opened non-blocking: a FIFO
+    planted as the log cannot stall a hook)."""
+    d = os.path.dirname(path) or "."
+    if os.geteuid() == 0:
+        if not os.path.isdir(d):
+            os.makedirs(d, mode=0o755, exist_ok=True)
+        st = os.stat(d)
+        if st.st_uid != 0 or st.st_mode & 0o022:
+            raise OSError(errno.EPERM, f"directory {d} is not root's alone")
+        flags = os.O_CREAT
+    else:
+        flags = 0
     try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK | flags, 0o644)
+    except FileNotFoundError:
+        raise PermissionError(errno.EACCES, "not created by an unprivileged hook") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
         os.write(fd, line)
     finally:
         os.close(fd)
