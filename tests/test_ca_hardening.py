@@ -446,6 +446,15 @@ def _wait_for_pending(ca_dir, p, limit=20.0):
         db.close()
 
 
+def _kill_group(p):
+    """SIGKILL the command's process group — unless it has already finished (then there is
+    nothing to kill: that instant is a completed issuance)."""
+    try:
+        os.killpg(p.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
 def test_sigkill_during_issue_leaves_nothing_half_done(tmp_path):
     ca_dir = tmp_path / "ca"
     assert run_cli("ca", "init", "--ca", ca_dir, "--name", "Crash", "--key-type", "rsa-3072").rc == 0
@@ -463,7 +472,7 @@ def test_sigkill_during_issue_leaves_nothing_half_done(tmp_path):
             time.sleep(rng.uniform(0.15, 1.6))          # any instant
         else:
             _wait_for_pending(ca_dir, p)                 # right after the commit, files being written
-        os.killpg(p.pid, signal.SIGKILL)
+        _kill_group(p)
         p.wait()
         # the next command settles what the killed one left
         nxt = run_cli("ca", "crl", "--ca", ca_dir, "--out", tmp_path / "crl.pem")
