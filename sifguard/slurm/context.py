@@ -68,6 +68,12 @@ def for_job(cfg: HookConfig, policy: Policy, job_id: str, uid: int, gid: int) ->
     return JobContext(user=_user(uid), group=_group(gid), account=account, partition=partition, job_id=job_id)
 
 
+def for_record(job) -> JobContext:
+    """The controller prolog: everything from Slurm's record of the job (jobinfo.Job)."""
+    return JobContext(user=job.user, group=_group(job.gid), account=job.account or None,
+                      partition=job.partition or None, job_id=job.job_id)
+
+
 def job_of_pid(cfg: HookConfig, pid: int) -> str | None:
     """The job slurmd tracks `pid` in (`scontrol pidinfo`), or None."""
     from sifguard.slurm.jobinfo import scontrol

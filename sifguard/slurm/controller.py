@@ -55,10 +55,8 @@ def refuse(cfg: hookconf.HookConfig, job: jobinfo.Job, reason: str) -> None:
 
 def decide_job(cfg: hookconf.HookConfig, job: jobinfo.Job, gate) -> list[str]:
     """The refusal reasons for this job (empty: it may run)."""
-    from sifguard.policy.decide import JobContext
-    from sifguard.slurm.context import _group
-    ctx = JobContext(user=job.user, group=_group(job.gid), account=job.account or None,
-                     partition=job.partition or None, job_id=job.job_id)
+    from sifguard.slurm.context import for_record
+    ctx = for_record(job)
     found = scan(job.script, job.env, job.work_dir, env_complete=job.env_complete)
     reasons = []
     for f in found.found:
