@@ -36,6 +36,7 @@ from sifguard.errors import RefusedError, SifguardError
 from sifguard.ocsp.client import Checker, RevocationError
 from sifguard.policy.loader import load
 from sifguard.policy.model import Revocation, Responder
+from test_revocation import Canned  # noqa: E402 - the same canned responder
 
 SLACK = 2.5          # seconds over the deadline that still count as "ended at the deadline"
 
@@ -136,32 +137,6 @@ class Peer:
                 pass
 
 
-class Canned:
-    """An HTTP responder answering every POST with `answer(request_der)` (bytes)."""
-
-    def __init__(self, answer):
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-        class H(BaseHTTPRequestHandler):
-            def do_POST(self):
-                req = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                data = answer(req)
-                self.send_response(200)
-                self.send_header("Content-Type", "application/ocsp-response")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *a):
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def stop(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 # --- sites --------------------------------------------------------------------------------
