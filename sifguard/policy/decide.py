@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 from sifguard.policy import globs as _globs
 from sifguard.policy.model import DEFAULT_RULE, Policy, Rule, SignerPattern
-from sifguard.x509.chain import SignerIdentity
+
+if TYPE_CHECKING:   # pure policy: no cryptography import on the hooks' fast paths
+    from sifguard.x509.chain import SignerIdentity
 
 
 class _Unknown:

@@ -69,14 +69,13 @@ def decide_job(cfg: hookconf.HookConfig, job: jobinfo.Job, gate) -> list[str]:
         # and TaskProlog put it first); by any other path, through a changed or ignored PATH,
         # or a SIF executed directly, it is direct — refused whether or not the image is
         # certain: in the batch step nothing after this prolog would see it
-        direct = reaches_runtime_directly(f, cfg.shim_dir)
-        if direct and gate.policy.runtime.direct != "check":
+        if reaches_runtime_directly(f, cfg.shim_dir):
             what = "executes a SIF image directly" if f.tool == "sif" else \
                 "reaches the container runtime without sifguard's shim (by path, or through a changed PATH)"
-            reasons.append(gate.refuse(f"line {f.line}: `{f.text[:200]}` {what}; run `apptainer …` by name so "
-                                       "sifguard can pin the verified image (site policy runtime.direct: refuse)",
-                                       ctx, **where).message)
-            continue
+            adm = gate.refuse_direct(f"line {f.line}: `{f.text[:200]}` {what}", ctx, **where)
+            if adm is not None:
+                reasons.append(adm.message)
+                continue
         if not f.resolved:
             gate.defer(ctx, f.note, **where)
             continue

@@ -17,14 +17,17 @@ import os
 import re
 import stat
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from sifguard.enforce import audit, pin
-from sifguard.enforce.core import Verdict, refusal
-from sifguard.enforce.decide import Engine
 from sifguard.errors import SifguardError
 from sifguard.policy.decide import JobContext
 from sifguard.policy.model import Policy
 from sifguard.slurm import runtime_argv
+
+if TYPE_CHECKING:   # the engine (cryptography) is imported only when an image is decided
+    from sifguard.enforce.core import Verdict
+    from sifguard.enforce.decide import Engine
 
 OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 
@@ -51,6 +54,7 @@ class Gate:
     @property
     def engine(self) -> Engine:
         if self._engine is None:
+            from sifguard.enforce.decide import Engine
             self._engine = Engine(self.policy)
         return self._engine
 
@@ -136,6 +140,14 @@ class Gate:
         """An image this hook cannot see with certainty: logged, left to the later hooks."""
         self._event("deferred", ctx, audit_fields | {"reason": reason})
 
+    def refuse_direct(self, what: str, ctx: JobContext, **audit_fields) -> Admission | None:
+        """The runtime (or a SIF) reached without the shim, described by `what`: refused,
+        unless the policy says `runtime.direct: check` (then None: decide the image)."""
+        if self.policy.runtime.direct == "check":
+            return None
+        return self._refuse_event(f"{what}; run `apptainer …` by name so sifguard can pin the verified image "
+                                  "(site policy runtime.direct: refuse)", ctx, audit_fields)
+
     def refuse(self, reason: str, ctx: JobContext, **audit_fields) -> Admission:
         return self._refuse_event(reason, ctx, audit_fields)
 
@@ -162,6 +174,7 @@ class Gate:
 
     def _refuse_event(self, reason: str, ctx: JobContext, fields: dict) -> Admission:
         self._event("refuse", ctx, fields | {"reason": reason})
+        from sifguard.enforce.core import refusal
         return Admission(False, reason, refusal(fields.get("image", ""), reason, ctx.as_dict()), decision="refuse")
 
 
@@ -176,14 +189,15 @@ def reaches_runtime_directly(found, shim_dir: str) -> bool:
     model, or a SIF executed directly, it does not."""
     if found.tool == "sif":
         return True
-    if found.program and not found.via_path and not _in_dir(found.program, shim_dir):
+    if found.program and not found.via_path and not in_shim_dir(found.program, shim_dir):
         return True
-    return any(not _in_dir(w, shim_dir) for w in _RUNTIME_WORD.findall(found.text))
+    return any(not in_shim_dir(w, shim_dir) for w in _RUNTIME_WORD.findall(found.text))
 
 
-def _in_dir(program: str, directory: str) -> bool:
-    return bool(directory) and "/" in program and \
-        os.path.dirname(os.path.realpath(program)) == os.path.realpath(directory)
+def in_shim_dir(program: str, shim_dir: str) -> bool:
+    """Is `program` (a path) one of the shims, symlinks resolved?"""
+    return bool(shim_dir) and "/" in program and \
+        os.path.dirname(os.path.realpath(program)) == os.path.realpath(shim_dir)
 
 
 def image_source(operand: str, flavor: str | None = None) -> str:

@@ -21,6 +21,7 @@ import sys
 
 from sifguard.errors import BadInputError
 from sifguard.slurm import runtime_argv
+from sifguard.slurm.gate import in_shim_dir, reaches_runtime_directly
 
 SIF_MAGIC = b"SIF_MAGIC\x00"
 
@@ -90,7 +91,7 @@ def classify(task: list[str], cwd: str, path_env: str, cfg) -> tuple[str, str | 
     if prog is None:
         return "other", None
     real = os.path.realpath(prog)
-    if cfg.shim_dir and os.path.dirname(real) == os.path.realpath(cfg.shim_dir):
+    if in_shim_dir(prog, cfg.shim_dir):
         return "shim", real
     runtimes = {os.path.realpath(p) for p in (cfg.apptainer, cfg.singularity) if p}
     if real in runtimes or os.path.basename(real) in runtime_argv.TOOLS \
@@ -102,7 +103,6 @@ def classify(task: list[str], cwd: str, path_env: str, cfg) -> tuple[str, str | 
         # a wrapper (env, nice, timeout, …) may exec the runtime: read the argv as the
         # prolog reads a command line, with its wrapper tables
         import shlex
-        from sifguard.slurm.gate import reaches_runtime_directly
         from sifguard.slurm.script_scan import scan
         for f in scan(shlex.join(task), {"PATH": path_env}, cwd, env_complete=False).found:
             if f.tool and reaches_runtime_directly(f, cfg.shim_dir):
@@ -139,14 +139,13 @@ def _main(argv: list[str]) -> int:
     ctx = context.for_job(cfg, policy, job_id, uid, gid)
     what = f"{task[0]} runs the container runtime directly" if kind == "runtime" else \
         f"{task[0]} is a SIF image executed directly"
-    if policy.runtime.direct != "check":
-        adm = gate.refuse(f"{what}; run `apptainer …` by name so sifguard can pin the verified image "
-                          "(site policy runtime.direct: refuse)", ctx, program=prog, argv=" ".join(task)[:1000])
+    adm = gate.refuse_direct(what, ctx, program=prog, argv=task)
+    if adm is not None:
         return _fail(adm.message)
     if kind == "sif":
         adm = gate.admit_image(prog, ctx, cwd, program=prog)
     else:
         tool = "singularity" if os.path.basename(task[0]) == "singularity" else "apptainer"
         inv = runtime_argv.parse([tool] + task[1:], flavor=cfg.flavor(tool), env=None)
-        adm = gate.admit(inv, ctx, cwd, program=prog, argv=" ".join(task)[:1000])
+        adm = gate.admit(inv, ctx, cwd, program=prog, argv=task)
     return 0 if adm.allowed else _fail(adm.message)
