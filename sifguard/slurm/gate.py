@@ -118,7 +118,10 @@ class Gate:
                                           "moved/removed while being checked)", ctx, audit_fields | {"image": operand})
             if pin_image:
                 pinned = pin.sealed_copy(fd, self.seal_limit)
-            v = self.engine.decide(opened, ctx, fd=pinned if pinned is not None else fd, log=False)
+            # a sealed copy is a new inode every time: the verified-image cache (keyed by the
+            # file's identity) could never hit, so it is neither read nor written for it
+            v = self.engine.decide(opened, ctx, fd=pinned if pinned is not None else fd, log=False,
+                                   cache=pinned is None)
         except SifguardError as e:
             if pinned is not None:
                 os.close(pinned)
