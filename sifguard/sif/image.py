@@ -16,7 +16,6 @@ A crash between 2 and 3 leaves a header whose counters lag by one object; reader
 from __future__ import annotations
 
 import fcntl
-import mmap
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -29,7 +28,6 @@ from sifguard.sif.format import (
 )
 
 CHUNK = 1 << 20        # streaming read size: bounded memory whatever the image size
-MAP_WINDOW = 8 << 20   # largest window mapped at once while hashing
 Progress = Callable[[int], None]
 
 
@@ -139,56 +137,28 @@ class SifImage:
 
     def iter_object(self, d: Descriptor, progress: Progress | None = None,
                     chunk: int = CHUNK) -> Iterator[memoryview]:
-        """Stream an object's bytes in bounded windows.
-
-        Windows are read-only mmaps of at most MAP_WINDOW bytes, unmapped before the
-        next one: no copy out of the page cache (faster than read()), and resident
-        memory stays bounded by the window whatever the image size. Files that
-        cannot be mapped fall back to preadv into one reusable buffer.
-        """
+        """Stream an object's bytes through one reused buffer (`preadv`): resident memory
+        is bounded by `chunk` whatever the image size, and a file truncated or rewritten
+        under us is a clean error (an mmap would turn truncation into SIGBUS). Each view
+        is valid only until the next one is produced."""
         try:
             os.posix_fadvise(self._fd, d.offset, d.size, os.POSIX_FADV_SEQUENTIAL)
         except (AttributeError, OSError):
             pass
-        if d.size >= chunk:
-            try:
-                yield from self._iter_mapped(d, progress)
-                return
-            except (OSError, ValueError) as e:
-                if getattr(self, "_mapped_some", False):
-                    raise SifFormatError(f"object {d.id}: read failed: {e}") from None
         buf = bytearray(min(chunk, max(d.size, 1)))
         view = memoryview(buf)
         pos, end = d.offset, d.offset + d.size
         while pos < end:
-            n = os.preadv(self._fd, [view[: min(len(buf), end - pos)]], pos)
+            try:
+                n = os.preadv(self._fd, [view[: min(len(buf), end - pos)]], pos)
+            except OSError as e:
+                raise SifFormatError(f"object {d.id}: read failed: {e.strerror or e}") from None
             if n <= 0:
-                raise SifFormatError(f"object {d.id}: unexpected end of file")
+                raise SifFormatError(f"object {d.id}: unexpected end of file (truncated while being read?)")
             pos += n
             if progress:
                 progress(n)
             yield view[:n]
-
-    def _iter_mapped(self, d: Descriptor, progress: Progress | None) -> Iterator[memoryview]:
-        self._mapped_some = False
-        pos, end = d.offset, d.offset + d.size
-        while pos < end:
-            base = pos - pos % mmap.ALLOCATIONGRANULARITY
-            length = min(MAP_WINDOW, end - base)
-            with mmap.mmap(self._fd, length, offset=base, access=mmap.ACCESS_READ) as m:
-                self._mapped_some = True
-                view = memoryview(m)
-                try:
-                    part = view[pos - base:]
-                    try:
-                        yield part
-                    finally:
-                        part.release()
-                finally:
-                    view.release()
-            if progress:
-                progress(base + length - pos)
-            pos = base + length
 
     # --- writing -------------------------------------------------------------
     def _require_writable(self) -> None:
