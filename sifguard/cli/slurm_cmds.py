@@ -19,7 +19,10 @@ def add_parsers(sub) -> None:
     i.add_argument("--singularity-flavor", choices=("apptainer", "singularityce"),
                    help="whose command line `singularity` is (default: apptainer when it links to apptainer)")
     i.add_argument("--seal-limit", type=_size, help="largest image the shim pins in a sealed in-memory copy "
-                   "(e.g. 8G; larger ones are refused)")
+                   "where no image store serves (default 1G; larger ones are refused)")
+    i.add_argument("--store", default="", help="the verified image store directory (e.g. /var/lib/sifguard/store): "
+                   "tasks run its verified copies instead of each making a sealed copy")
+    i.add_argument("--stager-socket", default="", help="the stager's socket (`sifguard store serve --socket`)")
     i.set_defaults(func=cmd_install)
 
 
@@ -41,8 +44,12 @@ def cmd_install(args) -> int:
     from sifguard.policy.loader import load
     from sifguard.slurm.install import install
     load(args.policy)   # refuse to install hooks over a policy that does not load
+    if args.stager_socket and not args.store:
+        from sifguard.errors import BadInputError
+        raise BadInputError("--stager-socket needs --store (the directory the stager serves)")
     out = install(args.prefix, args.policy, args.slurm_conf, args.apptainer, args.singularity,
-                  args.state_dir, args.python, not args.no_spank, args.singularity_flavor, args.seal_limit)
+                  args.state_dir, args.python, not args.no_spank, args.singularity_flavor, args.seal_limit,
+                  store=args.store, stager_socket=args.stager_socket)
     print(f"installed sifguard Slurm hooks in {args.prefix} (configuration {out['config']})")
     print("# slurm.conf:")
     for line in out["slurm.conf"]:

@@ -136,6 +136,53 @@ class Engine:
         return Findings(True, groups=tuple((g, tuple(ss), ()) for g, ss in sorted(groups.items())),
                         digests=tuple(sorted(digests.items())), image_cache="miss" if use else "off")
 
+    # --- the verified image store (sifguard/store) --------------------------------------
+    def verifier(self):
+        """For the store's stager: (fd of the staged bytes, object digests computed while
+        copying them) → a findings record under this engine's roots (JSON-ready)."""
+        trust = Trust(roots=self.roots, intermediates=self.intermediates)
+
+        def verify(fd: int, known: dict) -> dict:
+            with SifImage("<store copy>", fd=fd) as img:
+                rep = verify_image(img, trust, known_digests={int(k): v for k, v in known.items()})
+            if not rep.verified:
+                return {"verified": False, "reason": rep.reason, "reported": [
+                    s.signer.as_dict() | {"group": s.group, "status": s.status}
+                    for s in rep.signatures if s.signer]}
+            groups: dict[str, list] = {}
+            for s in rep.signatures:
+                if s.status == VERIFIED and s.chain:
+                    groups.setdefault(str(s.group), []).append({"chain": encode_chain(s.chain)})
+            return {"verified": True, "reason": rep.reason, "groups": groups,
+                    "digests": {str(k): d for k, d in rep.digests.items()}}
+        return verify
+
+    def findings_from_record(self, rec: dict) -> Findings:
+        """Findings from a store record: paths rebuilt at now from the recorded chains."""
+        if not rec.get("verified"):
+            return Findings(False, rec.get("reason", "not verified"), reported=tuple(rec.get("reported", ())),
+                            image_cache="store")
+        return dataclasses.replace(self._from_cache(rec), image_cache="store")
+
+    def decide_findings(self, image: str, ctx: JobContext, findings: Findings, rules=None) -> Verdict:
+        """The verdict for `image` (the path that chooses the rules) with these findings."""
+        t0 = time.monotonic()
+        rules = rules if rules is not None else candidate_rules(self.policy, image, ctx)
+        v = core.decide(rules, image, findings, self._lookup(), self.policy.revocation.mode, ctx.as_dict())
+        return dataclasses.replace(v, elapsed_ms=(time.monotonic() - t0) * 1000)
+
+    @staticmethod
+    def valid_until(v: Verdict, findings: Findings, ttl: float, now: float | None = None) -> float:
+        """How long an allowing verdict may be reused: `ttl` from now (shorter when revocation
+        was forgiven under soft-fail), and never past any signer certificate's notAfter."""
+        now = time.time() if now is None else now
+        life = now + (min(ttl, 30.0) if v.revocation_source == "soft-fail" else ttl)
+        for _, signers, _ in findings.groups:
+            for s in signers:
+                for c in s.path:
+                    life = min(life, c.not_valid_after_utc.timestamp())
+        return life
+
     def _from_cache(self, hit: dict) -> Findings:
         now = dt.datetime.now(dt.timezone.utc)
         groups = []

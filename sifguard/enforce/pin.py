@@ -14,7 +14,7 @@ import os
 
 from sifguard.errors import RefusedError
 
-DEFAULT_LIMIT = 8 << 30
+DEFAULT_LIMIT = 1 << 30
 _SEALS = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SEAL
 
 
@@ -22,13 +22,16 @@ class CannotPin(RefusedError):
     """The image cannot be held immutably for the runtime, so it is not run."""
 
 
+def _size(n: int) -> str:
+    return f"{n / (1 << 30):.1f} GiB" if n >= 1 << 30 else f"{n / (1 << 20):.1f} MiB"
+
+
 def sealed_copy(src: int, limit: int = DEFAULT_LIMIT) -> int:
     """A read-only, inheritable fd on an immutable copy of the regular file open as `src`
     (its first st_size bytes at the time of the call)."""
     size = os.fstat(src).st_size
     if size > limit:
-        raise CannotPin(f"image is {size / (1 << 30):.1f} GiB, over the {limit / (1 << 30):.1f} GiB limit for a "
-                        "sealed in-memory copy; larger images need sifguard's verified image store")
+        raise CannotPin(f"image is {_size(size)}, over the {_size(limit)} limit for a sealed in-memory copy")
     if not hasattr(os, "memfd_create"):
         raise CannotPin("this system cannot seal a copy of the image (no memfd)")
     fd = os.memfd_create("sifguard-verified.sif", os.MFD_ALLOW_SEALING | os.MFD_CLOEXEC)

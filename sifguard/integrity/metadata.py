@@ -110,9 +110,14 @@ class DigestCache:
     """Each object's bytes are hashed at most once per algorithm, however many
     signatures refer to it."""
 
-    def __init__(self, img: SifImage, progress: Progress | None = None):
+    def __init__(self, img: SifImage, progress: Progress | None = None, known: dict[int, str] | None = None):
+        """`known`: object id → "alg:hex" already computed over these exact bytes (e.g. by
+        the store while it copied them), so they are not hashed a second time."""
         self.img, self.progress = img, progress
         self._objects: dict[tuple[int, str], Digest] = {}
+        for oid, s in (known or {}).items():
+            dg = Digest.parse(s)
+            self._objects[(int(oid), dg.alg)] = dg
 
     def computed(self) -> dict[int, str]:
         """Object id -> digest, for the objects hashed so far."""

@@ -226,9 +226,11 @@ def _check_signature_object(img: SifImage, g: int, gobjs: list[Descriptor], so: 
 
 
 def verify_image(img: SifImage, trust: Trust, groups: list[int] | None = None,
-                 progress: Progress | None = None) -> Report:
+                 progress: Progress | None = None, known_digests: dict[int, str] | None = None) -> Report:
+    """`known_digests`: object digests computed over these same bytes in an earlier pass
+    (the image store hashes while it copies); header and descriptors are always re-read."""
     rep = Report(img.path)
-    cache = DigestCache(img, progress)
+    cache = DigestCache(img, progress, known_digests)
     memo = SignatureMemo()            # certificate signature checks, once each for the whole image
     for d in img.objects:
         if not d.is_signature and d.group_id == 0:
@@ -272,5 +274,6 @@ def verify_image(img: SifImage, trust: Trust, groups: list[int] | None = None,
         return rep
     rep.verified = True
     rep.reason = "all object groups signed by a trusted signer"
-    rep.digests = cache.computed()
+    rep.digests = {oid: dg for oid, dg in cache.computed().items()
+                   if any(d.id == oid for g in targets for d in img.group_objects(g))}
     return rep

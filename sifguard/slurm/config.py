@@ -22,9 +22,18 @@ class HookConfig:
     state_dir: str = ""          # slurmctld StateSaveLocation (job environments), optional
     bin_dir: str = "/usr/bin"    # where scontrol/scancel live (hooks run without PATH)
     copy_dir: str = ""           # unused since sealed copies only (kept so older configs load)
-    seal_limit: int = 8 << 30    # largest image the shim pins in a sealed in-memory copy
+    seal_limit: int = 1 << 30    # largest image pinned in a sealed in-memory copy (the fallback without a store)
     apptainer_flavor: str = "apptainer"      # whose flag table parses `apptainer …`
     singularity_flavor: str = "apptainer"    # `singularity` is Apptainer's compat name, or "singularityce"
+    store: str = ""              # the verified image store directory ("" = none: sealed copies only)
+    stager_socket: str = ""      # the stager's Unix socket (`sifguard store serve`)
+    stager_timeout: float = 600.0
+
+    def store_access(self):
+        if not self.store:
+            return None
+        from sifguard.slurm.gate import StoreAccess
+        return StoreAccess(self.store, self.stager_socket, self.policy, self.stager_timeout)
 
     def flavor(self, tool: str) -> str:
         return self.singularity_flavor if tool == "singularity" else self.apptainer_flavor

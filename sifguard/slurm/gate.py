@@ -13,9 +13,11 @@ allowed is decided here, once, the same way for all of them.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import stat
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -40,6 +42,18 @@ class Admission:
     pinned_fd: int | None = None       # the sealed copy to run (pin=True and allowed)
     image_index: int | None = None     # argv index of the image operand to replace
     decision: str = ""                 # allow | refuse | audit | pass (no image involved)
+    run_path: str | None = None        # the verified store copy to run instead (pin=True, store)
+    held_fd: int | None = None         # read-only fd on run_path holding its in-use lock
+
+
+@dataclass(frozen=True)
+class StoreAccess:
+    """The verified image store, as a hook reaches it."""
+
+    directory: str
+    socket: str = ""
+    policy_path: str = ""              # the policy file the stager is asked to decide under
+    timeout: float = 600.0             # a cold staging reads the whole image once
 
 
 @dataclass
@@ -49,6 +63,8 @@ class Gate:
     seal_limit: int = pin.DEFAULT_LIMIT
     as_user: tuple[int, int] | None = None      # root hooks: open images with this uid/gid
     audit_extra: dict = field(default_factory=dict)
+    store: StoreAccess | None = None            # pin through the verified image store
+    store_problem: str = ""                     # why the store could not pin (for the fallback's message)
     _engine: Engine | None = None
 
     @property
@@ -79,7 +95,7 @@ class Gate:
                                          ("outside_content", inv.outside_content)) if v}
         adm = self.admit_image(inv.image, ctx, cwd, pin_image, flavor=inv.flavor,
                                command=f"{inv.tool} {inv.command}", **extra, **audit_fields)
-        return Admission(adm.allowed, adm.message, adm.verdict, adm.pinned_fd, inv.image_index, adm.decision)
+        return dataclasses.replace(adm, image_index=inv.image_index)
 
     def admit_image(self, operand: str, ctx: JobContext, cwd: str, pin_image: bool = False,
                     missing: str = "refuse", flavor: str | None = None, **audit_fields) -> Admission:
@@ -116,8 +132,12 @@ class Gate:
                 return self._refuse_event(f"{operand}: the file opened is not at its path in this mount namespace "
                                           "(another namespace's view through /proc or a passed descriptor, or "
                                           "moved/removed while being checked)", ctx, audit_fields | {"image": operand})
+            if pin_image and self.store is not None:
+                via_store = self._via_store(fd, st, opened, operand, ctx, audit_fields)
+                if via_store is not None:
+                    return via_store
             if pin_image:
-                pinned = pin.sealed_copy(fd, self.seal_limit)
+                pinned = self._sealed_copy(fd)
             # a sealed copy is a new inode every time: the verified-image cache (keyed by the
             # file's identity) could never hit, so it is neither read nor written for it
             v = self.engine.decide(opened, ctx, fd=pinned if pinned is not None else fd, log=False,
@@ -153,6 +173,75 @@ class Gate:
 
     def refuse(self, reason: str, ctx: JobContext, **audit_fields) -> Admission:
         return self._refuse_event(reason, ctx, audit_fields)
+
+    # --- pinning ----------------------------------------------------------------------
+    def _via_store(self, fd: int, st: os.stat_result, opened: str, operand: str, ctx: JobContext,
+                   audit_fields: dict) -> Admission | None:
+        """Pin through the store: warm (a recorded decision for this content, policy and
+        candidate rules: no hashing, no cryptography), else cold (the stager stages and
+        decides). None: no stager answers and nothing is recorded → the sealed-copy fallback."""
+        from sifguard.store import client, keys, lookup
+        from sifguard.store.layout import Store, StoreError
+        from sifguard.policy.decide import candidate_rules
+        t0 = time.monotonic()
+        store = Store(self.store.directory)
+        fields = audit_fields | {"operand": operand}
+        try:
+            store.check_safe()
+        except StoreError as e:
+            return self._refuse_event(f"{operand}: {e}", ctx, fields | {"image": opened})
+        names = tuple(r.name for r in candidate_rules(self.policy, opened, ctx))
+        try:
+            fp = keys.policy_fingerprint(self.policy)
+        except OSError:
+            fp = None                      # trust files unreadable to this user: ask the stager
+        warm = lookup.warm(store, fd, st, fp, names) if fp else None
+        if warm is not None:
+            entry, rec = warm
+            v = lookup.RecordedVerdict(rec["verdict"] | {
+                "image": opened, "context": ctx.as_dict(), "image_cache": "store",
+                "store": {"digest": entry.digest, "how": "recorded"},
+                "elapsed_ms": round((time.monotonic() - t0) * 1000, 1)})
+            self._log(v, fields)
+            return Admission(True, f"{operand}: {v.reason}", v, decision=v.decision, run_path=entry.path,
+                             held_fd=entry.fd)
+        if not self.store.socket:
+            self.store_problem = "no stager socket is configured"
+            return None
+        try:
+            reply = client.ask(self.store.socket, fd, {"policy": self.store.policy_path, "path": opened,
+                                                      "context": ctx.as_dict()}, timeout=self.store.timeout)
+        except client.StagerUnavailable as e:
+            self.store_problem = str(e)
+            return None
+        except client.StagerRefused as e:
+            return self._refuse_event(f"{operand}: {e}", ctx, fields | {"image": opened})
+        verdict = reply.get("verdict") if isinstance(reply.get("verdict"), dict) else {}
+        v = lookup.RecordedVerdict(verdict | {
+            "image": opened, "context": ctx.as_dict(), "image_cache": "store",
+            "store": {"digest": reply.get("digest"), "how": reply.get("how")},
+            "elapsed_ms": round((time.monotonic() - t0) * 1000, 1)})
+        self._log(v, fields)
+        if not v.allowed:
+            return Admission(False, f"{operand}: rule '{v.rule}': {v.reason}", v, decision=v.decision)
+        entry = lookup.open_entry(store, str(reply.get("digest") or "0"))
+        if entry is None:
+            return self._refuse_event(f"{operand}: the stager allowed it but its verified copy is not in the store "
+                                      f"{store.root}", ctx, fields | {"image": opened})
+        return Admission(True, f"{operand}: {v.reason}", v, decision=v.decision, run_path=entry.path,
+                         held_fd=entry.fd)
+
+    def _sealed_copy(self, fd: int) -> int:
+        """The fallback where no store serves: a sealed in-memory copy, up to seal_limit."""
+        try:
+            return pin.sealed_copy(fd, self.seal_limit)
+        except pin.CannotPin as e:
+            if self.store is None:
+                raise pin.CannotPin(f"{e}; configure the verified image store (`sifguard slurm install --store "
+                                    "DIR --stager-socket PATH` and run `sifguard store serve`)") from None
+            raise pin.CannotPin(f"{e}, and the image store cannot take it ({self.store_problem}): start the stager "
+                                "(`systemctl enable --now sifguard-stager.socket`, or `sifguard store serve "
+                                f"--store {self.store.directory} --socket {self.store.socket or 'PATH'}`)") from None
 
     # --- edges ----------------------------------------------------------------------
     def _open(self, path: str) -> int:

@@ -65,7 +65,8 @@ def _copy_script(src: str, dst: str, python: str, subst: dict | None = None, pat
 
 def install(prefix: str, policy: str, slurm_conf: str, apptainer: str, singularity: str,
             state_dir: str = "", python: str | None = None, build_spank: bool = True,
-            singularity_flavor: str | None = None, seal_limit: int | None = None) -> dict:
+            singularity_flavor: str | None = None, seal_limit: int | None = None,
+            store: str = "", stager_socket: str = "") -> dict:
     python = python or sys.executable
     src = prolog_source()
     prefix = os.path.abspath(prefix)
@@ -86,6 +87,9 @@ def install(prefix: str, policy: str, slurm_conf: str, apptainer: str, singulari
             "singularity_flavor": singularity_flavor or _flavor(singularity)}
     if seal_limit is not None:
         conf["seal_limit"] = seal_limit
+    if store:
+        conf["store"] = os.path.abspath(store)
+        conf["stager_socket"] = os.path.abspath(stager_socket) if stager_socket else ""
     cpath = os.path.join(prefix, "sifguard-slurm.json")
     with open(cpath + ".tmp", "w", encoding="utf-8") as f:
         json.dump(conf, f, indent=2)

@@ -46,12 +46,15 @@ def _main(argv: list[str], cfg_path: str | None = None) -> int:
     from sifguard.slurm import context
     from sifguard.slurm.gate import Gate
     policy = load_fast(cfg.policy)
-    gate = Gate(policy, "shim", seal_limit=cfg.seal_limit)
+    gate = Gate(policy, "shim", seal_limit=cfg.seal_limit, store=cfg.store_access())
     ctx = context.for_caller(cfg, policy)
     adm = gate.admit(inv, ctx, os.getcwd(), pin_image=True, argv=[tool] + args)
     if not adm.allowed:
         return _fail(f"refused: {adm.message}")
-    if adm.pinned_fd is not None:
+    if adm.run_path is not None:              # the store's verified copy, held in use until the runtime exits
+        args[adm.image_index - 1] = adm.run_path
+        os.set_inheritable(adm.held_fd, True)
+    elif adm.pinned_fd is not None:
         args[adm.image_index - 1] = f"/proc/self/fd/{adm.pinned_fd}"
     return _exec(real, args)
 

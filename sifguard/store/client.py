@@ -1,0 +1,49 @@
+"""Asking the stager (the hooks' side, unprivileged): send the open image, get a reply."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+from sifguard.errors import SifguardError
+from sifguard.store import wire
+
+
+class StagerUnavailable(SifguardError):
+    """No stager answered (not running, socket missing, timed out): the hooks fall back."""
+
+    exit_code = 1
+
+
+class StagerRefused(SifguardError):
+    """The stager answered with an error (the image cannot be staged)."""
+
+    exit_code = 1
+
+
+def ask(socket_path: str, fd: int, request: dict, timeout: float = 600.0, connect_timeout: float = 2.0) -> dict:
+    """Send `request` with the image descriptor `fd`; the stager's reply. Staging a large
+    image takes as long as reading it once, so `timeout` bounds the whole exchange."""
+    deadline = time.monotonic() + timeout
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    try:
+        s.settimeout(connect_timeout)
+        try:
+            s.connect(socket_path)
+        except (FileNotFoundError, ConnectionRefusedError, PermissionError, socket.timeout, OSError) as e:
+            raise StagerUnavailable(f"the image store's stager at {socket_path} is not answering "
+                                    f"({getattr(e, 'strerror', None) or e})") from None
+        try:
+            s.settimeout(max(0.1, deadline - time.monotonic()))
+            wire.send(s, request, fd)
+            reply, _ = wire.recv(s, wire.MAX_REPLY)
+        except (socket.timeout, TimeoutError):
+            raise StagerUnavailable(f"the image store's stager at {socket_path} did not answer within "
+                                    f"{timeout:.0f} s") from None
+        except (OSError, wire.WireError) as e:
+            raise StagerUnavailable(f"the image store's stager at {socket_path} failed: {e}") from None
+    finally:
+        s.close()
+    if not reply.get("ok"):
+        raise StagerRefused(str(reply.get("error") or "the stager refused the request")[:1000])
+    return reply

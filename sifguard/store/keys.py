@@ -1,0 +1,80 @@
+"""The store's names, pure: content address, index key, decision key, policy fingerprint."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+
+HEAD = 4096          # bytes of the source that go into its index key
+
+
+def content_digest(size: int, rest: bytes, objects: list[tuple[int, int, int, str]]) -> str:
+    """The content address of an image from one pass over its bytes: `rest` is the
+    SHA-256 of every byte outside the objects' ranges, in file order; `objects` is
+    (id, offset, size, "sha256:hex") for each object. The ranges are part of what is
+    hashed, so the bytes outside them are fixed too: two files share an address only if
+    they are byte-identical (barring a SHA-256 collision). Every byte is hashed once."""
+    h = hashlib.sha256(b"sifguard-store-content-v1\0")
+    h.update(struct.pack("<Q", size))
+    h.update(rest)
+    for oid, off, n, dg in sorted(objects):
+        h.update(struct.pack("<IQQ", oid, off, n))
+        h.update(dg.encode())
+    return h.hexdigest()
+
+
+def index_key(st: os.stat_result, head: bytes) -> str:
+    """The index key of an open source file: its identity (any write, truncate, rename
+    over it or `touch` changes ctime, which users cannot set) and its first bytes — which
+    only someone who can read it knows (so the index does not let a user who can merely
+    `stat` a file reach its verified copy)."""
+    h = hashlib.sha256(b"sifguard-store-index-v1\0")
+    h.update(struct.pack("<QQQqq", st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+    h.update(head)
+    return h.hexdigest()
+
+
+def file_identity(st: os.stat_result) -> dict:
+    return {"dev": st.st_dev, "ino": st.st_ino, "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+            "ctime_ns": st.st_ctime_ns}
+
+
+def read_head(fd: int, size: int) -> bytes:
+    return os.pread(fd, min(HEAD, size), 0)
+
+
+def decision_key(digest: str, policy_fp: str, candidates: tuple[str, ...]) -> str:
+    """A decision depends on the image's content, the policy (its rules, modes, trust
+    material) and which of its rules can apply — not on who asked: the job context and
+    the image's path only choose the candidate rules."""
+    doc = json.dumps([digest, policy_fp, list(candidates)], separators=(",", ":"))
+    return hashlib.sha256(b"sifguard-store-decision-v1\0" + doc.encode()).hexdigest()
+
+
+def policy_fingerprint(policy) -> str:
+    """SHA-256 over the compiled policy and the bytes of its trust material (roots and
+    intermediates, files or directories), so a change to either makes new keys. Reads
+    only small files; the caller must be able to read them."""
+    import dataclasses
+    h = hashlib.sha256(b"sifguard-store-policy-v1\0")
+    h.update(json.dumps(dataclasses.asdict(policy), sort_keys=True, default=str).encode())
+    for p in tuple(policy.roots) + tuple(policy.intermediates):
+        files = sorted(os.path.join(p, f) for f in os.listdir(p) if f.endswith((".pem", ".crt", ".cer"))) \
+            if os.path.isdir(p) else [p]
+        for f in files:
+            h.update(f.encode() + b"\0" + hashlib.sha256(_small_file(f)).digest())
+    return h.hexdigest()
+
+
+def _small_file(path: str, limit: int = 4 << 20) -> bytes:
+    """A regular file's bytes (never blocks on a FIFO or device; OSError otherwise)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not (st.st_mode & 0o170000 == 0o100000) or st.st_size > limit:
+            raise OSError(f"{path}: not a regular file of at most {limit} bytes")
+        return os.pread(fd, st.st_size, 0)
+    finally:
+        os.close(fd)

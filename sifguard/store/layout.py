@@ -1,0 +1,120 @@
+"""Where things live in a store directory, and whether the directory can be trusted."""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from dataclasses import dataclass
+
+from sifguard.errors import SifguardError
+
+DEFAULT_DIR = "/var/lib/sifguard/store"
+
+# (name, mode): what users may traverse (0711, never list) and what only root reads (0700)
+SUBDIRS = (("objects", 0o711), ("index", 0o711), ("decisions", 0o711), ("findings", 0o711),
+           ("tmp", 0o700), ("locks", 0o700))
+
+_HEX = re.compile(r"[0-9a-f]{64}")
+
+
+class StoreError(SifguardError):
+    """The store cannot be used (unsafe, missing, full, …): hooks fall back or refuse."""
+
+    exit_code = 1
+
+
+class UnsafeStore(StoreError):
+    """The store directory could be written by someone other than root."""
+
+
+def _check_dir(path: str, what: str) -> None:
+    try:
+        st = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        raise StoreError(f"image store {what} {path} does not exist (create it with `sifguard store "
+                         "serve` or `sifguard store stage` as root)") from None
+    except OSError as e:
+        raise StoreError(f"image store {what} {path}: {e.strerror}") from None
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+        raise UnsafeStore(f"image store {what} {path} is not a directory (a symlink or other file); "
+                          "the hooks will not use it")
+    if st.st_uid != 0:
+        raise UnsafeStore(f"image store {what} {path} is owned by uid {st.st_uid}, not root; the hooks will not "
+                          f"use it (fix: chown root:root {path})")
+    if st.st_mode & 0o022:
+        raise UnsafeStore(f"image store {what} {path} is writable by group or others (mode "
+                          f"{stat.S_IMODE(st.st_mode):o}); the hooks will not use it (fix: chmod go-w {path})")
+
+
+@dataclass(frozen=True)
+class Store:
+    root: str
+
+    # --- safety --------------------------------------------------------------------
+    def check_safe(self) -> None:
+        """Raise UnsafeStore/StoreError unless the store and every directory above it are
+        root-owned and writable by nobody else (so no one but root can swap an entry)."""
+        path = os.path.abspath(self.root)
+        _check_dir(path, "directory")
+        parent = os.path.dirname(path)
+        while True:
+            _check_ancestor(parent)
+            if parent == "/":
+                break
+            parent = os.path.dirname(parent)
+        for name, _ in SUBDIRS:
+            sub = os.path.join(path, name)
+            if os.path.lexists(sub):
+                _check_dir(sub, "subdirectory")
+
+    def init(self) -> None:
+        """Create the layout (root only); the store directory itself may pre-exist."""
+        os.makedirs(self.root, mode=0o755, exist_ok=True)
+        for name, mode in SUBDIRS:
+            p = os.path.join(self.root, name)
+            try:
+                os.mkdir(p, mode)
+            except FileExistsError:
+                pass
+            os.chmod(p, mode)
+        self.check_safe()
+
+    # --- names ---------------------------------------------------------------------
+    def object_path(self, digest: str) -> str:
+        return os.path.join(self.root, "objects", f"{_hex(digest)}.sif")
+
+    def manifest_path(self, digest: str) -> str:
+        return os.path.join(self.root, "objects", f"{_hex(digest)}.json")
+
+    def findings_path(self, digest: str, roots_id: str) -> str:
+        return os.path.join(self.root, "findings", f"{_hex(digest)}-{_hex(roots_id)}.json")
+
+    def index_path(self, key: str) -> str:
+        return os.path.join(self.root, "index", f"{_hex(key)}.json")
+
+    def decision_path(self, key: str) -> str:
+        return os.path.join(self.root, "decisions", f"{_hex(key)}.json")
+
+    def lock_path(self, key: str) -> str:
+        return os.path.join(self.root, "locks", f"{_hex(key)}.lock")
+
+    @property
+    def tmp_dir(self) -> str:
+        return os.path.join(self.root, "tmp")
+
+
+def _check_ancestor(path: str) -> None:
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise StoreError(f"image store parent {path}: {e.strerror}") from None
+    if st.st_uid != 0 or (st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX):
+        raise UnsafeStore(f"image store parent directory {path} can be changed by uid {st.st_uid} or by group/others "
+                          f"(mode {stat.S_IMODE(st.st_mode):o}); the hooks will not use a store under it")
+
+
+def _hex(s: str) -> str:
+    if not _HEX.fullmatch(s or ""):
+        raise StoreError(f"not a store key: {s!r}")
+    return s

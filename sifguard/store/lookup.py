@@ -1,0 +1,123 @@
+"""The hooks' warm path, as the job's user, without cryptography:
+
+    open source (done by the gate) → fstat + first 4 KiB → index record → digest
+      → decision record for (digest, policy fingerprint, candidate rules), still valid
+      → open the stored copy, mark it in use (OFD read lock), check it is the one named
+
+A miss anywhere returns None and the gate asks the stager (cold path).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+from dataclasses import dataclass
+
+from sifguard.store import keys, locks, records
+from sifguard.store.layout import Store, StoreError
+
+
+@dataclass(frozen=True)
+class Entry:
+    digest: str
+    path: str          # the store's immutable copy: what the runtime is given
+    fd: int            # read-only, holding the in-use lock (inheritable by the runtime)
+
+
+@dataclass(frozen=True)
+class RecordedVerdict:
+    """A verdict the stager recorded, as the audit writer and the gate need it."""
+
+    record: dict
+
+    @property
+    def allowed(self) -> bool:
+        return bool(self.record.get("allowed"))
+
+    @property
+    def decision(self) -> str:
+        return str(self.record.get("decision", "refuse"))
+
+    @property
+    def reason(self) -> str:
+        return str(self.record.get("reason", ""))
+
+    @property
+    def rule(self) -> str:
+        return str(self.record.get("rule", ""))
+
+    def as_dict(self) -> dict:
+        return dict(self.record)
+
+
+def source_key(fd: int, st: os.stat_result) -> str:
+    return keys.index_key(st, keys.read_head(fd, st.st_size))
+
+
+def indexed_digest(store: Store, key: str, st: os.stat_result) -> str | None:
+    idx = records.read(store.index_path(key))
+    if not idx or idx.get("identity") != keys.file_identity(st) or not idx.get("stored"):
+        return None
+    d = idx.get("digest")
+    return d if isinstance(d, str) else None
+
+
+def recorded_decision(store: Store, digest: str, policy_fp: str, candidates: tuple[str, ...],
+                      now: float | None = None) -> dict | None:
+    """The allowing verdict the stager recorded for exactly these inputs, if still valid."""
+    try:
+        rec = records.read(store.decision_path(keys.decision_key(digest, policy_fp, candidates)))
+    except StoreError:
+        return None
+    now = time.time() if now is None else now
+    if not rec or rec.get("digest") != digest or rec.get("policy") != policy_fp \
+            or rec.get("candidates") != list(candidates):
+        return None
+    until = rec.get("valid_until")
+    if not isinstance(until, (int, float)) or until <= now or not isinstance(rec.get("verdict"), dict):
+        return None
+    if not rec["verdict"].get("allowed"):
+        return None
+    return rec
+
+
+def open_entry(store: Store, digest: str) -> Entry | None:
+    """The stored copy of `digest`, open read-only and marked in use; None if it is not
+    there, is being collected, or is not a root-owned read-only regular file."""
+    try:
+        path = store.object_path(digest)
+    except StoreError:
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != 0 or st.st_mode & 0o222:
+            raise OSError("not a sealed store entry")
+        if not locks.hold_shared(fd):
+            raise OSError("being collected")
+        here = os.stat(path, follow_symlinks=False)        # still the entry at that name?
+        if (here.st_dev, here.st_ino) != (st.st_dev, st.st_ino):
+            raise OSError("replaced")
+    except OSError:
+        os.close(fd)
+        return None
+    return Entry(digest, path, fd)
+
+
+def warm(store: Store, fd: int, st: os.stat_result, policy_fp: str, candidates: tuple[str, ...]):
+    """(Entry, recorded decision) when the image open as `fd` was staged and an allowing
+    decision for these inputs is still valid; else None."""
+    digest = indexed_digest(store, source_key(fd, st), st)
+    if digest is None:
+        return None
+    rec = recorded_decision(store, digest, policy_fp, candidates)
+    if rec is None:
+        return None
+    entry = open_entry(store, digest)
+    if entry is None:
+        return None
+    return entry, rec

@@ -1,0 +1,188 @@
+"""Staging: the one transaction that puts an image into the store (root only).
+
+    source fd (opened by whoever may read it) → regular file? → index hit? → done
+      → else, under the source key's staging lock (concurrent requests wait on it):
+        index hit now? (someone staged it meanwhile) → done
+        → one pass: copy while hashing into an unnamed file (copy.py)
+        → same content already stored? → drop the copy
+        → else verify the copy's bytes (`verifier`), keep it only if they verify
+          (or the caller stages unconditionally), fsync'd, linked in under its digest
+        → findings, manifest, index written last (readers find nothing before that)
+
+Findings of the same content under other trust roots are computed later from the copy
+and its manifest's object digests: signatures only, no data re-hashed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sifguard.store import keys, locks, records
+from sifguard.store.copy import copy_hashing
+from sifguard.store.layout import Store, StoreError
+
+# verifier(fd of the bytes, known object digests) -> findings record (dict with "verified")
+Verifier = Callable[[int, dict], dict]
+FREE_MARGIN = 64 << 20
+
+
+class NotRegular(StoreError):
+    exit_code = 2
+
+
+@dataclass(frozen=True)
+class Staged:
+    digest: str
+    object_path: str | None        # None: the content did not verify, so no copy is kept
+    how: str                       # indexed | staged | waited | deduplicated
+    size: int
+    bytes_hashed: int = 0
+    copies: int = 0
+    findings: dict | None = None   # under the verifier's roots, when one was given
+
+
+def check_source(fd: int) -> os.stat_result:
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        kind = ("a directory" if stat.S_ISDIR(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode) else
+                "a socket" if stat.S_ISSOCK(st.st_mode) else "a device" if stat.S_ISCHR(st.st_mode) or
+                stat.S_ISBLK(st.st_mode) else "not a regular file")
+        raise NotRegular(f"the image sent is {kind}, not a regular file: not staged")
+    return st
+
+
+class Stager:
+    def __init__(self, store: Store, durable: bool = True, max_size: int | None = None):
+        self.store = store
+        self.durable = durable
+        self.max_size = max_size
+        self.slots = None     # a semaphore bounding concurrent copies (the stager sets one)
+
+    # --- lookups (no lock) -----------------------------------------------------------
+    def indexed(self, key: str, st: os.stat_result) -> dict | None:
+        idx = records.read(self.store.index_path(key))
+        if not idx or idx.get("identity") != keys.file_identity(st):
+            return None
+        digest = idx.get("digest", "")
+        try:
+            if idx.get("stored") and not os.path.exists(self.store.object_path(digest)):
+                return None            # collected since: stage again
+        except StoreError:
+            return None
+        return idx
+
+    def findings(self, digest: str, roots_id: str, verifier: Verifier | None) -> dict | None:
+        """The findings for this content under these roots: recorded, or computed now from
+        the stored copy with its manifest's digests (signatures only)."""
+        rec = records.read(self.store.findings_path(digest, roots_id))
+        if rec is not None or verifier is None:
+            return rec
+        man = records.read(self.store.manifest_path(digest))
+        obj = self.store.object_path(digest)
+        if man is None:
+            return None
+        fd = os.open(obj, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            rec = verifier(fd, man.get("objects", {})) | {"digest": digest, "roots": roots_id}
+        finally:
+            os.close(fd)
+        records.write(self.store.findings_path(digest, roots_id), rec, durable=self.durable)
+        return rec
+
+    # --- staging -------------------------------------------------------------------
+    def stage(self, src: int, verifier: Verifier | None = None, roots_id: str = "",
+              keep_unverified: bool = False, who: dict | None = None) -> Staged:
+        st = check_source(src)
+        if self.max_size is not None and st.st_size > self.max_size:
+            raise StoreError(f"image is {st.st_size / 2**30:.1f} GiB, over the store's "
+                             f"{self.max_size / 2**30:.1f} GiB limit per image: not staged")
+        key = keys.index_key(st, keys.read_head(src, st.st_size))
+        hit = self._hit(key, st, verifier, roots_id, "indexed")
+        if hit:
+            return hit
+        with locks.staging_lock(self.store.lock_path(key)):
+            hit = self._hit(key, st, verifier, roots_id, "waited")
+            if hit:
+                return hit
+            return self._stage_locked(src, st, key, verifier, roots_id, keep_unverified, who or {})
+
+    def _hit(self, key, st, verifier, roots_id, how) -> Staged | None:
+        idx = self.indexed(key, st)
+        if idx is None:
+            return None
+        digest = idx["digest"]
+        f = self.findings(digest, roots_id, verifier) if roots_id else None
+        if roots_id and f is None:
+            return None                # not kept and never verified under these roots: stage again
+        obj = self.store.object_path(digest)
+        return Staged(digest, obj if os.path.exists(obj) else None, how, st.st_size, findings=f)
+
+    def _stage_locked(self, src, st, key, verifier, roots_id, keep_unverified, who) -> Staged:
+        free = shutil.disk_usage(self.store.tmp_dir).free
+        if free < st.st_size + FREE_MARGIN:
+            raise StoreError(f"the image store is full: {st.st_size / 2**20:.0f} MiB needed, "
+                             f"{free / 2**20:.0f} MiB free: not staged")
+        if self.slots is not None:
+            with self.slots:
+                c = copy_hashing(src, self.store.tmp_dir, self.durable)
+        else:
+            c = copy_hashing(src, self.store.tmp_dir, self.durable)
+        try:
+            obj = self.store.object_path(c.digest)
+            how, copies = "staged", 1
+            found = None
+            if verifier is not None:
+                found = verifier(c.fd, c.objects) | {"digest": c.digest, "roots": roots_id}
+            keep = keep_unverified or (found is not None and found.get("verified"))
+            if os.path.exists(obj):
+                how, copies = "deduplicated", 0
+                if records.read(self.store.manifest_path(c.digest)) is None:   # killed before writing it
+                    self._manifest(c, who)
+            elif keep:
+                self._link(c, obj)
+                self._manifest(c, who)
+            else:
+                copies = 0
+            if found is not None:
+                records.write(self.store.findings_path(c.digest, roots_id), found, durable=self.durable)
+            stored = os.path.exists(obj)
+            if not c.source_changed:
+                records.write(self.store.index_path(key), {
+                    "identity": keys.file_identity(st), "digest": c.digest, "stored": stored,
+                    "indexed_at": time.time()}, durable=self.durable)
+            return Staged(c.digest, obj if stored else None, how, c.size, c.bytes_hashed, copies, found)
+        finally:
+            os.close(c.fd)
+            if c.named:
+                records.remove(c.named)
+
+    def _manifest(self, c, who: dict) -> None:
+        records.write(self.store.manifest_path(c.digest), {
+            "digest": c.digest, "size": c.size, "objects": {str(k): v for k, v in c.objects.items()},
+            "staged_at": time.time(), "staged_by": who}, durable=self.durable)
+
+    def _link(self, c, obj: str) -> None:
+        try:
+            if c.named:
+                os.link(c.named, obj)
+            else:   # linkat(AT_SYMLINK_FOLLOW) of the unnamed file (os.link calls plain link() otherwise)
+                dfd = os.open(os.path.dirname(obj), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                try:
+                    os.link(f"/proc/self/fd/{c.fd}", obj, src_dir_fd=dfd, follow_symlinks=True)
+                finally:
+                    os.close(dfd)
+        except FileExistsError:
+            pass
+        except OSError as e:
+            raise StoreError(f"cannot store the copy: {e.strerror}") from None
+        if self.durable:
+            dfd = os.open(os.path.dirname(obj), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
