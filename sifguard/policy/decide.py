@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING
+TYPE_CHECKING = False   # (no `typing` import: the per-task hooks import as little as they can)
 
 from sifguard.policy import globs as _globs
 from sifguard.policy.model import DEFAULT_RULE, Policy, Rule, SignerPattern

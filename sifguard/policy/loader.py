@@ -8,7 +8,6 @@ unknown key (`revokation:`), a wrong type or a bad value is reported as
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import os
 
@@ -42,6 +41,7 @@ class _V:
         for k, v in node.value:
             key = k.value if isinstance(k, yaml.ScalarNode) else None
             if key not in allowed:
+                import difflib
                 hint = difflib.get_close_matches(str(key), list(allowed), 1)
                 self.err(k, f"unknown key '{key}' in {where}" + (f" (did you mean '{hint[0]}'?)" if hint else "")
                          + f"; allowed: {', '.join(allowed)}")

@@ -5,29 +5,50 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 
 from sifguard.errors import BadInputError
 
 DEFAULT = "/etc/sifguard/slurm.json"
 
 
-@dataclass(frozen=True)
+_FIELDS = {
+    "policy": None,                       # required
+    "slurm_conf": "/etc/slurm/slurm.conf",
+    "apptainer": "/usr/bin/apptainer",
+    "singularity": "/usr/bin/singularity",
+    "shim_dir": "",
+    "state_dir": "",                      # slurmctld StateSaveLocation (job environments), optional
+    "bin_dir": "/usr/bin",                # where scontrol/scancel live (hooks run without PATH)
+    "copy_dir": "",                       # unused since sealed copies only (kept so older configs load)
+    "seal_limit": 1 << 30,                # largest image pinned in a sealed in-memory copy (fallback without a store)
+    "apptainer_flavor": "apptainer",      # whose flag table parses `apptainer …`
+    "singularity_flavor": "apptainer",    # `singularity` is Apptainer's compat name, or "singularityce"
+    "store": "",                          # the verified image store directory ("" = none: sealed copies only)
+    "stager_socket": "",                  # the stager's Unix socket (`sifguard store serve`)
+    "stager_timeout": 600.0,
+}
+
+
 class HookConfig:
-    policy: str
-    slurm_conf: str = "/etc/slurm/slurm.conf"
-    apptainer: str = "/usr/bin/apptainer"
-    singularity: str = "/usr/bin/singularity"
-    shim_dir: str = ""
-    state_dir: str = ""          # slurmctld StateSaveLocation (job environments), optional
-    bin_dir: str = "/usr/bin"    # where scontrol/scancel live (hooks run without PATH)
-    copy_dir: str = ""           # unused since sealed copies only (kept so older configs load)
-    seal_limit: int = 1 << 30    # largest image pinned in a sealed in-memory copy (the fallback without a store)
-    apptainer_flavor: str = "apptainer"      # whose flag table parses `apptainer …`
-    singularity_flavor: str = "apptainer"    # `singularity` is Apptainer's compat name, or "singularityce"
-    store: str = ""              # the verified image store directory ("" = none: sealed copies only)
-    stager_socket: str = ""      # the stager's Unix socket (`sifguard store serve`)
-    stager_timeout: float = 600.0
+    """The hooks' settings (read-only). A plain class rather than a dataclass: the shim
+    loads it once per task, and every dataclass costs start-up time."""
+
+    __slots__ = tuple(_FIELDS)
+
+    def __init__(self, **kw):
+        unknown = set(kw) - set(_FIELDS)
+        if unknown:
+            raise TypeError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        if "policy" not in kw:
+            raise TypeError("missing setting: policy")
+        for k, default in _FIELDS.items():
+            object.__setattr__(self, k, kw.get(k, default))
+
+    def __setattr__(self, k, v):
+        raise AttributeError("HookConfig is read-only")
+
+    def __repr__(self) -> str:
+        return "HookConfig(" + ", ".join(f"{k}={getattr(self, k)!r}" for k in _FIELDS) + ")"
 
     def store_access(self):
         if not self.store:

@@ -19,7 +19,7 @@ import re
 import stat
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+TYPE_CHECKING = False   # (no `typing` import at run time: the shim starts once per task)
 
 from sifguard.enforce import audit, pin
 from sifguard.errors import SifguardError
@@ -180,7 +180,7 @@ class Gate:
         """Pin through the store: warm (a recorded decision for this content, policy and
         candidate rules: no hashing, no cryptography), else cold (the stager stages and
         decides). None: no stager answers and nothing is recorded → the sealed-copy fallback."""
-        from sifguard.store import client, keys, lookup
+        from sifguard.store import keys, lookup
         from sifguard.store.layout import Store, StoreError
         from sifguard.policy.decide import candidate_rules
         t0 = time.monotonic()
@@ -208,6 +208,7 @@ class Gate:
         if not self.store.socket:
             self.store_problem = "no stager socket is configured"
             return None
+        from sifguard.store import client
         try:
             reply = client.ask(self.store.socket, fd, {"policy": self.store.policy_path, "path": opened,
                                                       "context": ctx.as_dict()}, timeout=self.store.timeout)
@@ -270,7 +271,7 @@ class Gate:
         return Admission(False, reason, refusal(fields.get("image", ""), reason, ctx.as_dict()), decision="refuse")
 
 
-_RUNTIME_WORD = re.compile(r"""[^\s'"`;|&()<>]*/(?:apptainer|singularity)(?=[\s'"`;|&()<>]|$)""")
+_RUNTIME_WORD = r"""[^\s'"`;|&()<>]*/(?:apptainer|singularity)(?=[\s'"`;|&()<>]|$)"""
 
 
 def reaches_runtime_directly(found, shim_dir: str) -> bool:
@@ -283,7 +284,7 @@ def reaches_runtime_directly(found, shim_dir: str) -> bool:
         return True
     if found.program and not found.via_path and not in_shim_dir(found.program, shim_dir):
         return True
-    return any(not in_shim_dir(w, shim_dir) for w in _RUNTIME_WORD.findall(found.text))
+    return any(not in_shim_dir(w, shim_dir) for w in re.findall(_RUNTIME_WORD, found.text))
 
 
 def in_shim_dir(program: str, shim_dir: str) -> bool:

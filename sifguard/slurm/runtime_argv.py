@@ -150,11 +150,28 @@ def _flagset(flags: list[_Flag]) -> _FlagSet:
     return _FlagSet({f.name: f for f in flags}, {f.short: f for f in flags if f.short})
 
 
-@lru_cache(maxsize=None)
-def _grammar(flavor: str) -> dict[str, _Node]:
-    table = TABLES[flavor]
-    nodes = {}
-    for path, c in table.items():
+class _Grammar:
+    """A flavor's command tree, each node built from the table the first time the parser
+    reaches it (a command line touches two or three of ~95 nodes; the shim runs per task)."""
+
+    def __init__(self, flavor: str):
+        self.table = TABLES[flavor]
+        self.nodes: dict[str, _Node] = {}
+
+    def __getitem__(self, path: str) -> _Node:
+        node = self.nodes.get(path)
+        if node is None:
+            node = self.nodes[path] = self._build(path)
+        return node
+
+    def _build(self, path: str) -> _Node:
+        table = self.table
+        c = table.get(path)
+        if c is None:
+            if path in COBRA_COMMANDS:
+                none = _flagset([])
+                return _Node(path, True, 0, None, {}, True, none, none)
+            raise KeyError(path)
         flags = [_Flag(f[0], f[1], f[2] == "bool", tuple(f[5]), bool(f[6])) for f in c["flags"]]
         children = {}
         for sub in c["subcommands"]:
@@ -172,12 +189,13 @@ def _grammar(flavor: str) -> dict[str, _Node]:
         if path == "" and "version" not in {f.name for f in flags}:
             taken = {f.short for f in full}
             full.append(_Flag("version", "" if "v" in taken else "v", True))
-        nodes[path] = _Node(path, c["runnable"], c["min_args"], c["max_args"], children,
-                            c["external_subcommands"], _flagset(flags), _flagset(full))
-    none = _flagset([])
-    for name in COBRA_COMMANDS:
-        nodes.setdefault(name, _Node(name, True, 0, None, {}, True, none, none))
-    return nodes
+        return _Node(path, c["runnable"], c["min_args"], c["max_args"], children,
+                     c["external_subcommands"], _flagset(flags), _flagset(full))
+
+
+@lru_cache(maxsize=None)
+def _grammar(flavor: str) -> _Grammar:
+    return _Grammar(flavor)
 
 
 def _is_flag_word(w: str) -> bool:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 import stat
-from dataclasses import dataclass
 
 from sifguard.errors import SifguardError
 
@@ -47,9 +46,16 @@ def _check_dir(path: str, what: str) -> None:
                           f"{stat.S_IMODE(st.st_mode):o}); the hooks will not use it (fix: chmod go-w {path})")
 
 
-@dataclass(frozen=True)
 class Store:
-    root: str
+    """A store directory. (A plain class, not a dataclass: the shim imports this per task.)"""
+
+    __slots__ = ("root",)
+
+    def __init__(self, root: str):
+        self.root = root
+
+    def __repr__(self) -> str:
+        return f"Store({self.root!r})"
 
     # --- safety --------------------------------------------------------------------
     def check_safe(self) -> None:

@@ -12,24 +12,29 @@ from __future__ import annotations
 import os
 import stat
 import time
-from dataclasses import dataclass
 
 from sifguard.store import keys, locks, records
 from sifguard.store.layout import Store, StoreError
 
 
-@dataclass(frozen=True)
 class Entry:
-    digest: str
-    path: str          # the store's immutable copy: what the runtime is given
-    fd: int            # read-only, holding the in-use lock (inheritable by the runtime)
+    """A stored copy opened for running. (Plain classes here: the shim imports this per task.)"""
+
+    __slots__ = ("digest", "path", "fd")
+
+    def __init__(self, digest: str, path: str, fd: int):
+        self.digest = digest
+        self.path = path     # the store's immutable copy: what the runtime is given
+        self.fd = fd         # read-only, holding the in-use lock (inheritable by the runtime)
 
 
-@dataclass(frozen=True)
 class RecordedVerdict:
     """A verdict the stager recorded, as the audit writer and the gate need it."""
 
-    record: dict
+    __slots__ = ("record",)
+
+    def __init__(self, record: dict):
+        self.record = record
 
     @property
     def allowed(self) -> bool:
