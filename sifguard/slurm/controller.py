@@ -80,7 +80,7 @@ def decide_job(cfg: hookconf.HookConfig, job: jobinfo.Job, gate) -> list[str]:
             gate.defer(ctx, f.note, **where)
             continue
         flavor = cfg.flavor(f.tool) if f.tool in ("apptainer", "singularity") else None
-        adm = gate.admit_image(f.image, ctx, job.work_dir, missing="defer", flavor=flavor, **where)
+        adm = gate.admit_image(f.image, ctx, job.work_dir, missing="defer", flavor=flavor, stage=True, **where)
         if not adm.allowed:
             reasons.append(adm.message)
     return reasons
@@ -100,7 +100,8 @@ def main(script_path: str | None = None, environ: dict | None = None) -> int:
         from sifguard.policy.loader import load_fast as load
         from sifguard.slurm.gate import Gate
         job = jobinfo.read_job(cfg, environ)
-        gate = Gate(load(cfg.policy), "prolog-slurmctld", as_user=(job.uid, job.gid), audit_extra={"job": job.job_id})
+        gate = Gate(load(cfg.policy), "prolog-slurmctld", as_user=(job.uid, job.gid), audit_extra={"job": job.job_id},
+                    store=cfg.store_access())
         reasons = decide_job(cfg, job, gate)
     except Exception as e:  # noqa: BLE001 - fail closed
         reasons = [f"internal error while checking the job's containers ({type(e).__name__}: {e}); refusing"]

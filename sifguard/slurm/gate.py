@@ -98,10 +98,13 @@ class Gate:
         return dataclasses.replace(adm, image_index=inv.image_index)
 
     def admit_image(self, operand: str, ctx: JobContext, cwd: str, pin_image: bool = False,
-                    missing: str = "refuse", flavor: str | None = None, **audit_fields) -> Admission:
+                    missing: str = "refuse", flavor: str | None = None, stage: bool = False,
+                    **audit_fields) -> Admission:
         """Decide one image operand: a URI by its source rule, a file by its signatures.
         `missing="defer"` (the controller prolog, ahead of the job): an image that does not
-        exist yet is logged as deferred to the runtime hooks instead of refused."""
+        exist yet is logged as deferred to the runtime hooks instead of refused.
+        `stage` (the controller prolog): decide through the image store when one is
+        configured, so the job's tasks find the image staged and decided (they start warm)."""
         scheme = image_source(operand, flavor)
         if scheme != "local":
             if scheme in self.policy.runtime.allow_sources:
@@ -132,9 +135,12 @@ class Gate:
                 return self._refuse_event(f"{operand}: the file opened is not at its path in this mount namespace "
                                           "(another namespace's view through /proc or a passed descriptor, or "
                                           "moved/removed while being checked)", ctx, audit_fields | {"image": operand})
-            if pin_image and self.store is not None:
+            if (pin_image or stage) and self.store is not None:
                 via_store = self._via_store(fd, st, opened, operand, ctx, audit_fields)
                 if via_store is not None:
+                    if not pin_image and via_store.held_fd is not None:
+                        os.close(via_store.held_fd)        # staged for the tasks; nothing runs here
+                        via_store = dataclasses.replace(via_store, held_fd=None)
                     return via_store
             if pin_image:
                 pinned = self._sealed_copy(fd)
