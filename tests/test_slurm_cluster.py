@@ -155,7 +155,7 @@ def results(cluster):
         "hidden": f"IMG=$(cat {J}/which)\napptainer exec $IMG echo RAN-HIDDEN",
         "bypass": f"srun $SIFGUARD_REAL_APPTAINER exec $(cat {J}/which) echo RAN-BYPASS",
         "swap": (f"apptainer exec {J}/swap.sif sh -c 'cp {J}/unsigned.sif {J}/swap.sif; "
-                 "for fd in /proc/self/fd/*; do case $(readlink $fd) in *sifguard-verified*) "
+                 "for fd in /proc/self/fd/*; do case $(readlink $fd) in *sifguard-verified*|*/store/objects/*) "
                  "echo SEALED $(sha256sum < $fd | cut -c1-64);; esac; done; echo RAN-SWAP'"),
     }
     private = c["w"] / "root-only"
@@ -181,7 +181,7 @@ def test_signed_image_runs(cluster, results):
     assert state(cluster, results["ids"]["ok"]) == "COMPLETED"
     assert "RAN-OK" in output(cluster, "ok").split()
     log = (cluster["env"]["SIFGUARD_CLUSTER_DIR"] + "/standin.log")
-    assert "/proc/self/fd/" in open(log).read()   # the runtime got the sealed, verified copy
+    assert "/store/objects/" in open(log).read()   # the runtime got the store's verified copy
 
 
 @pytest.mark.parametrize("name,why", [("unsigned", "not signed"), ("tampered", "changed"),
@@ -317,3 +317,51 @@ def test_runtime_reached_around_the_shim_is_refused(cluster, results, how):
         p = _srun(cluster, f"--export=PATH={trick}", "apptainer", "exec", f"{J}/unsigned.sif", "echo", "RAN-AROUND")
     assert p.returncode != 0 and "RAN-AROUND" not in p.stdout, (p.stdout, p.stderr)
     assert "sifguard" in p.stderr
+
+
+def test_many_tasks_run_one_verified_store_copy(cluster, results):
+    """Issue 9: `srun -n 8 apptainer exec IMG` of a 256 MiB image — every task runs the
+    store's copy, which the stager staged once (the controller prolog staged it before the
+    tasks started; the tasks found it warm); then the original is swapped for an unsigned
+    image of the same size with its mtime restored: re-verified and refused."""
+    J, D = cluster["jobs"], cluster["env"]["SIFGUARD_CLUSTER_DIR"]
+    w = cluster["w"]
+    big = J / "big.sif"
+    _make_sif(big, 256)
+    assert run_cli("sign", big, "--key", w / "builder.key", "--cert", w / "builder.pem").rc == 0
+    os.chmod(big, 0o644)
+    want = hashlib.sha256(big.read_bytes()).hexdigest()
+    log = D + "/standin.log"
+    before = len(open(log).read().splitlines())
+    p = _srun(cluster, "-n", "8", "-O", "apptainer", "exec", str(big), "echo", "RAN-MANY", timeout=300)
+    assert p.returncode == 0 and p.stdout.split().count("RAN-MANY") == 8, (p.stdout, p.stderr)
+    ran = [ln for ln in open(log).read().splitlines()[before:] if ln.startswith("image ")]
+    assert len(ran) == 8 and all("/store/objects/" in ln and ln.endswith(f"sha256={want}") for ln in ran), ran
+    digest = ran[0].split("/store/objects/")[1].split(".sif")[0]
+    staged = [ln for ln in open(D + "/log/stager.log") if f" staged {digest[:16]}" in ln]
+    assert len(staged) == 1, staged                     # one copy, one hash pass, for 1 prolog + 8 tasks
+    # swap: same size, mtime restored (ctime cannot be restored: the index misses)
+    st = os.stat(big)
+    unsigned = J / "big-unsigned.sif"
+    _make_sif(unsigned, 256)
+    data = unsigned.read_bytes()
+    data = data + b"\0" * (st.st_size - len(data)) if len(data) < st.st_size else data[:st.st_size]
+    with open(big, "r+b") as f:
+        f.write(data)
+    os.utime(big, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert os.stat(big).st_size == st.st_size and os.stat(big).st_mtime_ns == st.st_mtime_ns
+    p = _srun(cluster, "-n", "2", "-O", "apptainer", "exec", str(big), "echo", "RAN-SWAPPED", timeout=300)
+    assert p.returncode != 0 and "RAN-SWAPPED" not in p.stdout and "sifguard" in p.stderr, (p.stdout, p.stderr)
+
+
+def _make_sif(path, mib):
+    import struct
+    from sifguard.sif.image import NewObject, create
+    part = str(path) + ".part"
+    with open(part, "wb") as f:
+        block = os.urandom(1 << 20)
+        for _ in range(mib):
+            f.write(block)
+    create(str(path), [NewObject(0x4001, data=b"Bootstrap: scratch\n", group=1),
+                       NewObject(0x4004, path=part, group=1, extra=struct.pack("<ii", 1, 2) + b"02\x00")])
+    os.unlink(part)

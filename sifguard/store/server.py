@@ -151,7 +151,9 @@ class Server:
                 reply = error_reply(e)
             conn.settimeout(30.0)
             self._reply(conn, reply)
-            _log(f"uid {peer.uid} pid {peer.pid}: {reply.get('how', 'error')} "
+            how = reply.get("how", "error") if reply.get("object") or not reply.get("ok") else \
+                f"{reply.get('how')} (no copy kept)"
+            _log(f"uid {peer.uid} pid {peer.pid}: {how} "
                  f"{(reply.get('digest') or '')[:16]} {'allowed' if reply.get('allowed') else ''} "
                  f"{reply.get('error', '')} ({(time.monotonic() - t0) * 1000:.0f} ms)".replace("  ", " "))
         finally:

@@ -94,16 +94,25 @@ class Service:
         """Stage the image and, with a policy, decide it. The reply (JSON-ready)."""
         who = {"uid": peer.uid, "pid": peer.pid}
         if not policy_path:
-            s = self.stager.stage(fd, who=who, keep_unverified=True)
+            s = self.stager.stage(fd, who=who, keep=lambda found: True)
             return {"ok": True, "digest": s.digest, "object": s.object_path, "how": s.how,
                     "bytes_hashed": s.bytes_hashed, "copies": s.copies}
         engine, fp = self.engine(policy_path)
         ctx = self.context(peer, context)
         rules = candidate_rules(engine.policy, image_path, ctx)
-        needs_signature = any(r.require != "any" for r in rules)
-        s = self.stager.stage(fd, engine.verifier(), engine.roots_id, keep_unverified=not needs_signature, who=who)
-        findings = engine.findings_from_record(s.findings)
-        v = engine.decide_findings(image_path, ctx, findings, rules)
+        decided = {}
+
+        def allowed(found: dict | None) -> bool:        # keep a copy of what this request may run
+            findings = engine.findings_from_record(found or {"verified": False, "reason": "not verified"})
+            decided["v"] = (engine.decide_findings(image_path, ctx, findings, rules), findings)
+            return decided["v"][0].allowed
+        s = self.stager.stage(fd, engine.verifier(), engine.roots_id, keep=allowed, who=who)
+        if "v" not in decided:
+            allowed(s.findings)
+        v, findings = decided["v"]
+        if v.allowed and not s.object_path:     # indexed earlier without a copy (refused then, e.g. another rule)
+            s = self.stager.stage(fd, engine.verifier(), engine.roots_id, keep=lambda found: True, who=who,
+                                  require_object=True)
         reply = {"ok": True, "digest": s.digest, "object": s.object_path, "how": s.how,
                  "bytes_hashed": s.bytes_hashed, "copies": s.copies, "verdict": v.as_dict(),
                  "allowed": v.allowed, "policy": fp, "candidates": [r.name for r in rules]}

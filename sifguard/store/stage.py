@@ -96,22 +96,27 @@ class Stager:
 
     # --- staging -------------------------------------------------------------------
     def stage(self, src: int, verifier: Verifier | None = None, roots_id: str = "",
-              keep_unverified: bool = False, who: dict | None = None) -> Staged:
+              keep: Callable[[dict | None], bool] | None = None, who: dict | None = None,
+              require_object: bool = False) -> Staged:
+        """Stage the image open as `src`. `keep(findings)` says whether to keep a copy
+        (default: only one that verifies); `require_object`: an index hit whose copy was
+        not kept does not count (stage again, keeping it)."""
         st = check_source(src)
         if self.max_size is not None and st.st_size > self.max_size:
             raise StoreError(f"image is {st.st_size / 2**30:.1f} GiB, over the store's "
                              f"{self.max_size / 2**30:.1f} GiB limit per image: not staged")
         key = keys.index_key(st, keys.read_head(src, st.st_size))
-        hit = self._hit(key, st, verifier, roots_id, "indexed")
+        keep = keep or (lambda found: bool(found and found.get("verified")))
+        hit = self._hit(key, st, verifier, roots_id, "indexed", require_object)
         if hit:
             return hit
         with locks.staging_lock(self.store.lock_path(key)):
-            hit = self._hit(key, st, verifier, roots_id, "waited")
+            hit = self._hit(key, st, verifier, roots_id, "waited", require_object)
             if hit:
                 return hit
-            return self._stage_locked(src, st, key, verifier, roots_id, keep_unverified, who or {})
+            return self._stage_locked(src, st, key, verifier, roots_id, keep, who or {})
 
-    def _hit(self, key, st, verifier, roots_id, how) -> Staged | None:
+    def _hit(self, key, st, verifier, roots_id, how, require_object=False) -> Staged | None:
         idx = self.indexed(key, st)
         if idx is None:
             return None
@@ -120,9 +125,13 @@ class Stager:
         if roots_id and f is None:
             return None                # not kept and never verified under these roots: stage again
         obj = self.store.object_path(digest)
-        return Staged(digest, obj if os.path.exists(obj) else None, how, st.st_size, findings=f)
+        if not os.path.exists(obj):
+            if require_object:
+                return None
+            obj = None
+        return Staged(digest, obj, how, st.st_size, findings=f)
 
-    def _stage_locked(self, src, st, key, verifier, roots_id, keep_unverified, who) -> Staged:
+    def _stage_locked(self, src, st, key, verifier, roots_id, keep, who) -> Staged:
         free = shutil.disk_usage(self.store.tmp_dir).free
         if free < st.st_size + FREE_MARGIN:
             raise StoreError(f"the image store is full: {st.st_size / 2**20:.0f} MiB needed, "
@@ -138,12 +147,11 @@ class Stager:
             found = None
             if verifier is not None:
                 found = verifier(c.fd, c.objects) | {"digest": c.digest, "roots": roots_id}
-            keep = keep_unverified or (found is not None and found.get("verified"))
             if os.path.exists(obj):
                 how, copies = "deduplicated", 0
                 if records.read(self.store.manifest_path(c.digest)) is None:   # killed before writing it
                     self._manifest(c, who)
-            elif keep:
+            elif keep(found):
                 self._link(c, obj)
                 self._manifest(c, who)
             else:

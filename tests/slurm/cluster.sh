@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A private single-node Slurm cluster (slurmctld + slurmd + munge) with sifguard's
-# PrologSlurmctld, TaskProlog and SPANK hook enabled, for the integration tests.
+# PrologSlurmctld, TaskProlog and SPANK hook enabled, and sifguard's verified image store
+# ($D/store) served by a stager on $D/run/stager.sock, for the integration tests.
 #   tests/slurm/cluster.sh up --policy FILE   -> prints `export SLURM_CONF=…` and
 #                                                `export SIFGUARD_REAL_APPTAINER=…`
 #   tests/slurm/cluster.sh down               -> ends every process it started, by PID
@@ -35,7 +36,7 @@ down() {
       stop_pid "$pid"
     fi
   done
-  for name in slurmd slurmctld munged; do
+  for name in slurmd slurmctld munged stager; do
     [ -f "$D/run/$name.pid" ] && stop_pid "$(cat "$D/run/$name.pid")"
     rm -f "$D/run/$name.pid"
   done
@@ -112,9 +113,18 @@ esac
 STANDIN
   chmod 755 "$D/bin/apptainer"
 
+  # the verified image store and its stager (root), which the hooks use
+  mkdir -p "$D/store"; chmod 755 "$D/store"
+  setsid "$VENV/bin/python" -m sifguard store serve --store "$D/store" --socket "$D/run/stager.sock" \
+    </dev/null >/dev/null 2>"$D/log/stager.log" &
+  echo $! > "$D/run/stager.pid"
+  for _ in $(seq 100); do [ -S "$D/run/stager.sock" ] && break; sleep 0.1; done
+  [ -S "$D/run/stager.sock" ] || { say "stager did not start; see $D/log/stager.log"; tail -5 "$D/log/stager.log" >&2; exit 1; }
+
   "$VENV/bin/python" -m sifguard slurm install --prefix "$D/hooks" --policy "$policy" \
     --slurm-conf "$D/etc/slurm.conf" --apptainer "$D/bin/apptainer" --singularity "$D/bin/apptainer" \
-    --state-dir "$D/state" --python "$VENV/bin/python" >"$D/log/install.log"
+    --state-dir "$D/state" --python "$VENV/bin/python" \
+    --store "$D/store" --stager-socket "$D/run/stager.sock" >"$D/log/install.log"
 
   cat > "$D/etc/slurm.conf" <<CONF
 ClusterName=sifguardtest
