@@ -174,9 +174,14 @@ class Engine:
     @staticmethod
     def valid_until(v: Verdict, findings: Findings, ttl: float, now: float | None = None) -> float:
         """How long an allowing verdict may be reused: `ttl` from now (shorter when revocation
-        was forgiven under soft-fail), and never past any signer certificate's notAfter."""
+        was forgiven under soft-fail), never past any signer certificate's notAfter nor past
+        the moment a revocation answer it rests on stops being current (OCSP nextUpdate,
+        CRL nextUpdate, thisUpdate + revocation.max_age)."""
         now = time.time() if now is None else now
         life = now + (min(ttl, 30.0) if v.revocation_source == "soft-fail" else ttl)
+        for r in v.revocation:
+            if isinstance(r.get("good_until"), (int, float)):
+                life = min(life, float(r["good_until"]))
         for _, signers, _ in findings.groups:
             for s in signers:
                 for c in s.path:

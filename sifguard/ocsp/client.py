@@ -76,10 +76,14 @@ class Status:
     reason: str
     subject: str = ""
     serial: str = ""
+    good_until: float | None = None   # a `good` answer: when the evidence stops being current (epoch s)
 
     def as_dict(self) -> dict:
-        return {"subject": self.subject, "serial": self.serial, "status": self.status,
-                "source": self.source, "reason": self.reason}
+        d = {"subject": self.subject, "serial": self.serial, "status": self.status,
+             "source": self.source, "reason": self.reason}
+        if self.good_until is not None:
+            d["good_until"] = round(self.good_until, 3)
+        return d
 
 
 @dataclass(frozen=True)
@@ -167,13 +171,13 @@ class Checker:
 
     def _check(self, cert, issuer, deadline: float) -> Status:
         subj, serial = cert.subject.rfc4514_string(), f"{cert.serial_number:X}"
-        mk = lambda st, src, why: Status(st, src, why, subj, serial)  # noqa: E731
+        mk = lambda st, src, why, until=None: Status(st, src, why, subj, serial, until)  # noqa: E731
         clock = self.clock()
         known = self._known(cert, issuer, clock)
         if known.revoked is not None:
             return mk(REVOKED, *known.revoked)
         if known.good is not None:
-            return mk(GOOD, "cache (ocsp)", known.good)
+            return mk(GOOD, "cache (ocsp)", *known.good)
         errors = []
         crl_urls = self._crl_urls(cert)
         crl_needs_time = self.cfg.crl_fallback and known.fresh_crl is None and bool(crl_urls)
@@ -189,7 +193,7 @@ class Checker:
             errors.append("OCSP: no responder URL")
         if self.cfg.crl_fallback:
             if known.fresh_crl is not None:
-                return mk(GOOD, "cache (crl)", A.crl_not_listed(known.fresh_crl))
+                return mk(GOOD, "cache (crl)", A.crl_not_listed(known.fresh_crl), self._crl_until(known.fresh_crl))
             try:
                 return mk(*self._crl(cert, issuer, crl_urls, deadline))
             except RevocationError as e:
@@ -238,7 +242,7 @@ class Checker:
             if st == REVOKED and (fresh or not A.ocsp_is_hold(proof)):
                 return _Known(("cache (ocsp)" if fresh else "cache (ocsp, stale)", why))
             if st == GOOD and fresh and good is None and A.signer_valid_at(proof, clock.now, clock.skew):
-                good = why
+                good = (why, self._ocsp_until(proof))
         fresh_crl, urls = None, self._crl_urls(cert)
         for crl in self._cached_crls(issuer):
             try:
@@ -301,14 +305,14 @@ class Checker:
             for url in urls:
                 if time.monotonic() >= until:
                     break
-                kind, st, why, der = self._ask(url, cert, issuer, until)
+                kind, st, why, der, good_until = self._ask(url, cert, issuer, until)
                 if kind == "answer":
                     if st in (GOOD, REVOKED):
                         self.cache.put("ocsp", self._ocsp_key(cert, issuer), der)
-                    return st, "ocsp", why
+                    return st, "ocsp", why, (good_until if st == GOOD else None)
                 if kind == "unauthorized" and not A.is_ca(cert):
                     return (UNKNOWN, "ocsp", f"{url}: the issuer's responder does not vouch for this certificate "
-                            "(unauthorized); a CRL cannot show that its issuer issued it")
+                            "(unauthorized); a CRL cannot show that its issuer issued it", None)
                 last = why
             left = until - time.monotonic()
             if attempt < self.cfg.retries and left > 0:
@@ -319,7 +323,7 @@ class Checker:
 
     def _ask(self, url, cert, issuer, until) -> tuple[str, str, str, bytes]:
         """One responder, SHA-256 then SHA-1 CertID: ("answer", status, why, der),
-        ("unauthorized", "", why, b"") or ("outage", "", why, b"")."""
+        ("unauthorized", "", why, b"", None) or ("outage", "", why, b"", None)."""
         refusals = []
         for alg in ("sha256", "sha1"):
             nonce = os.urandom(16) if self.cfg.nonce else None
@@ -331,9 +335,9 @@ class Checker:
                 der = self.fetcher.fetch(url, until, self.ocsp_max_bytes, body, "application/ocsp-request")
                 resp = A.load_ocsp(der)
             except RevocationError as e:
-                return "outage", "", str(e) if str(e).startswith(url) else f"{url}: {e}", b""
+                return "outage", "", str(e) if str(e).startswith(url) else f"{url}: {e}", b"", None
             if resp.response_status in _OUTAGES:
-                return "outage", "", f"{url}: responder said {_status_name(resp.response_status)}", b""
+                return "outage", "", f"{url}: responder said {_status_name(resp.response_status)}", b"", None
             if resp.response_status != ocsp.OCSPResponseStatus.SUCCESSFUL:
                 refusals.append(resp.response_status)     # maybe it knows only the other CertID hash
                 continue
@@ -344,13 +348,13 @@ class Checker:
                 if nonce is not None:
                     A.ocsp_nonce_matches(proof, nonce)
             except RevocationError as e:
-                return "outage", "", f"{url}: {e}", b""
+                return "outage", "", f"{url}: {e}", b"", None
             st, why = A.ocsp_status(proof)
-            return "answer", st, why, der
+            return "answer", st, why, der, self._ocsp_until(proof)
         said = "/".join(dict.fromkeys(_status_name(s) for s in refusals))
         if ocsp.OCSPResponseStatus.UNAUTHORIZED in refusals:
-            return "unauthorized", "", f"{url}: responder said {said}", b""
-        return "outage", "", f"{url}: responder said {said}", b""
+            return "unauthorized", "", f"{url}: responder said {said}", b"", None
+        return "outage", "", f"{url}: responder said {said}", b"", None
 
     # --- CRL -------------------------------------------------------------------------
     @staticmethod
@@ -375,12 +379,23 @@ class Checker:
             self.cache.put("crl", self._crl_key(issuer, url), data)
             listing = A.crl_listing(crl, cert.serial_number)
             if listing is not None:
-                return REVOKED, "crl", listing[0]
+                return REVOKED, "crl", listing[0], None
             if not A.crl_covers(crl, cert, urls):
                 last = f"{url}: CRL does not cover this certificate (partitioned or delta CRL)"
                 continue
-            return GOOD, "crl", A.crl_not_listed(crl)
+            return GOOD, "crl", A.crl_not_listed(crl), self._crl_until(crl)
         raise RevocationError(last or "no usable CRL")
+
+    def _ocsp_until(self, proof) -> float:
+        """Until when a good OCSP answer stays current: its nextUpdate, and never later
+        than thisUpdate + revocation.max_age (what a cached answer may be trusted for)."""
+        s = proof.single
+        t = (s.this_update_utc + dt.timedelta(seconds=self.cfg.max_age)).timestamp()
+        return min(t, s.next_update_utc.timestamp()) if s.next_update_utc is not None else t
+
+    def _crl_until(self, crl) -> float:
+        t = (crl.last_update_utc + dt.timedelta(seconds=self.cfg.max_age)).timestamp()
+        return min(t, crl.next_update_utc.timestamp()) if crl.next_update_utc is not None else t
 
     def _fetch_crl(self, url: str, deadline: float) -> bytes:
         path = file_url_path(url)
