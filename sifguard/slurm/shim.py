@@ -3,10 +3,11 @@
 Parses the command line with the runtime's own flag table (refusing what it cannot
 parse), takes the job context from Slurm rather than the task environment, and asks
 the gate: the image is opened once, its rule chosen from the path of what was opened,
-its bytes pinned in a sealed copy and verified there. The real runtime is then
-exec'd with the image operand replaced by `/proc/self/fd/N` of that copy — swapping
-or rewriting the file after the check changes nothing that runs. Commands that run no
-image pass through; build/pull/push only when the policy allows them.
+its bytes pinned — in the verified image store (the runtime is given the store's
+immutable copy, held in use by an inherited read lock) or, where no store serves, in a
+sealed in-memory copy (`/proc/self/fd/N`) — and verified there. Swapping or rewriting
+the file after the check changes nothing that runs. Commands that run no image pass
+through; build/pull/push only when the policy allows them.
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ def _main(argv: list[str], cfg_path: str | None = None) -> int:
         os.set_inheritable(adm.held_fd, True)
     elif adm.pinned_fd is not None:
         args[adm.image_index - 1] = f"/proc/self/fd/{adm.pinned_fd}"
+        if gate.store_problem:            # the store is configured but could not serve: say so, once
+            print(f"sifguard: {gate.store_problem}; running a sealed in-memory copy instead", file=sys.stderr)
     return _exec(real, args)
 
 
