@@ -27,6 +27,7 @@ from sifguard.store import keys
 from sifguard.store.layout import StoreError
 
 BUFFER = 1 << 20
+WRITEBACK_EVERY = 32 << 20     # start writing the copy to disk as it grows (see _writeback)
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,8 @@ def _pass(src: int, out: int, size: int, ranges) -> tuple[dict[int, str], bytes,
         pos = off + n
     if pos < size:
         segments.append((pos, size, rest))
-    seg_i, pos, hashed = 0, 0, 0
+    seg_i, pos, hashed, flushed = 0, 0, 0, 0
+    writeback = _writeback()
     while pos < size:
         n = os.preadv(src, [view[: min(BUFFER, size - pos)]], pos)
         if n <= 0:
@@ -136,7 +138,28 @@ def _pass(src: int, out: int, size: int, ranges) -> tuple[dict[int, str], bytes,
         while w < n:
             w += os.pwrite(out, chunk[w:n], pos + w)
         pos += n
+        if writeback is not None and pos - flushed >= WRITEBACK_EVERY:
+            writeback(out, flushed, pos - flushed)
+            flushed = pos
     return {oid: "sha256:" + h.hexdigest() for oid, h in hashers.items()}, rest.digest(), hashed
+
+
+def _writeback():
+    """sync_file_range(SYNC_FILE_RANGE_WRITE): start writing a range of the copy to disk
+    now, without waiting. Without it, a 1 GiB copy fills the page cache with dirty pages,
+    the kernel throttles the writer, and the final fsync waits for all of it: measured here
+    2.27 s for copy + hash + fsync of 1 GiB, 0.97 s with it (hashing alone: 0.63 s).
+    None where libc has no such call (the copy is then simply fsync'd at the end)."""
+    try:
+        import ctypes
+        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_uint]
+
+    def start(fd: int, offset: int, length: int) -> None:
+        fn(fd, offset, length, 2)      # SYNC_FILE_RANGE_WRITE; errors only cost time
+    return start
 
 
 def _check_copy(out: int, raw: bytes) -> None:
