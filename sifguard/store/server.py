@@ -135,9 +135,9 @@ class Server:
         fds: list[int] = []
         t0 = time.monotonic()
         try:
-            conn.settimeout(self.limits.request_seconds)
             try:
-                req, fds = wire.recv(conn, wire.MAX_REQUEST, want_fd=True)
+                req, fds = wire.recv(conn, wire.MAX_REQUEST, want_fd=True,
+                                     deadline=time.monotonic() + self.limits.request_seconds)
             except (wire.WireError, OSError) as e:
                 self._reply(conn, {"ok": False, "error": f"bad request: {e}"})
                 return
