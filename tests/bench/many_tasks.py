@@ -357,8 +357,10 @@ class Stager:
         return self.cpu() - self._cpu
 
     def lines_all(self) -> list[str]:
+        """One entry per request the stager logged, found by pattern: its threads' log lines
+        can interleave (a record and another's newline), so lines are not records."""
         with open(self.log) as f:
-            return [ln for ln in f.read().splitlines() if ln.startswith("sifguard-stager: uid")]
+            return re.findall(r"sifguard-stager: uid \d+ pid \d+: \S+", f.read())
 
     def since_mark(self) -> tuple[collections.Counter, int]:
         """(outcomes by how: staged/waited/indexed/deduplicated/error, bytes read) since mark().
@@ -686,6 +688,106 @@ class Bench:
         print(f"      side check: asking the stager for the {human(size)} image again: how={rep.get('how')} "
               f"bytes_hashed={rep.get('bytes_hashed')} copies={rep.get('copies')} allowed={rep.get('allowed')}")
 
+    # where the time goes ---------------------------------------------------------------
+    def anatomy(self):
+        """Cold: the staging pass's parts (hash only, copy only, copy+hash, ± fsync) beside
+        a verify; warm: interpreter start, imports, the rest (one shim at a time, as nobody)."""
+        a = self.args
+        size = max(a.sizes)
+        img, nbytes = self.images[size]
+        print("\n== where the time goes (one at a time; best of 3) ==")
+        from sifguard.store.layout import Store
+        from sifguard.store.stage import Stager as StoreStager
+
+        def best(fn, n=3):
+            out = []
+            for _ in range(n):
+                os.sync()
+                t = time.perf_counter()
+                fn()
+                out.append(time.perf_counter() - t)
+            return min(out)
+
+        def openssl():
+            subprocess.run(["openssl", "dgst", "-sha256", img], check=True, capture_output=True)
+
+        def copy(sync):
+            dst = f"{self.d}/anatomy-copy"
+            with open(img, "rb") as f, open(dst, "wb") as g:
+                shutil.copyfileobj(f, g, MiB)
+                if sync:
+                    g.flush()
+                    os.fsync(g.fileno())
+            os.unlink(dst)
+
+        def stage(durable):
+            st = f"{self.d}/anatomy-store"
+            fresh_store(st)
+            fd = os.open(img, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                store = Store(st)
+                store.init()
+                r = StoreStager(store, durable=durable).stage(fd, keep_unverified=True)
+                assert r.how == "staged", r
+            finally:
+                os.close(fd)
+            shutil.rmtree(st)
+        parts = [("openssl dgst -sha256 (hash only, a peer)", best(openssl)),
+                 ("sifguard verify --policy (fresh process)", self.verify_s[size]),
+                 ("copy 1 MiB at a time, no fsync (write only)", best(lambda: copy(False))),
+                 ("copy 1 MiB at a time + fsync", best(lambda: copy(True))),
+                 ("store staging pass in-process, durable=False (copy+hash)", best(lambda: stage(False))),
+                 ("store staging pass in-process, durable=True (copy+hash+fsync)", best(lambda: stage(True)))]
+        print(f"   {human(size)} image, cold path parts:")
+        for what, t in parts:
+            print(f"     {what:<64} {t:7.3f} s  ({t / self.verify_s[size]:.2f}x verify)")
+        # warm: one shim at a time
+        shim = self.shim["store"]
+        self.restart_stager(cold=False)
+        run = lambda argv: Batch(self.d, "anatomy").run(argv, 1)  # noqa: E731
+        run([shim, "exec", img, "true"])                          # warm it (decision recorded)
+        cfg = os.path.join(os.path.dirname(os.path.dirname(shim)), "sifguard-slurm.json")
+        paths = open(shim).read().splitlines()[1]              # the shim's own `sys.path[:0] = [...]`
+        work = (f"import os, sys, time, json\n{paths}\nbase = set(sys.modules)\nc0 = time.process_time()\n"
+                "from sifguard.slurm import shim\n"
+                "def stop(path, argv):\n"
+                "    c1 = time.process_time()\n"
+                "    print(json.dumps({'cpu_ms': (c1 - c0) * 1000, 'mods': sorted(set(sys.modules) - base)}))\n"
+                "    sys.stdout.flush(); os._exit(0)\n"
+                f"os.execv = stop\nshim.main([{shim!r}, 'exec', {img!r}, 'true'], {cfg!r})\n")
+        # the same, with every module it imports imported first: its own work alone
+        work_only = (f"import os, sys, time, json, importlib\n{paths}\n"
+                     "for m in json.loads(sys.argv[1]):\n"
+                     "    try:\n        importlib.import_module(m)\n    except Exception:\n        pass\n"
+                     "c0 = time.process_time()\nfrom sifguard.slurm import shim\n"
+                     "def stop(path, argv):\n"
+                     "    print((time.process_time() - c0) * 1000); sys.stdout.flush(); os._exit(0)\n"
+                     f"os.execv = stop\nshim.main([{shim!r}, 'exec', {img!r}, 'true'], {cfg!r})\n")
+
+        def as_nobody(code, *argv):
+            p = subprocess.run(NOBODY + [self.hook_python, "-IS", "-c", code, *argv], capture_output=True,
+                               text=True, cwd="/")
+            if p.returncode != 0:
+                raise RuntimeError(p.stderr[-500:])
+            return p.stdout
+        floor, total, inproc, own = [], [], [], []
+        for _ in range(5):
+            floor.append(run([self.hook_python, "-IS", "-c", "pass"])["cpu_ms"][0])
+            total.append(run([shim, "exec", img, "true"])["cpu_ms"][0])
+            w = json.loads(as_nobody(work))
+            inproc.append(w["cpu_ms"])
+            own.append(float(as_nobody(work_only, json.dumps(w["mods"]))))
+        f, t, i, o = (statistics.median(x) for x in (floor, total, inproc, own))
+        print("   warm shim as nobody, CPU ms (median of 5):")
+        print(f"     setpriv + interpreter start (`python -IS -c pass`)                    {f:6.1f}")
+        print(f"     shim in-process, import to exec (in one process)                      {i:6.1f}")
+        print(f"       of which its own work (config, argv, policy, fingerprint, lookups)  {o:6.1f}")
+        print(f"       of which imports ({len(w['mods'])} modules; the difference)                     {i - o:6.1f}")
+        print(f"     exec of the stand-in and the rest (total minus the above)             {t - f - i:6.1f}")
+        print(f"     total (setpriv → shim → stand-in, one process's CPU)                  {t:6.1f}")
+        self.stager.stop()
+        self.stager = None
+
     # part 2 ------------------------------------------------------------------------------
     def part2(self):
         a = self.args
@@ -838,6 +940,7 @@ def main():
     ap.add_argument("--nodes", type=int, default=100, help="simulated nodes in the shared-store part (0: skip)")
     ap.add_argument("--stagers", type=int, default=10, help="stager processes serving the shared store (default 10)")
     ap.add_argument("--repeat", type=int, default=3, help="batches per case (memfd of >= 256 MiB: one)")
+    ap.add_argument("--no-anatomy", action="store_true", help="skip the where-the-time-goes breakdown")
     ap.add_argument("--skip-memfd", action="store_true", help="do not run the sealed in-memory copy comparison")
     ap.add_argument("--quick", action="store_true", help="smoke run: sizes 40K,8M, tasks 1,4, 10 nodes")
     ap.add_argument("--hook-python", help="interpreter for the hooks (user nobody must be able to run it)")
@@ -856,6 +959,8 @@ def main():
         b.setup()
         b.facts()
         b.part1()
+        if not a.no_anatomy:
+            b.anatomy()
         if a.nodes > 0:
             b.part2()
         b.summary()
