@@ -366,9 +366,9 @@ class Stager:
         """(outcomes by how: staged/waited/indexed/deduplicated/error, bytes read) since mark().
         The stager logs a request after replying to it: wait until the log stops growing."""
         lines, quiet = self.lines_all(), 0
-        deadline = time.monotonic() + 3.0
-        while quiet < 3 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        deadline = time.monotonic() + 5.0
+        while quiet < 5 and time.monotonic() < deadline:
+            time.sleep(0.1)
             now = self.lines_all()
             quiet = quiet + 1 if len(now) == len(lines) else 0
             lines = now
