@@ -914,6 +914,10 @@ class Bench:
                 print(f"[{'met ' if okw else 'MISS'}] warm per-task overhead <= 30 ms median, flat in size and N: "
                       + ", ".join(f"{human(r['size'])}x{r['n']} {r['ov_med']:.1f}" for r in warm)
                       + f" ms (spread {max(meds) - min(meds):.1f} ms)")
+                cpus = [r["cpu_ov"] for r in warm]
+                print(f"       per-task CPU over the bare stand-in (what N tasks share {os.cpu_count()} CPUs with): "
+                      + ", ".join(f"{human(r['size'])}x{r['n']} {r['cpu_ov']:.1f}" for r in warm)
+                      + f" ms (spread {max(cpus) - min(cpus):.1f} ms)")
             big = max(self.args.sizes)
             bigcold = [r for r in cold if r["size"] == big]
             if bigcold:
