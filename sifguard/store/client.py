@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import random
 import socket
 import time
 
 from sifguard.errors import SifguardError
 from sifguard.store import wire
+
+
+BUSY_PAUSE = 0.05          # first pause before asking a busy stager again (seconds)
+BUSY_PAUSE_MAX = 1.0
 
 
 class StagerUnavailable(SifguardError):
@@ -23,8 +28,24 @@ class StagerRefused(SifguardError):
 
 def ask(socket_path: str, fd: int, request: dict, timeout: float = 600.0, connect_timeout: float = 2.0) -> dict:
     """Send `request` with the image descriptor `fd`; the stager's reply. Staging a large
-    image takes as long as reading it once, so `timeout` bounds the whole exchange."""
+    image takes as long as reading it once, so `timeout` bounds the whole exchange. A
+    stager at its connection limits answers "busy": asked again, with growing pauses,
+    until `timeout` (a node's many tasks starting at once wait their turn, not refused)."""
     deadline = time.monotonic() + timeout
+    pause = BUSY_PAUSE
+    while True:
+        reply = _exchange(socket_path, fd, request, deadline, timeout, connect_timeout)
+        if reply.get("ok") or not reply.get("busy") or time.monotonic() + pause >= deadline:
+            break
+        time.sleep(pause * random.uniform(0.5, 1.5))
+        pause = min(pause * 2, BUSY_PAUSE_MAX)
+    if not reply.get("ok"):
+        raise StagerRefused(str(reply.get("error") or "the stager refused the request")[:1000])
+    return reply
+
+
+def _exchange(socket_path: str, fd: int, request: dict, deadline: float, timeout: float,
+              connect_timeout: float) -> dict:
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     try:
         s.settimeout(connect_timeout)
@@ -35,7 +56,10 @@ def ask(socket_path: str, fd: int, request: dict, timeout: float = 600.0, connec
                                     f"({getattr(e, 'strerror', None) or e})") from None
         try:
             s.settimeout(max(0.1, deadline - time.monotonic()))
-            wire.send(s, request, fd)
+            try:
+                wire.send(s, request, fd)
+            except (BrokenPipeError, ConnectionResetError):
+                pass        # a stager at its limits answers and closes before reading: its answer is there
             reply, _ = wire.recv(s, wire.MAX_REPLY)
         except (socket.timeout, TimeoutError):
             raise StagerUnavailable(f"the image store's stager at {socket_path} did not answer within "
@@ -44,6 +68,4 @@ def ask(socket_path: str, fd: int, request: dict, timeout: float = 600.0, connec
             raise StagerUnavailable(f"the image store's stager at {socket_path} failed: {e}") from None
     finally:
         s.close()
-    if not reply.get("ok"):
-        raise StagerRefused(str(reply.get("error") or "the stager refused the request")[:1000])
     return reply
