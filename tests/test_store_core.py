@@ -56,6 +56,18 @@ def test_policy_fingerprint_follows_the_trust_files(tmp_path):
     root.write_bytes(root.read_bytes() + b"\n")
     assert keys.policy_fingerprint(pol) != fp
     assert keys.policy_fingerprint(dataclasses.replace(pol, rules=(m.Rule("x"),))) != keys.policy_fingerprint(pol)
+    # node-local settings do not change a decision: nodes share decisions across them
+    moved = tmp_path / "elsewhere.pem"
+    moved.write_bytes(root.read_bytes())
+    local = dataclasses.replace(pol, path="/other/policy.yaml", roots=(str(moved),), audit_log="/x/audit.jsonl",
+                                image_cache="/x/img", revocation=dataclasses.replace(
+                                    pol.revocation, cache_dir="/x/c", shared_cache_dir="/shared/c"))
+    assert keys.policy_fingerprint(local) == keys.policy_fingerprint(pol)
+    assert keys.policy_fingerprint(dataclasses.replace(
+        pol, revocation=dataclasses.replace(pol.revocation, mode="soft-fail"))) != keys.policy_fingerprint(pol)
+    globbed = dataclasses.replace(pol, rules=(m.Rule("x", match=m.Match(path=("/a/*",))),))
+    assert keys.policy_fingerprint(globbed) != keys.policy_fingerprint(
+        dataclasses.replace(pol, rules=(m.Rule("x", match=m.Match(path=("/b/*",))),)))
     os.mkfifo(tmp_path / "fifo.pem")           # a FIFO among the roots never blocks the fingerprint
     with pytest.raises(OSError):
         keys.policy_fingerprint(m.Policy("p.yaml", 1, roots=(str(tmp_path / "fifo.pem"),)))

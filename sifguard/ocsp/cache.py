@@ -67,7 +67,7 @@ class DirCache:
             sub = os.path.join(d, kind)
             try:
                 os.makedirs(sub, mode=0o755, exist_ok=True)
-                tmp = os.path.join(sub, f".{key}.{os.getpid()}.tmp")
+                tmp = os.path.join(sub, f".{key}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
                 try:
                     os.unlink(tmp)           # a leftover of a crashed writer with our pid
                 except FileNotFoundError:

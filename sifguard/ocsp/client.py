@@ -43,8 +43,10 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import fcntl
 import fnmatch
 import os
+import threading
 import time
 from dataclasses import dataclass
 
@@ -111,8 +113,26 @@ class Checker:
         self.fetcher = Fetcher(session)
         self.ocsp_max_bytes = OCSP_MAX_BYTES
         self.crl_max_bytes = int(getattr(cfg, "crl_max_bytes", None) or CRL_MAX_BYTES)
-        self._budget: float | None = None
-        self._crl_memo: dict | None = None       # parsed cached CRLs, for the duration of one check
+        self._local = threading.local()          # per thread: the stager decides in many threads at once
+        self._inflight: dict[str, threading.Lock] = {}
+        self._inflight_guard = threading.Lock()
+
+    # per-thread state: a budget (nested `budget()` blocks) and the parsed cached CRLs of one check
+    @property
+    def _budget(self) -> float | None:
+        return getattr(self._local, "budget", None)
+
+    @_budget.setter
+    def _budget(self, v: float | None) -> None:
+        self._local.budget = v
+
+    @property
+    def _crl_memo(self) -> dict | None:
+        return getattr(self._local, "crl_memo", None)
+
+    @_crl_memo.setter
+    def _crl_memo(self, v: dict | None) -> None:
+        self._local.crl_memo = v
 
     @property
     def session(self):
@@ -174,6 +194,57 @@ class Checker:
         mk = lambda st, src, why, until=None: Status(st, src, why, subj, serial, until)  # noqa: E731
         clock = self.clock()
         known = self._known(cert, issuer, clock)
+        if known.revoked is None and known.good is None:
+            # one fetch at a time per certificate, across threads and processes sharing a
+            # cache: whoever waited finds the answer its predecessor cached (a node's or a
+            # cluster's tasks starting at once would otherwise each ask the responder)
+            with self._single_flight(self._ocsp_key(cert, issuer), deadline) as waited:
+                if waited:
+                    clock = self.clock()
+                    known = self._known(cert, issuer, clock)
+                return self._check_known(cert, issuer, deadline, known, mk)
+        return self._check_known(cert, issuer, deadline, known, mk)
+
+    @contextlib.contextmanager
+    def _single_flight(self, key: str, deadline: float):
+        """Hold the fetch of `key` (a thread lock, then an flock in the first writable cache
+        directory), waiting at most until `deadline`; yields whether anything was waited for.
+        Locks that cannot be had in time or at all are skipped: they only save requests."""
+        # waiting may use at most half of what is left: a holder that never finishes (or an
+        # flock someone else holds) leaves the rest of the budget for our own fetch
+        deadline = time.monotonic() + max(0.0, deadline - time.monotonic()) / 2
+        with self._inflight_guard:
+            lock = self._inflight.setdefault(key, threading.Lock())
+        waited = not lock.acquire(blocking=False)
+        held = (not waited) or lock.acquire(timeout=max(0.0, deadline - time.monotonic()))
+        fd = None
+        try:
+            for d in self.cache.dirs:
+                try:
+                    os.makedirs(os.path.join(d, "inflight"), mode=0o755, exist_ok=True)
+                    fd = os.open(os.path.join(d, "inflight", key), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW
+                                 | os.O_CLOEXEC | os.O_NONBLOCK, 0o600)   # only its owner can lock it
+                    break
+                except OSError:
+                    continue
+            if fd is not None:
+                while True:
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        break
+                    except OSError:
+                        waited = True
+                        if time.monotonic() >= deadline:
+                            break
+                        time.sleep(0.02)
+            yield waited
+        finally:
+            if fd is not None:
+                os.close(fd)
+            if held:
+                lock.release()
+
+    def _check_known(self, cert, issuer, deadline: float, known: _Known, mk) -> Status:
         if known.revoked is not None:
             return mk(REVOKED, *known.revoked)
         if known.good is not None:

@@ -53,18 +53,41 @@ def decision_key(digest: str, policy_fp: str, candidates: tuple[str, ...]) -> st
     return hashlib.sha256(b"sifguard-store-decision-v1\0" + doc.encode()).hexdigest()
 
 
+LOCAL_ONLY = ("path", "audit_log", "image_cache")     # top-level settings that never change a decision
+LOCAL_ONLY_REVOCATION = ("cache_dir", "shared_cache_dir")
+
+
 def policy_fingerprint(policy) -> str:
-    """SHA-256 over the compiled policy and the bytes of its trust material (roots and
-    intermediates, files or directories), so a change to either makes new keys. Reads
-    only small files; the caller must be able to read them."""
+    """SHA-256 over what a decision depends on: the compiled policy without its node-local
+    settings (where the file, the caches and the audit log are; source line numbers) and the
+    bytes of its trust material (roots and intermediates, files or directories — content,
+    not paths). Nodes whose policies differ only in local paths share decisions; any change
+    to a rule, a mode or a trusted certificate makes new keys. Reads only small files; the
+    caller must be able to read them (OSError otherwise)."""
     import dataclasses
-    h = hashlib.sha256(b"sifguard-store-policy-v1\0")
-    h.update(json.dumps(dataclasses.asdict(policy), sort_keys=True, default=str).encode())
-    for p in tuple(policy.roots) + tuple(policy.intermediates):
-        files = sorted(os.path.join(p, f) for f in os.listdir(p) if f.endswith((".pem", ".crt", ".cer"))) \
-            if os.path.isdir(p) else [p]
-        for f in files:
-            h.update(f.encode() + b"\0" + hashlib.sha256(_small_file(f)).digest())
+
+    def strip(v):          # source line numbers, at every level
+        if isinstance(v, dict):
+            return {k: strip(x) for k, x in v.items() if k != "line"}
+        if isinstance(v, (list, tuple)):
+            return [strip(x) for x in v]
+        return v
+    doc = strip(dataclasses.asdict(policy))
+    for k in LOCAL_ONLY:
+        doc.pop(k, None)
+    doc.pop("roots", None)
+    doc.pop("intermediates", None)
+    for k in LOCAL_ONLY_REVOCATION:
+        doc.get("revocation", {}).pop(k, None)
+    h = hashlib.sha256(b"sifguard-store-policy-v2\0")
+    h.update(json.dumps(doc, sort_keys=True, default=str).encode())
+    for kind in ("roots", "intermediates"):
+        digests = []
+        for p in getattr(policy, kind):
+            files = sorted(os.path.join(p, f) for f in os.listdir(p) if f.endswith((".pem", ".crt", ".cer"))) \
+                if os.path.isdir(p) else [p]
+            digests += [hashlib.sha256(_small_file(f)).hexdigest() for f in files]
+        h.update(f"{kind}:{','.join(sorted(digests))};".encode())
     return h.hexdigest()
 
 
