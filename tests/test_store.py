@@ -1,0 +1,891 @@
+"""The verified image store (issue 9): behaviour against real parts.
+
+Real SIF images (sifguard.sif.image.create), signed with real certificates (tests/pki.py),
+a real stager process (`sifguard store serve`, started per test and killed in the
+finalizer), real hooks installed by `sifguard slurm install --store … --stager-socket …`
+and run as unprivileged users (nobody, uid 1000) through setpriv. Apptainer cannot be
+installed here, so the runtime the shim execs is a stand-in shell script that records its
+uid, the image operand it was given and the SHA-256 of the bytes behind it.
+
+The hooks run as users that cannot traverse a 0700 home, so they get a Python of their own:
+a venv of Debian's python3 holding copies of sifguard's dependencies (fixture `user_python`).
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata as md
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import stat
+import struct
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from conftest import run_cli
+from pki import SiteChain
+from sifguard.errors import SifFormatError
+from sifguard.integrity.sign import Signer, sign_image
+from sifguard.sif.image import NewObject, SifImage, create
+from sifguard.store import client, keys, locks, records, wire
+from sifguard.store.copy import copy_hashing
+from sifguard.store.layout import Store, StoreError
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+NOBODY = (65534, 65534)
+USER1000 = (1000, 1000)
+DEFAULT_RULE = "default (built-in)"
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the store is root-owned: these tests run as root")
+
+
+# --- images ---------------------------------------------------------------------------
+def make_sif(path, payload: bytes | int = 40000, objects: int = 1) -> str:
+    """A SIF with a definition file and `objects` partitions. `payload`: the first
+    partition's bytes, or its size in MiB (random, not sparse) for big images."""
+    path = str(path)
+    objs = [NewObject(0x4001, data=b"Bootstrap: scratch\n" + os.urandom(8).hex().encode(), group=1)]
+    part = None
+    if isinstance(payload, int) and payload >= 1 << 10:
+        payload = os.urandom(payload)
+    if isinstance(payload, int):
+        part = path + ".part"
+        block = os.urandom(1 << 20)
+        with open(part, "wb") as f:
+            for _ in range(payload):
+                f.write(block)
+        objs.append(NewObject(0x4004, path=part, group=1, extra=struct.pack("<ii", 1, 2) + b"02\x00"))
+    else:
+        objs.append(NewObject(0x4004, data=payload, group=1, extra=struct.pack("<ii", 1, 2) + b"02\x00"))
+    for i in range(1, objects):
+        objs.append(NewObject(0x4007, data=os.urandom(5000 + 1000 * i), group=1))   # generic data
+    try:
+        create(path, objs)
+    finally:
+        if part:
+            os.unlink(part)
+    os.chmod(path, 0o644)
+    return path
+
+
+def sign(path, chain: SiteChain) -> str:
+    sign_image(str(path), [Signer(chain.leaf_key, (chain.leaf, chain.inter))])
+    return str(path)
+
+
+def sha_file(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def object_ranges(path) -> list[tuple[int, int, int]]:
+    with SifImage(str(path)) as img:
+        return sorted((d.offset, d.size, d.id) for d in img.objects)
+
+
+def open_up(path, base) -> None:
+    """chmod 0755 the pytest directories from `path` up to `base`: users must traverse them."""
+    p = os.path.abspath(str(path))
+    base = os.path.abspath(str(base))
+    while p.startswith(base):
+        os.chmod(p, 0o755)
+        if p == base:
+            break
+        p = os.path.dirname(p)
+
+
+def pytest_base(factory) -> str:
+    b = str(factory.getbasetemp())
+    parent = os.path.dirname(b)
+    return parent if os.path.basename(parent).startswith("pytest-of-") else b
+
+
+# --- a Python the job's users can run ----------------------------------------------------
+def _requirements(name: str, seen: dict) -> None:
+    key = re.sub(r"[-_.]+", "-", name).lower()
+    if key in seen:
+        return
+    try:
+        dist = md.distribution(name)
+    except md.PackageNotFoundError:
+        return
+    seen[key] = dist
+    for req in dist.requires or ():
+        if "extra ==" in req:
+            continue
+        _requirements(re.match(r"[A-Za-z0-9_.\-]+", req).group(0), seen)
+
+
+@pytest.fixture(scope="session")
+def user_python(tmp_path_factory):
+    """A venv of /usr/bin/python3 holding copies of sifguard's dependencies, readable by
+    all: the interpreter the hooks are installed with (sifguard itself comes from this
+    checkout, which users can read)."""
+    if not os.access("/usr/bin/python3", os.X_OK):
+        pytest.skip("no /usr/bin/python3 for the hooks' users")
+    d = tmp_path_factory.mktemp("userpy")
+    venv = d / "venv"
+    subprocess.run(["/usr/bin/python3", "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120,
+                   capture_output=True)
+    py = str(venv / "bin" / "python")
+    sp = subprocess.run([py, "-c", "import site; print(site.getsitepackages()[0])"], capture_output=True,
+                        text=True, check=True, timeout=60).stdout.strip()
+    seen: dict = {}
+    for name in ("cryptography", "requests", "pyyaml", "tree-sitter", "tree-sitter-bash"):
+        _requirements(name, seen)
+    for dist in seen.values():
+        for f in dist.files or ():
+            src = str(dist.locate_file(f))
+            if ".." in str(f) or not os.path.isfile(src):
+                continue
+            dst = os.path.join(sp, str(f))
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            shutil.copy2(src, dst)
+    subprocess.run(["chmod", "-R", "a+rX", str(d)], check=True, timeout=60)
+    open_up(d, pytest_base(tmp_path_factory))
+    p = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", py, "-c",
+                        f"import sys; sys.path.insert(0, {REPO!r}); import yaml, cryptography, "
+                        "sifguard.enforce.decide"], capture_output=True, text=True, timeout=60)
+    if p.returncode != 0:
+        pytest.skip(f"the users' Python cannot import sifguard: {p.stderr.strip()[-300:]}")
+    return py
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory):
+    d = tmp_path_factory.mktemp("pki")
+    c = SiteChain(d)
+    open_up(d, pytest_base(tmp_path_factory))
+    return c
+
+
+@pytest.fixture(scope="module")
+def big_signed(tmp_path_factory, chain):
+    """A signed 320 MiB image (random bytes): staging it takes a moment."""
+    d = tmp_path_factory.mktemp("big")
+    p = sign(make_sif(d / "big.sif", 320), chain)
+    open_up(d, pytest_base(tmp_path_factory))
+    return p
+
+
+# --- the stager ---------------------------------------------------------------------------
+_REQ = re.compile(r"sifguard-stager: uid (\d+) pid (\d+): (\S+)")
+
+
+class Stager:
+    """`sifguard store serve` as a real process; its stderr goes to a file we read."""
+
+    def __init__(self, store, sock, log, *extra):
+        self.sock, self.log = str(sock), str(log)
+        with open(self.log, "a") as err:
+            self.proc = subprocess.Popen([sys.executable, "-m", "sifguard", "store", "serve", "--store", str(store),
+                                          "--socket", self.sock, *extra], stdout=subprocess.DEVNULL, stderr=err,
+                                         cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO))
+        self._ready()
+
+    def _ready(self) -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the stager exited: {self.text()[-2000:]}")
+            if "serving store" in self.text() and os.path.exists(self.sock):
+                return
+            time.sleep(0.05)
+        raise RuntimeError("the stager did not come up in 30 s")
+
+    def text(self) -> str:
+        try:
+            with open(self.log) as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    def requests(self) -> list[tuple[int, str]]:
+        """(uid, how) for each request the stager answered, in order; how is
+        indexed|staged|waited|deduplicated|error."""
+        return [(int(m.group(1)), m.group(3)) for m in _REQ.finditer(self.text())]
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def kill(self, sig=signal.SIGKILL) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(15)
+
+
+@pytest.fixture
+def stagers():
+    started: list[Stager] = []
+    yield started
+    for s in started:
+        s.kill(signal.SIGTERM)
+
+
+# --- a node: store, policy, hooks ------------------------------------------------------------
+STANDIN = """#!/bin/sh
+# stand-in for apptainer: records who ran it, the image operand, the SHA-256 of its bytes
+img=$2
+printf '%s %s %s\\n' "$(id -u)" "$img" "$(sha256sum < "$img" 2>/dev/null | cut -c1-64)" >> {log}
+if [ -n "$STANDIN_SLEEP" ]; then sleep "$STANDIN_SLEEP"; fi
+exit 0
+"""
+
+
+class Site:
+    def __init__(self, root, chain, user_python, stagers, base):
+        self.root, self.chain, self.python, self._stagers = root, chain, user_python, stagers
+        open_up(root, base)
+        self.store = str(root / "store")
+        (root / "run").mkdir(mode=0o755)
+        self.sock = str(root / "run" / "stager.sock")
+        self.stager_log = str(root / "stager.err")
+        self.policy = str(root / "policy.yaml")
+        self.log = root / "ran.log"
+        self.log.write_text("")
+        os.chmod(self.log, 0o666)
+        self.standin = root / "apptainer-real"
+        self.standin.write_text(STANDIN.format(log=self.log))
+        os.chmod(self.standin, 0o755)
+        self.shim_path = ""
+
+    # policy and hooks
+    def policy_text(self, rules: str = "") -> str:
+        return (f"version: 1\ntrust: {{roots: [{self.chain.root_pem}]}}\nrevocation: {{mode: off}}\n"
+                f"cache: {{images: off}}\n{rules}")
+
+    def install(self, rules: str = "", *extra, store: str | None = None, sock: str | None = None) -> str:
+        with open(self.policy, "w") as f:
+            f.write(self.policy_text(rules))
+        os.chmod(self.policy, 0o644)
+        store = self.store if store is None else store
+        sock = self.sock if sock is None else sock
+        args = ["--store", store] if store else []
+        if sock:
+            args += ["--stager-socket", sock]
+        r = run_cli("slurm", "install", "--prefix", self.root / "hooks", "--policy", self.policy,
+                    "--apptainer", self.standin, "--singularity", self.standin, "--no-spank",
+                    "--slurm-conf", self.root / "slurm.conf", "--python", self.python, *args, *extra,
+                    env={"PYTHONPATH": REPO})
+        assert r.rc == 0, r
+        self.shim_path = str(self.root / "hooks" / "shim" / "apptainer")
+        return self.shim_path
+
+    def start_stager(self, *extra) -> Stager:
+        s = Stager(self.store, self.sock, self.stager_log, *extra)
+        self._stagers.append(s)
+        return s
+
+    # images
+    def image(self, name: str, payload: bytes | int = 40000, signed: bool = True, mode: int = 0o644) -> str:
+        p = make_sif(self.root / name, payload)
+        if signed:
+            sign(p, self.chain)
+        os.chmod(p, mode)
+        return p
+
+    # running
+    def shim_cmd(self, *args, user=NOBODY) -> list[str]:
+        cmd = [self.shim_path, *map(str, args)]
+        if user is not None:
+            cmd = ["setpriv", f"--reuid={user[0]}", f"--regid={user[1]}", "--clear-groups", *cmd]
+        return cmd
+
+    def shim(self, *args, user=NOBODY, env=None, timeout=120) -> subprocess.CompletedProcess:
+        p = subprocess.run(self.shim_cmd(*args, user=user), capture_output=True, text=True, timeout=timeout,
+                           cwd=self.root, env=dict(os.environ, **(env or {})))
+        assert "Traceback" not in p.stderr, p.stderr
+        return p
+
+    def runs(self) -> list[tuple[int, str, str]]:
+        """(uid, image operand, sha256 of what the runtime read) per runtime start."""
+        out = []
+        for line in self.log.read_text().splitlines():
+            uid, img, *digest = line.split(" ")
+            out.append((int(uid), img, digest[0] if digest else ""))
+        return out
+
+    # the store's contents
+    def ls(self, sub: str) -> list[str]:
+        try:
+            return sorted(n for n in os.listdir(os.path.join(self.store, sub)) if not n.startswith("."))
+        except FileNotFoundError:
+            return []
+
+    def objects(self) -> list[str]:
+        return [n for n in self.ls("objects") if n.endswith(".sif")]
+
+    def object_path(self, digest: str) -> str:
+        return os.path.join(self.store, "objects", digest + ".sif")
+
+
+@pytest.fixture
+def site(tmp_path, tmp_path_factory, chain, user_python, stagers):
+    return Site(tmp_path, chain, user_python, stagers, pytest_base(tmp_path_factory))
+
+
+def one_line_refusal(p) -> None:
+    assert p.returncode == 1, (p.returncode, p.stderr)
+    assert p.stderr.count("\n") == 1 and p.stderr.startswith("sifguard: "), p.stderr
+
+
+def as_user(uid_gid, fn):
+    """Run fn() in a forked child with the user's uid/gid and no groups; its JSON-able
+    result (or the exception it raised, as {"exception", "message"})."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:   # child: never return into pytest
+        try:
+            os.close(r)
+            os.setgroups([])
+            os.setresgid(uid_gid[1], uid_gid[1], uid_gid[1])
+            os.setresuid(uid_gid[0], uid_gid[0], uid_gid[0])
+            try:
+                out = {"result": fn()}
+            except BaseException as e:  # noqa: BLE001
+                out = {"exception": type(e).__name__, "message": str(e)}
+            data = json.dumps(out).encode()
+            while data:
+                data = data[os.write(w, data):]
+        finally:
+            os._exit(0)
+    os.close(w)
+    chunks = []
+    while True:
+        b = os.read(r, 65536)
+        if not b:
+            break
+        chunks.append(b)
+    os.close(r)
+    os.waitpid(pid, 0)
+    return json.loads(b"".join(chunks) or b'{"exception": "died", "message": ""}')
+
+
+def ask_path(sock, path, request, flags=os.O_RDONLY | os.O_NONBLOCK):
+    fd = os.open(path, flags | os.O_CLOEXEC)
+    try:
+        return client.ask(sock, fd, request, timeout=120)
+    finally:
+        os.close(fd)
+
+
+# ================================================================================================
+# 1. one pass: copy while hashing
+# ================================================================================================
+def _copy(path, tmp_dir) -> tuple:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        c = copy_hashing(fd, str(tmp_dir), durable=False)
+    finally:
+        os.close(fd)
+    try:
+        copied = os.pread(c.fd, c.size + 1, 0)
+    finally:
+        os.close(c.fd)
+    return c, copied
+
+
+@pytest.mark.parametrize("objects", [1, 3])
+def test_copy_digests_are_each_objects_sha256_and_every_byte_is_hashed_once(tmp_path, objects):
+    src = make_sif(tmp_path / "img.sif", os.urandom(70000 + objects), objects=objects)
+    tmp_dir = tmp_path / "tmp"
+    tmp_dir.mkdir(mode=0o700)
+    c, copied = _copy(src, tmp_dir)
+    data = open(src, "rb").read()
+    assert copied == data                                   # the copy is the source, byte for byte
+    ranges = object_ranges(src)
+    assert len(ranges) == objects + 1 and set(c.objects) == {oid for _, _, oid in ranges}
+    for off, n, oid in ranges:
+        assert c.objects[oid] == "sha256:" + hashlib.sha256(data[off:off + n]).hexdigest()
+    assert c.bytes_hashed == c.size == len(data) == os.path.getsize(src)
+    assert not c.source_changed
+    assert re.fullmatch(r"[0-9a-f]{64}", c.digest)
+    assert os.listdir(tmp_dir) == []                         # an unnamed file: nothing left in tmp/
+
+
+def _flip(path, at: int) -> None:
+    with open(path, "r+b") as f:
+        f.seek(at)
+        b = f.read(1)
+        f.seek(at)
+        f.write(bytes([b[0] ^ 0x01]))
+
+
+@pytest.mark.parametrize("where", ["first object", "last object", "header padding", "alignment gap",
+                                   "header uuid", "launch script", "last byte"])
+def test_content_digest_same_for_identical_bytes_and_changes_with_any_byte(tmp_path, where):
+    src = make_sif(tmp_path / "a.sif", os.urandom(50000), objects=2)
+    twin = tmp_path / "elsewhere" / "b.sif"
+    twin.parent.mkdir()
+    shutil.copyfile(src, twin)
+    tmp_dir = tmp_path / "tmp"
+    tmp_dir.mkdir(mode=0o700)
+    c1, _ = _copy(src, tmp_dir)
+    c2, _ = _copy(str(twin), tmp_dir)
+    assert c1.digest == c2.digest and c1.objects == c2.objects     # same bytes, another path/inode
+    ranges = object_ranges(src)
+    size = os.path.getsize(src)
+    at = {"first object": ranges[0][0] + ranges[0][1] // 2,
+          "last object": ranges[-1][0] + ranges[-1][1] - 1,
+          "header padding": 1000,                                    # between header and descriptors
+          "alignment gap": ranges[0][0] + ranges[0][1] + 7,          # before the 4 KiB-aligned partition
+          "header uuid": 50,
+          "launch script": 3,
+          "last byte": size - 1}[where]
+    covered = [(off, off + n) for off, n, _ in ranges]
+    in_object = any(s <= at < e for s, e in covered)
+    assert in_object == (where in ("first object", "last object", "last byte"))
+    _flip(str(twin), at)
+    c3, copied = _copy(str(twin), tmp_dir)
+    assert c3.digest != c1.digest, where
+    assert copied == open(twin, "rb").read()
+    changed = {oid for oid in c1.objects if c1.objects[oid] != c3.objects[oid]}
+    assert len(changed) == (1 if in_object else 0)                  # only the object holding the byte
+    assert c3.bytes_hashed == size
+    assert os.listdir(tmp_dir) == []
+
+
+@pytest.mark.parametrize("content", [b"", b"not a sif at all\n" * 100, b"SIF_MAGIC" + bytes(4000)])
+def test_copy_of_a_non_sif_file_fails_and_leaves_nothing(tmp_path, content):
+    src = tmp_path / "junk.sif"
+    src.write_bytes(content)
+    tmp_dir = tmp_path / "tmp"
+    tmp_dir.mkdir(mode=0o700)
+    with pytest.raises(SifFormatError):
+        _copy(str(src), tmp_dir)
+    assert os.listdir(tmp_dir) == []
+
+
+def test_copy_of_a_file_that_shrinks_while_copied_fails_and_leaves_nothing(tmp_path, big_signed):
+    """The source is truncated as soon as the staging file exists (seen in /proc/self/fd)."""
+    src = tmp_path / "shrinking.sif"
+    shutil.copyfile(big_signed, src)
+    tmp_dir = tmp_path / "tmp"
+    tmp_dir.mkdir(mode=0o700)
+    fired = threading.Event()
+    stop = threading.Event()
+
+    def truncate_when_copying():
+        while not stop.is_set():
+            for fd in os.listdir("/proc/self/fd"):
+                try:
+                    target = os.readlink(f"/proc/self/fd/{fd}")
+                except OSError:
+                    continue
+                if target.startswith(str(tmp_dir) + "/"):
+                    os.truncate(src, 64 << 10)
+                    fired.set()
+                    return
+    t = threading.Thread(target=truncate_when_copying)
+    t.start()
+    try:
+        with pytest.raises((StoreError, SifFormatError)) as e:
+            _copy(str(src), tmp_dir)
+    finally:
+        stop.set()
+        t.join()
+    assert fired.is_set(), "the copy finished before the source could be truncated"
+    assert "shrank" in str(e.value) or "changed" in str(e.value), e.value
+    assert os.listdir(tmp_dir) == []
+
+
+# ================================================================================================
+# 2. staging through the stager: one copy for every user and every concurrent task
+# ================================================================================================
+@pytest.mark.parametrize("variant", ["same file", "same bytes at another path", "user-specific rule"])
+def test_two_users_share_one_staged_copy(site, variant):
+    """nobody then uid 1000 run the same image: one digest, one object, the second request
+    is answered from the store (warm, indexed or deduplicated), never copied again."""
+    rules = ("rules:\n  - name: cloudsdk\n    match: {user: cloudsdk}\n" if variant == "user-specific rule" else "")
+    site.install(rules)
+    stager = site.start_stager()
+    img = site.image("app.sif")
+    second = img
+    if variant == "same bytes at another path":
+        (site.root / "other").mkdir(mode=0o755)
+        second = str(site.root / "other" / "copy.sif")
+        shutil.copyfile(img, second)
+        os.chmod(second, 0o644)
+    p1 = site.shim("exec", img, "true", user=NOBODY)
+    p2 = site.shim("exec", second, "true", user=USER1000)
+    assert p1.returncode == 0 and p2.returncode == 0, (p1.stderr, p2.stderr)
+    (u1, run1, d1), (u2, run2, d2) = site.runs()
+    assert (u1, u2) == (65534, 1000)
+    digest = os.path.basename(run1)[:-len(".sif")]
+    assert run1 == run2 == site.object_path(digest)          # both ran the store's copy
+    assert d1 == d2 == sha_file(img)                          # holding the image's bytes
+    assert site.objects() == [digest + ".sif"]
+    reqs = stager.requests()
+    assert [h for _, h in reqs].count("staged") == 1 and reqs[0] == (65534, "staged"), reqs
+    expected_second = {"same file": [], "same bytes at another path": [(1000, "deduplicated")],
+                       "user-specific rule": [(1000, "indexed")]}[variant]
+    assert reqs[1:] == expected_second, reqs
+    st = os.stat(site.object_path(digest))
+    assert st.st_uid == 0 and stat.S_IMODE(st.st_mode) == 0o444
+
+
+def test_concurrent_tasks_of_one_cold_image_stage_it_once(site):
+    """12 tasks (two users) start at once on an image nobody has staged: one staging,
+    the others wait on it or find it indexed; all run the same verified copy."""
+    site.install()
+    stager = site.start_stager()
+    img = site.image("cold.sif", 24)         # 24 MiB: long enough for the others to queue
+    procs = [subprocess.Popen(site.shim_cmd("exec", img, "true", user=(NOBODY, USER1000)[i % 2]),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=site.root)
+             for i in range(12)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [e for _, e in outs]
+    runs = site.runs()
+    assert len(runs) == 12
+    assert {r[1] for r in runs} == {site.object_path(site.objects()[0][:-4])}
+    assert {r[2] for r in runs} == {sha_file(img)}
+    assert len(site.objects()) == 1 and len(site.ls("index")) == 1
+    hows = [h for _, h in stager.requests()]
+    assert hows.count("staged") == 1, hows
+    assert set(hows) <= {"staged", "waited", "indexed"}, hows
+
+
+# ================================================================================================
+# 3. a file the user cannot read is never staged on their behalf
+# ================================================================================================
+@pytest.mark.parametrize("mode,owner", [(0o600, (0, 0)), (0o640, (0, 0)), (0o600, USER1000)])
+def test_unreadable_image_is_refused_and_nothing_is_staged(site, mode, owner):
+    site.install()
+    stager = site.start_stager()
+    img = site.image("secret.sif", mode=mode)
+    os.chown(img, *owner)
+    p = site.shim("exec", img, "true", user=NOBODY)
+    one_line_refusal(p)
+    assert "cannot read it as the job's user" in p.stderr
+    assert site.runs() == []
+    assert site.objects() == [] and site.ls("index") == [] and site.ls("decisions") == []
+    assert stager.requests() == []                          # the stager was never asked
+
+
+# ================================================================================================
+# 4. what the stager is sent must be a regular file the sender could read
+# ================================================================================================
+def _good_request(site, stager):
+    good = site.image("good.sif")
+    r = ask_path(site.sock, good, {"policy": site.policy, "path": good, "context": {}})
+    assert r["ok"] and r["allowed"] and r["how"] == "staged", r
+    assert os.path.exists(site.object_path(r["digest"]))
+    assert stager.alive()
+
+
+@pytest.mark.parametrize("kind", ["fifo", "socket", "/dev/null", "/dev/zero", "directory"])
+def test_stager_refuses_a_descriptor_that_is_not_a_regular_file(site, kind):
+    site.install()
+    stager = site.start_stager()
+    words = {"fifo": "a FIFO", "socket": "a socket", "/dev/null": "a device", "/dev/zero": "a device",
+             "directory": "a directory"}[kind]
+    sock = None
+    if kind == "fifo":
+        os.mkfifo(site.root / "fifo")
+        fd = os.open(site.root / "fifo", os.O_RDONLY | os.O_NONBLOCK)
+    elif kind == "socket":
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        fd = sock.fileno()
+    elif kind == "directory":
+        fd = os.open(site.root, os.O_RDONLY | os.O_DIRECTORY)
+    else:
+        fd = os.open(kind, os.O_RDONLY)
+    try:
+        with pytest.raises(client.StagerRefused) as e:
+            client.ask(site.sock, fd, {"policy": site.policy, "path": str(site.root / "x.sif"), "context": {}},
+                       timeout=30)
+    finally:
+        if sock is not None:
+            sock.close()
+        else:
+            os.close(fd)
+    assert "not a regular file" in str(e.value) and words in str(e.value), e.value
+    assert site.objects() == [] and site.ls("index") == []
+    assert stager.alive()
+    _good_request(site, stager)
+
+
+@pytest.mark.parametrize("how", ["O_PATH", "O_WRONLY"])
+def test_stager_never_reads_what_the_sender_could_not(site, how):
+    """A user may hold a descriptor on a file without read access (O_PATH on a root-only
+    file, O_WRONLY on a file they may only write): the stager, though root, cannot read
+    through it, and stages nothing."""
+    site.install()
+    stager = site.start_stager()
+    img = site.image("root-only.sif", mode=0o600 if how == "O_PATH" else 0o622)
+    flags = os.O_PATH if how == "O_PATH" else os.O_WRONLY
+
+    def send():
+        fd = os.open(img, flags | os.O_CLOEXEC)
+        try:
+            return client.ask(site.sock, fd, {"policy": site.policy, "path": img, "context": {}}, timeout=30)
+        finally:
+            os.close(fd)
+    out = as_user(NOBODY, send)
+    assert out.get("exception") == "StagerRefused", out
+    assert site.objects() == [] and site.ls("index") == [] and site.ls("decisions") == []
+    assert stager.alive()
+    _good_request(site, stager)
+
+
+# ================================================================================================
+# 5. malformed requests on the socket
+# ================================================================================================
+def _raw(sock_path) -> socket.socket:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(30)
+    s.connect(sock_path)
+    return s
+
+
+def _reply(s) -> dict:
+    doc, _ = wire.recv(s, wire.MAX_REPLY)
+    return doc
+
+
+def test_malformed_requests_get_an_error_and_the_stager_serves_on(site):
+    site.install()
+    stager = site.start_stager()
+    img = site.image("img.sif")
+    silent = _raw(site.sock)                 # connects and says nothing, for the whole test
+    fd = os.open(img, os.O_RDONLY)
+    fd2 = os.open(img, os.O_RDONLY)
+    req = json.dumps({"policy": site.policy, "path": img, "context": {}}).encode()
+    cases = {   # name: (bytes sent, descriptors attached, what the error says)
+        "no descriptor": (struct.pack(">I", len(req)) + req, [], "exactly one image descriptor"),
+        "two descriptors": (struct.pack(">I", len(req)) + req, [fd, fd2], "exactly one image descriptor"),
+        "oversized length": (struct.pack(">I", 1 << 30) + req, [fd], "over the 65536 byte limit"),
+        "garbage JSON": (struct.pack(">I", 9) + b"{not json", [fd], "malformed message"),
+        "JSON not an object": (struct.pack(">I", 7) + b"[1,2,3]", [fd], "not a JSON object"),
+        "not UTF-8": (struct.pack(">I", 4) + b"\xff\xfe\xfd\xfc", [fd], "malformed message"),
+        "truncated": (struct.pack(">I", 500) + req[:20], [fd], "closed in the middle"),
+        "policy not a string": (struct.pack(">I", 26) + b'{"policy":[1],"path":"/x"}', [fd], "absolute path"),
+        "relative policy": (struct.pack(">I", 32) + b'{"policy":"p.yaml","path":"/x" }', [fd], "absolute path"),
+    }
+    try:
+        for name, (msg, fds, words) in cases.items():
+            s = _raw(site.sock)
+            try:
+                if fds:
+                    socket.send_fds(s, [msg], fds)
+                else:
+                    s.sendall(msg)
+                if name == "truncated":
+                    s.shutdown(socket.SHUT_WR)
+                r = _reply(s)
+            finally:
+                s.close()
+            assert r["ok"] is False and words in r["error"] and "Traceback" not in r["error"], (name, r)
+            assert stager.alive(), name
+        # while the silent client is still connected, a good request is answered
+        r = ask_path(site.sock, img, {"policy": site.policy, "path": img, "context": {}})
+        assert r["ok"] and r["allowed"], r
+        # and the silent one is cut off with an error, not left holding the stager
+        r = _reply(silent)
+        assert r["ok"] is False and "bad request" in r["error"], r
+    finally:
+        silent.close()
+        os.close(fd)
+        os.close(fd2)
+    assert stager.alive()
+    assert len(site.objects()) == 1                          # the one good image, once
+    p = site.shim("exec", img, "true")
+    assert p.returncode == 0, p.stderr
+
+
+def test_one_user_flooding_the_stager_does_not_lock_out_another(site):
+    """root holds its 32 connections silent; a 33rd of root's is turned away at once; a
+    request from nobody is answered meanwhile."""
+    site.install()
+    stager = site.start_stager()
+    img = site.image("img.sif")
+    flood = [_raw(site.sock) for _ in range(32)]
+    try:
+        time.sleep(0.2)                      # let the stager account for them
+        extra = _raw(site.sock)
+        try:
+            r = _reply(extra)
+        finally:
+            extra.close()
+        assert r["ok"] is False and "busy" in r["error"], r
+        out = as_user(NOBODY, lambda: ask_path(site.sock, img, {"policy": site.policy, "path": img,
+                                                                 "context": {}}))
+        assert out.get("result", {}).get("allowed") is True, out
+    finally:
+        for s in flood:
+            s.close()
+    assert stager.alive()
+
+
+# ================================================================================================
+# 6. a stager killed while staging leaves nothing that could be served
+# ================================================================================================
+def _staging_file_open(pid: int, tmp_dir: str) -> bool:
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}").startswith(tmp_dir + "/"):
+                return True
+        except OSError:
+            pass
+    return False
+
+
+def test_stager_killed_mid_staging_leaves_no_servable_entry_and_restarts_clean(site, big_signed):
+    site.install()
+    stager = site.start_stager()
+    tmp_dir = os.path.join(site.store, "tmp")
+    answer: dict = {}
+
+    def request():
+        try:
+            answer["reply"] = ask_path(site.sock, big_signed, {"policy": site.policy, "path": big_signed,
+                                                               "context": {}})
+        except Exception as e:  # noqa: BLE001
+            answer["error"] = e
+    t = threading.Thread(target=request)
+    t.start()
+    deadline = time.monotonic() + 60
+    while not _staging_file_open(stager.proc.pid, tmp_dir) and time.monotonic() < deadline and t.is_alive():
+        time.sleep(0.001)
+    assert _staging_file_open(stager.proc.pid, tmp_dir), ("never caught the stager staging", answer)
+    stager.kill(signal.SIGKILL)
+    t.join(60)
+    assert isinstance(answer.get("error"), client.StagerUnavailable), answer
+    # nothing the hooks (or a restarted stager) could take for a staged, verified image
+    assert site.objects() == [] and site.ls("index") == [] and site.ls("decisions") == []
+    assert site.ls("findings") == [] and [n for n in site.ls("objects") if n.endswith(".json")] == []
+    assert all(n.startswith("staging.") for n in os.listdir(tmp_dir)), os.listdir(tmp_dir)   # never a name there
+    assert not any(n.endswith(".sif") for n in os.listdir(tmp_dir))
+    # the stale socket is replaced by a new stager, which stages the image properly
+    again = site.start_stager()
+    p = site.shim("exec", big_signed, "true", user=NOBODY)
+    assert p.returncode == 0, p.stderr
+    [(uid, ran, digest)] = site.runs()
+    assert ran == site.object_path(site.objects()[0][:-4]) and digest == sha_file(big_signed)
+    assert len(site.ls("index")) == 1 and len(site.ls("decisions")) == 1
+    assert again.requests()[-1] == (65534, "staged")
+    assert os.listdir(tmp_dir) == [] or all(n.startswith("staging.") for n in os.listdir(tmp_dir))
+
+
+# ================================================================================================
+# 7. collection: least recently used first, never an entry a task holds
+# ================================================================================================
+def _gc(site, budget: str) -> dict:
+    r = run_cli("store", "gc", "--store", site.store, "--budget", budget, "--json")
+    assert r.rc == 0, r
+    return json.loads(r.out)
+
+
+def _listing(site) -> dict:
+    r = run_cli("store", "list", "--store", site.store, "--json")
+    assert r.rc == 0, r
+    doc = json.loads(r.out)
+    return {e["digest"]: e for e in doc["entries"]}
+
+
+def _hold(site, path) -> subprocess.Popen:
+    """A process of nobody's that holds the entry: read-only descriptor + OFD read lock."""
+    code = (f"import os, sys, time; sys.path.insert(0, {REPO!r}); from sifguard.store import locks; "
+            f"fd = os.open({path!r}, os.O_RDONLY); assert locks.hold_shared(fd); print('held', flush=True); "
+            "time.sleep(120)")
+    p = subprocess.Popen(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", site.python, "-c", code],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "held", p.stderr.read() if p.poll() is not None else ""
+    return p
+
+
+def _stage_and_run(site, name, mib) -> tuple[str, str]:
+    img = site.image(name, mib)
+    p = site.shim("exec", img, "true")
+    assert p.returncode == 0, p.stderr
+    ran = site.runs()[-1][1]
+    return img, os.path.basename(ran)[:-len(".sif")]
+
+
+@pytest.mark.parametrize("holder", ["process with a lock", "task running the image"])
+def test_gc_removes_least_recently_used_but_never_an_entry_in_use(site, holder):
+    site.install()
+    site.start_stager()
+    a_img, a = _stage_and_run(site, "a.sif", 2)
+    b_img, b = _stage_and_run(site, "b.sif", 2)
+    c_img, c = _stage_and_run(site, "c.sif", 2)
+    assert len({a, b, c}) == 3 and len(site.objects()) == 3
+    # a is held by a running task
+    if holder == "process with a lock":
+        hold = _hold(site, site.object_path(a))
+    else:   # the shim execs the runtime with the entry's locked descriptor: the lock survives exec
+        # (its own session: the runtime's children inherit the descriptor, and the lock, too)
+        hold = subprocess.Popen(site.shim_cmd("exec", a_img, "true"), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True, cwd=site.root, start_new_session=True,
+                                env=dict(os.environ, STANDIN_SLEEP="120"))
+        deadline = time.monotonic() + 60
+        while len(site.runs()) < 4 and time.monotonic() < deadline and hold.poll() is None:
+            time.sleep(0.05)
+        assert len(site.runs()) == 4 and site.runs()[-1][1] == site.object_path(a), hold.stderr
+    try:
+        # b was used last (its access time is newest), a before c: LRU order is a, c, b
+        now = time.time()
+        for d, used in ((a, now - 300), (c, now - 200), (b, now + 100)):
+            os.utime(site.object_path(d), (used, os.stat(site.object_path(d)).st_mtime))
+        listing = _listing(site)
+        assert listing[a]["in_use"] is True and listing[b]["in_use"] is False and listing[c]["in_use"] is False
+        two = listing[a]["size"] + listing[b]["size"]
+        res = _gc(site, str(two))             # room for two: a is held (it counts), so c goes, b stays
+        assert res["kept_in_use"] == [a] and res["removed"] == [c], res
+        assert sorted(site.objects()) == sorted([a + ".sif", b + ".sif"])
+        assert _listing(site)[a]["in_use"] is True
+        res = _gc(site, str(listing[b]["size"]))   # room for one: a would go first, but is held; b goes
+        assert res["kept_in_use"] == [a] and res["removed"] == [b], res
+        assert site.objects() == [a + ".sif"]
+    finally:
+        os.killpg(hold.pid, signal.SIGKILL) if holder != "process with a lock" else hold.kill()
+        hold.wait(30)
+    deadline = time.monotonic() + 10       # the session's last process is gone a moment later
+    while _listing(site)[a]["in_use"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _listing(site)[a]["in_use"] is False
+    res = _gc(site, "1")                      # released: now it goes
+    assert res["removed"] == [a] and res["kept_in_use"] == [] and res["total_after"] == 0, res
+    assert site.objects() == []
+    # the records that pointed at removed copies went with them
+    assert site.ls("index") == [] and site.ls("decisions") == [] and site.ls("findings") == []
+    # a task after its entry was collected: staged again, runs
+    before = [h for _, h in site._stagers[0].requests()].count("staged")
+    p = site.shim("exec", a_img, "true")
+    assert p.returncode == 0, p.stderr
+    assert site.runs()[-1][1] == site.object_path(a) and site.runs()[-1][2] == sha_file(a_img)
+    assert [h for _, h in site._stagers[0].requests()].count("staged") == before + 1
+
+
+def test_gc_and_list_command_lines(site):
+    site.install()
+    site.start_stager()
+    _stage_and_run(site, "a.sif", 1)
+    r = run_cli("store", "list", "--store", site.store)
+    assert r.rc == 0 and "1 images" in r.out and "IN USE" in r.out, r
+    r = run_cli("store", "gc", "--store", site.store, "--budget", "1G")
+    assert r.rc == 0 and "removed 0 images" in r.out, r
+    r = run_cli("store", "gc", "--store", site.store, "--budget", "lots")
+    assert r.rc == 2 and "not a size" in r.err and r.err.count("\n") == 1, r
+    r = run_cli("store", "gc", "--store", site.store, "--budget", "1K")
+    assert r.rc == 0 and "removed 1 images" in r.out, r
+    assert site.objects() == []
