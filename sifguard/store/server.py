@@ -19,6 +19,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+from sifguard.errors import BadInputError
 from sifguard.store import wire
 from sifguard.store.layout import Store
 from sifguard.store.service import Peer, Service, error_reply
@@ -74,6 +75,9 @@ class Server:
         old = os.umask(0o077)
         try:
             s.bind(path + ".new")
+        except OSError as e:
+            s.close()
+            raise BadInputError(f"cannot listen on {path}: {e.strerror or e}") from None
         finally:
             os.umask(old)
         os.chmod(path + ".new", 0o666)                  # every user may ask; SO_PEERCRED says who
