@@ -16,6 +16,7 @@ import hashlib
 import importlib.metadata as md
 import json
 import os
+import pathlib
 import re
 import shutil
 import signal
@@ -24,6 +25,7 @@ import stat
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -94,21 +96,22 @@ def object_ranges(path) -> list[tuple[int, int, int]]:
         return sorted((d.offset, d.size, d.id) for d in img.objects)
 
 
-def open_up(path, base) -> None:
-    """chmod 0755 the pytest directories from `path` up to `base`: users must traverse them."""
-    p = os.path.abspath(str(path))
-    base = os.path.abspath(str(base))
-    while p.startswith(base):
-        os.chmod(p, 0o755)
-        if p == base:
-            break
-        p = os.path.dirname(p)
+@pytest.fixture(scope="session")
+def shared_base():
+    """A directory every user can traverse, for what the hooks' users must reach. Not under
+    /tmp/pytest-of-root: each new pytest session of root's (another checkout's, say) resets
+    that to 0700 while this one runs."""
+    d = tempfile.mkdtemp(prefix="sg-store-", dir="/tmp")
+    os.chmod(d, 0o755)
+    yield pathlib.Path(d)
+    shutil.rmtree(d, ignore_errors=True)
 
 
-def pytest_base(factory) -> str:
-    b = str(factory.getbasetemp())
-    parent = os.path.dirname(b)
-    return parent if os.path.basename(parent).startswith("pytest-of-") else b
+def users_dir(base, name: str) -> pathlib.Path:
+    # short: the stager's socket goes in it, and AF_UNIX paths end at 107 bytes
+    d = tempfile.mkdtemp(prefix=re.sub(r"[^A-Za-z0-9_.-]+", "-", name.removeprefix("test_"))[:20] + "-", dir=base)
+    os.chmod(d, 0o755)
+    return pathlib.Path(d)
 
 
 # --- a Python the job's users can run ----------------------------------------------------
@@ -128,13 +131,13 @@ def _requirements(name: str, seen: dict) -> None:
 
 
 @pytest.fixture(scope="session")
-def user_python(tmp_path_factory):
+def user_python(shared_base):
     """A venv of /usr/bin/python3 holding copies of sifguard's dependencies, readable by
     all: the interpreter the hooks are installed with (sifguard itself comes from this
     checkout, which users can read)."""
     if not os.access("/usr/bin/python3", os.X_OK):
         pytest.skip("no /usr/bin/python3 for the hooks' users")
-    d = tmp_path_factory.mktemp("userpy")
+    d = users_dir(shared_base, "userpy")
     venv = d / "venv"
     subprocess.run(["/usr/bin/python3", "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120,
                    capture_output=True)
@@ -153,7 +156,6 @@ def user_python(tmp_path_factory):
             os.makedirs(os.path.dirname(dst), exist_ok=True)
             shutil.copy2(src, dst)
     subprocess.run(["chmod", "-R", "a+rX", str(d)], check=True, timeout=60)
-    open_up(d, pytest_base(tmp_path_factory))
     p = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", py, "-c",
                         f"import sys; sys.path.insert(0, {REPO!r}); import yaml, cryptography, "
                         "sifguard.enforce.decide"], capture_output=True, text=True, timeout=60)
@@ -163,20 +165,14 @@ def user_python(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def chain(tmp_path_factory):
-    d = tmp_path_factory.mktemp("pki")
-    c = SiteChain(d)
-    open_up(d, pytest_base(tmp_path_factory))
-    return c
+def chain(shared_base):
+    return SiteChain(users_dir(shared_base, "pki"))
 
 
 @pytest.fixture(scope="module")
-def big_signed(tmp_path_factory, chain):
+def big_signed(shared_base, chain):
     """A signed 320 MiB image (random bytes): staging it takes a moment."""
-    d = tmp_path_factory.mktemp("big")
-    p = sign(make_sif(d / "big.sif", 320), chain)
-    open_up(d, pytest_base(tmp_path_factory))
-    return p
+    return sign(make_sif(users_dir(shared_base, "big") / "big.sif", 320), chain)
 
 
 # --- the stager ---------------------------------------------------------------------------
@@ -188,6 +184,7 @@ class Stager:
 
     def __init__(self, store, sock, log, *extra):
         self.sock, self.log = str(sock), str(log)
+        self._start = len(self.text())            # a restarted stager appends to its predecessor's log
         with open(self.log, "a") as err:
             self.proc = subprocess.Popen([sys.executable, "-m", "sifguard", "store", "serve", "--store", str(store),
                                           "--socket", self.sock, *extra], stdout=subprocess.DEVNULL, stderr=err,
@@ -199,7 +196,7 @@ class Stager:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"the stager exited: {self.text()[-2000:]}")
-            if "serving store" in self.text() and os.path.exists(self.sock):
+            if "serving store" in self.text()[self._start:] and os.path.exists(self.sock):
                 return
             time.sleep(0.05)
         raise RuntimeError("the stager did not come up in 30 s")
@@ -212,9 +209,9 @@ class Stager:
             return ""
 
     def requests(self) -> list[tuple[int, str]]:
-        """(uid, how) for each request the stager answered, in order; how is
+        """(uid, how) for each request this stager answered, in order; how is
         indexed|staged|waited|deduplicated|error."""
-        return [(int(m.group(1)), m.group(3)) for m in _REQ.finditer(self.text())]
+        return [(int(m.group(1)), m.group(3)) for m in _REQ.finditer(self.text()[self._start:])]
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -248,9 +245,8 @@ exit 0
 
 
 class Site:
-    def __init__(self, root, chain, user_python, stagers, base):
+    def __init__(self, root, chain, user_python, stagers):
         self.root, self.chain, self.python, self._stagers = root, chain, user_python, stagers
-        open_up(root, base)
         self.store = str(root / "store")
         (root / "run").mkdir(mode=0o755)
         self.sock = str(root / "run" / "stager.sock")
@@ -335,8 +331,8 @@ class Site:
 
 
 @pytest.fixture
-def site(tmp_path, tmp_path_factory, chain, user_python, stagers):
-    return Site(tmp_path, chain, user_python, stagers, pytest_base(tmp_path_factory))
+def site(request, shared_base, chain, user_python, stagers):
+    return Site(users_dir(shared_base, request.node.name), chain, user_python, stagers)
 
 
 def one_line_refusal(p) -> None:
@@ -889,3 +885,360 @@ def test_gc_and_list_command_lines(site):
     r = run_cli("store", "gc", "--store", site.store, "--budget", "1K")
     assert r.rc == 0 and "removed 1 images" in r.out, r
     assert site.objects() == []
+
+
+# ================================================================================================
+# 8. the original swapped or rewritten after it was staged
+# ================================================================================================
+@pytest.mark.parametrize("swap", ["unsigned image written over it", "one byte rewritten in place",
+                                  "unsigned image renamed over it"])
+def test_swapped_original_is_verified_again_not_served_from_the_index(site, swap):
+    """Same path, same size, same mtime (restored with utime); for the in-place byte even the
+    same inode and first 4 KiB: only the ctime (which users cannot set) differs — and that is
+    enough for an index miss."""
+    site.install()
+    stager = site.start_stager()
+    payload = os.urandom(60000)
+    img = make_sif(site.root / "app.sif", payload)
+    unsigned = site.root / "unsigned.sif"
+    shutil.copyfile(img, unsigned)              # the same image before it is signed
+    sign(img, site.chain)
+    p = site.shim("exec", img, "true")
+    assert p.returncode == 0, p.stderr
+    good = site.runs()[0]
+    before = os.stat(img)
+    size = before.st_size
+    os.truncate(unsigned, size)                 # padded to the signed image's size
+    head = open(img, "rb").read(4096)
+    if swap == "unsigned image written over it":
+        with open(img, "r+b") as f:
+            f.write(unsigned.read_bytes())
+    elif swap == "one byte rewritten in place":
+        off, n, _ = object_ranges(img)[1]       # the partition
+        _flip(img, off + n // 2)
+    else:
+        new = site.root / "app.sif.new"
+        shutil.copyfile(unsigned, new)
+        os.chmod(new, 0o644)
+        os.utime(new, ns=(before.st_atime_ns, before.st_mtime_ns))
+        os.replace(new, img)
+    os.utime(img, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = os.stat(img)
+    assert (after.st_size, after.st_mtime_ns) == (size, before.st_mtime_ns)
+    assert after.st_ctime_ns != before.st_ctime_ns
+    if swap == "one byte rewritten in place":   # nothing the index key hashes changed but the ctime
+        assert open(img, "rb").read(4096) == head and after.st_ino == before.st_ino
+    p = site.shim("exec", img, "true")
+    one_line_refusal(p)
+    assert ("changed" if swap == "one byte rewritten in place" else "not signed") in p.stderr, p.stderr
+    assert site.runs() == [good]                 # the runtime was not started again
+    assert stager.requests()[-1][1] in ("staged", "deduplicated")    # re-read, re-verified
+    assert len(site.objects()) == 1              # and not kept
+    if swap == "one byte rewritten in place":   # the byte put back: the signed bytes again, run from the store
+        _flip(img, off + n // 2)
+        p = site.shim("exec", img, "true")
+        assert p.returncode == 0 and site.runs()[-1] == good, p.stderr
+        assert stager.requests()[-1][1] == "deduplicated"
+
+
+# ================================================================================================
+# 9. an unsafe store directory is refused, with the fix
+# ================================================================================================
+@pytest.mark.parametrize("unsafe", ["group-writable", "owned by nobody", "a symlink", "world-writable parent",
+                                    "writable subdirectory", "missing", "sticky world-writable parent (safe)"])
+def test_unsafe_store_is_refused_in_one_line_naming_problem_and_fix(site, unsafe):
+    store = site.store
+    if unsafe in ("world-writable parent", "sticky world-writable parent (safe)"):
+        parent = site.root / "shared"
+        parent.mkdir(mode=0o755)
+        store = str(parent / "store")
+    if unsafe != "missing":
+        Store(store).init()
+    if unsafe in ("world-writable parent", "sticky world-writable parent (safe)"):
+        os.chmod(parent, 0o1777 if "sticky" in unsafe else 0o777)
+    link = None
+    if unsafe == "group-writable":
+        os.chmod(store, 0o775)
+    elif unsafe == "owned by nobody":
+        os.chown(store, *NOBODY)
+    elif unsafe == "a symlink":
+        link = str(site.root / "store-link")
+        os.symlink(store, link)
+    elif unsafe == "writable subdirectory":
+        os.chmod(os.path.join(store, "objects"), 0o777)
+    site.install(store=link or store, sock=str(site.root / "run" / "absent.sock"))
+    img = site.image("app.sif")
+    p = site.shim("exec", img, "true")
+    if unsafe.endswith("(safe)"):
+        assert p.returncode == 0, p.stderr           # a sticky /tmp-like parent is fine
+        assert site.runs()[0][1].startswith("/proc/self/fd/")   # no stager: the sealed copy
+        return
+    one_line_refusal(p)
+    assert site.runs() == []
+    words = {"group-writable": ("writable by group or others", f"chmod go-w {store}"),
+             "owned by nobody": ("owned by uid 65534", f"chown root:root {store}"),
+             "a symlink": ("symlink", "fix:"),
+             "world-writable parent": ("parent directory", f"chmod go-w {os.path.dirname(store)}"),
+             "writable subdirectory": ("writable by group or others", "chmod go-w"),
+             "missing": ("does not exist", "sifguard store serve")}[unsafe]
+    for w in words:
+        assert w in p.stderr, (w, p.stderr)
+
+
+# ================================================================================================
+# 10. no stager: small images run from a sealed copy, big ones are refused with how to start it
+# ================================================================================================
+@pytest.mark.parametrize("down", ["no socket file", "stale socket file", "stager killed"])
+def test_stager_down_small_image_runs_sealed_big_one_refused(site, down):
+    Store(site.store).init()
+    if down == "stale socket file":
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.bind(site.sock)
+        s.close()                                   # the file stays, nobody listens
+    elif down == "stager killed":
+        site.start_stager().kill(signal.SIGKILL)
+        assert os.path.exists(site.sock)
+    site.install("", "--seal-limit", "64K")
+    small = site.image("small.sif", 20000)
+    p = site.shim("exec", small, "true")
+    assert p.returncode == 0, p.stderr
+    [(uid, ran, digest)] = site.runs()
+    assert uid == 65534 and re.fullmatch(r"/proc/self/fd/\d+", ran) and digest == sha_file(small)
+    unsigned = site.image("unsigned.sif", 20000, signed=False)
+    p = site.shim("exec", unsigned, "true")
+    one_line_refusal(p)
+    assert "not signed" in p.stderr
+    big = site.image("big.sif", 200000)
+    p = site.shim("exec", big, "true")
+    one_line_refusal(p)
+    assert "sifguard store serve" in p.stderr and site.sock in p.stderr and "--store" in p.stderr, p.stderr
+    assert len(site.runs()) == 1
+    assert site.objects() == []
+
+
+# ================================================================================================
+# 11. records nobody but root wrote are not believed; a lying client records nothing honest hooks use
+# ================================================================================================
+def _stage_cli(site, img, *extra) -> dict:
+    r = run_cli("store", "stage", img, "--store", site.store, "--json", *extra)
+    assert "Traceback" not in r.err
+    return {"rc": r.rc, **json.loads(r.out)} if r.out.strip() else {"rc": r.rc, "err": r.err}
+
+
+def _keys_as_the_shim_sees_them(site, img) -> tuple[str, tuple[str, ...], str]:
+    """(index key, candidate rule names, policy fingerprint) for nobody running `img`."""
+    from sifguard.policy.decide import JobContext, candidate_rules
+    from sifguard.policy.loader import load_fast
+    pol = load_fast(site.policy)
+    st = os.stat(img)
+    with open(img, "rb") as f:
+        head = f.read(keys.HEAD)
+    names = tuple(r.name for r in candidate_rules(pol, img, JobContext(user="nobody", group="nogroup")))
+    return keys.index_key(st, head), names, keys.policy_fingerprint(pol)
+
+
+def _forge(path: str, doc: dict, how: str) -> None:
+    records.write(path, doc)
+    if how == "owned by nobody":
+        os.chown(path, *NOBODY)
+    elif how == "group-writable":
+        os.chmod(path, 0o664)
+    elif how == "world-writable":
+        os.chmod(path, 0o666)
+
+
+@pytest.mark.parametrize("how", ["owned by nobody", "group-writable", "world-writable", "root's own (control)"])
+def test_forged_decision_record_is_ignored_unless_root_wrote_it(site, how):
+    """An allowing decision for an unsigned image's stored copy, placed in decisions/: only a
+    record root wrote (the control) is believed; any other goes cold, and the stager refuses."""
+    site.install()
+    stager = site.start_stager()
+    img = site.image("unsigned.sif", signed=False)
+    staged = _stage_cli(site, img)                        # stored unverified (no --policy): object + index
+    assert staged["rc"] == 0 and staged["how"] == "staged", staged
+    digest = staged["digest"]
+    _, names, fp = _keys_as_the_shim_sees_them(site, img)
+    path = Store(site.store).decision_path(keys.decision_key(digest, fp, names))
+    _forge(path, {"digest": digest, "policy": fp, "candidates": list(names), "valid_until": time.time() + 600,
+                  "verdict": {"allowed": True, "decision": "allow", "reason": "forged", "rule": names[0]}}, how)
+    p = site.shim("exec", img, "true")
+    if how == "root's own (control)":                     # the keys are right: root's record is used, warm
+        assert p.returncode == 0 and site.runs()[0][1] == site.object_path(digest), p.stderr
+        assert stager.requests() == []
+        return
+    one_line_refusal(p)
+    assert "not signed" in p.stderr and site.runs() == []
+    assert stager.requests() == [(65534, "indexed")]       # went cold: the stager decided it afresh
+
+
+@pytest.mark.parametrize("how", ["owned by nobody", "group-writable", "root's own (control)"])
+def test_forged_index_record_is_ignored_unless_root_wrote_it(site, how):
+    """An index record pointing an unsigned file at a signed image's stored copy (with its
+    recorded allowing decision): only root's record is believed."""
+    site.install()
+    stager = site.start_stager()
+    signed = site.image("signed.sif")
+    assert site.shim("exec", signed, "true").returncode == 0
+    signed_digest = os.path.basename(site.runs()[0][1])[:-4]
+    img = site.image("unsigned.sif", signed=False)
+    key, _, _ = _keys_as_the_shim_sees_them(site, img)
+    _forge(Store(site.store).index_path(key), {"identity": keys.file_identity(os.stat(img)), "digest": signed_digest,
+                                               "stored": True, "indexed_at": time.time()}, how)
+    p = site.shim("exec", img, "true")
+    if how == "root's own (control)":
+        assert p.returncode == 0 and site.runs()[-1][1] == site.object_path(signed_digest), p.stderr
+        return
+    one_line_refusal(p)
+    assert "not signed" in p.stderr and len(site.runs()) == 1
+    assert stager.requests()[-1] == (65534, "staged")
+
+
+@pytest.mark.parametrize("lie", ["path under a permissive rule", "user of a permissive rule"])
+def test_a_lying_client_records_nothing_an_honest_hook_uses(site, lie):
+    """nobody sends the stager an unsigned image's descriptor claiming a path (or user)
+    whose rule is `require: any`; the decision recorded is keyed by those candidate rules,
+    so the honest shim, on the image's real path and as its real user, still refuses it."""
+    free = site.root / "free"
+    free.mkdir(mode=0o755)
+    site.install(f"rules:\n  - name: free\n    match: {{path: '{free}/**'}}\n    require: any\n"
+                 "  - name: root-anything\n    match: {user: root}\n    require: any\n")
+    stager = site.start_stager()
+    img = site.image("unsigned.sif", signed=False)
+    request = {"policy": site.policy, "path": str(free / "innocent.sif"), "context": {}} \
+        if lie.startswith("path") else {"policy": site.policy, "path": img, "context": {"user": "root"}}
+    out = as_user(NOBODY, lambda: ask_path(site.sock, img, request))
+    reply = out.get("result")
+    assert reply is not None, out
+    if lie.startswith("path"):       # the stager cannot know the path lies: it allows for that path's rule
+        assert reply["allowed"] is True and reply["candidates"] == ["free"], reply
+        [d] = site.ls("decisions")
+        assert records.read(os.path.join(site.store, "decisions", d))["candidates"] == ["free"]
+    else:                            # the user is the peer's own (SO_PEERCRED), not what it says
+        assert reply["allowed"] is False and reply["candidates"] == [DEFAULT_RULE], reply
+        assert site.ls("decisions") == []
+    p = site.shim("exec", img, "true")
+    one_line_refusal(p)
+    assert "not signed" in p.stderr and site.runs() == []
+    assert [h for _, h in stager.requests()] == ["staged", "indexed"]
+
+
+# ================================================================================================
+# 12. an expired decision is decided again
+# ================================================================================================
+@pytest.mark.parametrize("expiry", [-10.0, "never", None])
+def test_expired_decision_goes_cold_and_is_decided_again(site, expiry):
+    site.install()
+    stager = site.start_stager()
+    img = site.image("app.sif")
+    assert site.shim("exec", img, "true").returncode == 0
+    [d] = site.ls("decisions")
+    path = os.path.join(site.store, "decisions", d)
+    rec = records.read(path)
+    assert rec["valid_until"] > time.time()
+    assert site.shim("exec", img, "true").returncode == 0
+    assert len(stager.requests()) == 1                     # warm: the stager was not asked
+    if expiry is None:
+        del rec["valid_until"]
+    else:
+        rec["valid_until"] = time.time() + expiry if isinstance(expiry, float) else expiry
+    records.write(path, rec)                               # as root: a record to be believed, but expired
+    p = site.shim("exec", img, "true")
+    assert p.returncode == 0, p.stderr
+    assert stager.requests()[-1] == (65534, "indexed")     # cold: asked the stager, no copy
+    assert len(site.objects()) == 1 and len({r[1] for r in site.runs()}) == 1
+    assert records.read(path)["valid_until"] > time.time()     # recorded afresh
+    assert site.shim("exec", img, "true").returncode == 0
+    assert len(stager.requests()) == 2                     # and warm again
+
+
+def test_expired_allowing_decision_for_an_unsigned_image_is_decided_again_and_refused(site):
+    site.install()
+    stager = site.start_stager()
+    img = site.image("unsigned.sif", signed=False)
+    digest = _stage_cli(site, img)["digest"]
+    _, names, fp = _keys_as_the_shim_sees_them(site, img)
+    records.write(Store(site.store).decision_path(keys.decision_key(digest, fp, names)), {
+        "digest": digest, "policy": fp, "candidates": list(names), "valid_until": time.time() - 1,
+        "verdict": {"allowed": True, "decision": "allow", "reason": "stale", "rule": names[0]}})
+    p = site.shim("exec", img, "true")
+    one_line_refusal(p)
+    assert "not signed" in p.stderr and site.runs() == [] and stager.requests() == [(65534, "indexed")]
+
+
+# ================================================================================================
+# 13. `sifguard store stage` / `store list`: pre-staging a catalogue
+# ================================================================================================
+def test_store_stage_and_list_then_a_user_runs_warm(site):
+    site.install()
+    stager = site.start_stager()
+    img = site.image("catalogue.sif", 3)
+    size = os.path.getsize(img)
+    r = _stage_cli(site, img, "--policy", site.policy)
+    assert r["rc"] == 0, r
+    assert re.fullmatch(r"[0-9a-f]{64}", r["digest"]) and r["object"] == site.object_path(r["digest"])
+    assert (r["how"], r["copies"], r["bytes_hashed"]) == ("staged", 1, size)
+    assert r["allowed"] is True and r["verdict"]["decision"] == "allow" and r["valid_until"] > time.time()
+    assert r["candidates"] == [DEFAULT_RULE] and re.fullmatch(r"[0-9a-f]{64}", r["policy"])
+    assert sha_file(r["object"]) == sha_file(img)
+    again = _stage_cli(site, img, "--policy", site.policy)
+    assert (again["rc"], again["how"], again["copies"], again["bytes_hashed"]) == (0, "indexed", 0, 0)
+    assert again["digest"] == r["digest"]
+    # a user's task runs the pre-staged copy warm: the stager is not asked
+    p = site.shim("exec", img, "true")
+    assert p.returncode == 0, p.stderr
+    assert site.runs() == [(65534, r["object"], sha_file(img))]
+    assert stager.requests() == []
+    # listing
+    lr = run_cli("store", "list", "--store", site.store, "--json")
+    assert lr.rc == 0, lr
+    doc = json.loads(lr.out)
+    assert doc["store"] == site.store and doc["total"] == size
+    [e] = doc["entries"]
+    assert set(e) == {"digest", "size", "staged_at", "last_used", "in_use", "sources"}
+    assert (e["digest"], e["size"], e["in_use"], e["sources"]) == (r["digest"], size, False, 1)
+    assert e["last_used"] >= e["staged_at"] > time.time() - 300
+    lr = run_cli("store", "list", "--store", site.store)
+    assert lr.rc == 0 and r["digest"][:16] in lr.out and "1 images" in lr.out, lr
+
+
+def test_store_stage_exit_codes_and_text(site):
+    site.install()
+    unsigned = site.image("unsigned.sif", signed=False)
+    signed = site.image("signed.sif")
+    # no policy: stored as it is (a catalogue the admin vouches for)
+    r = run_cli("store", "stage", signed, "--store", site.store)
+    assert r.rc == 0 and ": staged: " + site.store in r.out, r
+    r = run_cli("store", "stage", signed, "--store", site.store)
+    assert r.rc == 0 and "already staged" in r.out, r
+    # with a policy it does not pass: findings recorded, no copy kept, exit 1
+    r = _stage_cli(site, unsigned, "--policy", site.policy)
+    assert r["rc"] == 1 and r["object"] is None and r["allowed"] is False and r["copies"] == 0, r
+    assert "not signed" in r["verdict"]["reason"]
+    r = run_cli("store", "stage", unsigned, "--store", site.store, "--policy", site.policy)
+    assert r.rc == 1 and "not kept" in r.out and "refuse" in r.out, r
+    assert len(site.objects()) == 1
+    # bad input: one line, exit 2, nothing staged
+    loose = site.root / "loose-policy.yaml"
+    shutil.copyfile(site.policy, loose)
+    os.chmod(loose, 0o666)
+    for args, words in (([str(site.root / "missing.sif")], "No such file"),
+                        ([str(site.root)], "directory"),
+                        (["/dev/null"], "not a regular file"),
+                        ([signed, "--policy", str(site.root / "missing.yaml")], "No such file"),
+                        ([signed, "--policy", str(loose)], "only root can write")):
+        r = run_cli("store", "stage", *args, "--store", site.store)
+        assert r.rc == 2 and words in r.err and r.err.count("\n") == 1, (args, r)
+    junk = site.root / "junk.sif"
+    junk.write_bytes(b"not a sif\n" * 50)
+    r = run_cli("store", "stage", junk, "--store", site.store)
+    assert r.rc == 2 and r.err.count("\n") == 1, r
+    assert len(site.objects()) == 1 and os.listdir(os.path.join(site.store, "tmp")) == []
+    # not root: refused before anything is touched (users cannot list the store: entries are found by key)
+    p = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", site.python, "-m", "sifguard",
+                        "store", "stage", signed, "--store", site.store], capture_output=True, text=True, timeout=60,
+                       cwd=REPO)
+    assert p.returncode == 2 and "must run as root" in p.stderr and "Traceback" not in p.stderr, p.stderr
+    p = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", site.python, "-m", "sifguard",
+                        "store", "list", "--store", site.store, "--json"], capture_output=True, text=True, timeout=60,
+                       cwd=REPO)
+    assert p.returncode == 2 and "must run as root" in p.stderr and p.stderr.count("\n") == 1, p.stderr
