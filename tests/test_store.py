@@ -639,6 +639,41 @@ def test_stager_never_reads_what_the_sender_could_not(site, how):
     _good_request(site, stager)
 
 
+def test_stager_never_reads_a_policy_file_for_a_user_who_could_not(site):
+    """The request names the policy by path and the stager (root) loads it: a user naming a
+    root-only file (a 0600 one, one in a 0700 directory, /etc/shadow) must get neither its
+    contents (a parse error quotes them) nor whether it exists — one answer for all."""
+    site.install()
+    stager = site.start_stager()
+    img = site.image("img.sif")
+    secret_dir = site.root / "private"
+    secret_dir.mkdir(mode=0o700)
+    (secret_dir / "conf.yaml").write_text("api_key: SECRET-TOKEN-1234\n")
+    loose = site.root / "root-only.yaml"
+    loose.write_text("root:$6$SECRET-HASH-5678:19000:0:99999:7:::\n")
+    os.chmod(loose, 0o600)
+    shutil.copyfile(site.policy, secret_dir / "policy.yaml")        # a valid policy, but not the users' to read
+    names = [str(loose), str(secret_dir / "conf.yaml"), str(secret_dir / "policy.yaml"),
+             str(secret_dir / "no-such.yaml"), "/etc/shadow"]
+
+    def ask_each():
+        out = []
+        for pol in names:
+            try:
+                out.append(ask_path(site.sock, img, {"policy": pol, "path": img, "context": {}}))
+            except client.StagerRefused as e:
+                out.append(str(e))
+        return out
+    answers = as_user(NOBODY, ask_each)["result"]
+    for pol, answer in zip(names, answers):
+        assert answer == f"policy {pol} is not a file every user can read: not used", answer
+    assert site.objects() == [] and site.ls("decisions") == []
+    # root may name any root-owned policy (the controller prolog asks on users' behalf)
+    r = ask_path(site.sock, img, {"policy": str(secret_dir / "policy.yaml"), "path": img, "context": {}})
+    assert r["allowed"] is True
+    assert stager.alive()
+
+
 # ================================================================================================
 # 5. malformed requests on the socket
 # ================================================================================================
