@@ -907,6 +907,39 @@ def test_gc_removes_least_recently_used_but_never_an_entry_in_use(site, holder):
     assert [h for _, h in site._stagers[0].requests()].count("staged") == before + 1
 
 
+def test_asking_whether_an_entry_is_in_use_never_keeps_a_task_from_holding_it(tmp_path):
+    """`store list` asks every entry whether it is in use while tasks start: the question
+    must take no lock, or a task starting at that instant fails to hold its entry (and is
+    refused). Real OFD locks, a lister thread in a tight loop, 5000 task starts."""
+    obj = tmp_path / "entry.sif"
+    obj.write_bytes(b"x" * 4096)
+    os.chmod(obj, 0o444)
+    stop = threading.Event()
+    seen = []
+
+    def lister():
+        while not stop.is_set():
+            seen.append(locks.in_use(str(obj)))
+    t = threading.Thread(target=lister)
+    t.start()
+    failed = 0
+    try:
+        for _ in range(5000):
+            fd = os.open(obj, os.O_RDONLY)
+            failed += not locks.hold_shared(fd)
+            os.close(fd)
+    finally:
+        stop.set()
+        t.join()
+    assert failed == 0 and seen
+    fd = os.open(obj, os.O_RDONLY)                   # and it still answers: held, then released
+    try:
+        assert locks.hold_shared(fd) and locks.in_use(str(obj))
+    finally:
+        os.close(fd)
+    assert not locks.in_use(str(obj))
+
+
 def test_gc_and_list_command_lines(site):
     site.install()
     site.start_stager()
