@@ -36,7 +36,7 @@ def ask(socket_path: str, fd: int, request: dict, timeout: float = 600.0, connec
         try:
             s.settimeout(max(0.1, deadline - time.monotonic()))
             wire.send(s, request, fd)
-            reply, _ = wire.recv(s, wire.MAX_REPLY)
+            reply, _ = wire.recv(s, wire.MAX_REPLY, deadline=deadline)
         except (socket.timeout, TimeoutError):
             raise StagerUnavailable(f"the image store's stager at {socket_path} did not answer within "
                                     f"{timeout:.0f} s") from None
