@@ -694,6 +694,24 @@ def test_malformed_requests_get_an_error_and_the_stager_serves_on(site):
     stager = site.start_stager()
     img = site.image("img.sif")
     silent = _raw(site.sock)                 # connects and says nothing, for the whole test
+    trickled: dict = {}
+
+    def trickle():                           # announces 200 bytes, sends one every 0.5 s (100 s in all)
+        s = _raw(site.sock)
+        try:
+            s.sendall(struct.pack(">I", 200))
+            for sent in range(60):
+                s.settimeout(0.5)
+                try:
+                    trickled["reply"] = _reply(s)
+                    trickled["sent"] = sent
+                    return
+                except (socket.timeout, TimeoutError):
+                    s.sendall(b" ")
+        finally:
+            s.close()
+    trickler = threading.Thread(target=trickle)
+    trickler.start()
     fd = os.open(img, os.O_RDONLY)
     fd2 = os.open(img, os.O_RDONLY)
     req = json.dumps({"policy": site.policy, "path": img, "context": {}}).encode()
@@ -729,8 +747,13 @@ def test_malformed_requests_get_an_error_and_the_stager_serves_on(site):
         # and the silent one is cut off with an error, not left holding the stager
         r = _reply(silent)
         assert r["ok"] is False and "bad request" in r["error"], r
+        # so is one that trickles its request: the limit is on the whole request, not each read
+        trickler.join(60)
+        assert trickled.get("reply", {}).get("ok") is False and trickled["sent"] < 60, trickled
+        assert "in time" in trickled["reply"]["error"] or "timed out" in trickled["reply"]["error"], trickled
     finally:
         silent.close()
+        trickler.join(60)
         os.close(fd)
         os.close(fd2)
     assert stager.alive()
