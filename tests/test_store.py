@@ -7,8 +7,11 @@ and run as unprivileged users (nobody, uid 1000) through setpriv. Apptainer cann
 installed here, so the runtime the shim execs is a stand-in shell script that records its
 uid, the image operand it was given and the SHA-256 of the bytes behind it.
 
-The hooks run as users that cannot traverse a 0700 home, so they get a Python of their own:
-a venv of Debian's python3 holding copies of sifguard's dependencies (fixture `user_python`).
+The hooks run as users, who may not be able to enter the directory of the Python running
+the tests (a 0700 home): then they get one of their own, a venv of /usr/bin/python3 holding
+copies of sifguard's dependencies (fixture `user_python`). What users must reach lives under
+one /tmp directory of this session's (`shared_base`), not /tmp/pytest-of-root, which any new
+pytest session of root's resets to 0700.
 """
 from __future__ import annotations
 
@@ -51,8 +54,9 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the store is root-own
 
 # --- images ---------------------------------------------------------------------------
 def make_sif(path, payload: bytes | int = 40000, objects: int = 1) -> str:
-    """A SIF with a definition file and `objects` partitions. `payload`: the first
-    partition's bytes, or its size in MiB (random, not sparse) for big images."""
+    """A SIF: a definition file, a partition, and `objects - 1` generic data objects.
+    `payload`: the partition's bytes; or an int: that many random bytes (>= 1 KiB), or
+    below 1024 a size in MiB (random, not sparse, streamed) for big images."""
     path = str(path)
     objs = [NewObject(0x4001, data=b"Bootstrap: scratch\n" + os.urandom(8).hex().encode(), group=1)]
     part = None
@@ -130,17 +134,29 @@ def _requirements(name: str, seen: dict) -> None:
         _requirements(re.match(r"[A-Za-z0-9_.\-]+", req).group(0), seen)
 
 
+def _usable_by_nobody(py: str, paths: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", py, "-IS", "-c",
+                           f"import sys; sys.path[:0] = {[REPO, *paths]!r}; import yaml, cryptography, requests, "
+                           "sifguard.enforce.decide"], capture_output=True, text=True, timeout=60)
+
+
 @pytest.fixture(scope="session")
 def user_python(shared_base):
-    """A venv of /usr/bin/python3 holding copies of sifguard's dependencies, readable by
-    all: the interpreter the hooks are installed with (sifguard itself comes from this
-    checkout, which users can read)."""
-    if not os.access("/usr/bin/python3", os.X_OK):
-        pytest.skip("no /usr/bin/python3 for the hooks' users")
+    """The interpreter the hooks are installed with: this one if every user can run it with
+    its packages; else a venv of /usr/bin/python3 (same version) holding copies of sifguard's
+    dependencies, readable by all (sifguard itself comes from this checkout)."""
+    import site as site_mod
+    if _usable_by_nobody(sys.executable, site_mod.getsitepackages()).returncode == 0:
+        return sys.executable
+    system = "/usr/bin/python3"
+    ver = subprocess.run([system, "-c", "import sys; print(sys.version_info[:2])"], capture_output=True, text=True,
+                         timeout=60).stdout.strip() if os.access(system, os.X_OK) else ""
+    if ver != str(tuple(sys.version_info[:2])):
+        pytest.skip(f"no Python {sys.version_info[:2]} every user can run for the hooks (this one is in a "
+                    "directory they cannot enter)")
     d = users_dir(shared_base, "userpy")
     venv = d / "venv"
-    subprocess.run(["/usr/bin/python3", "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120,
-                   capture_output=True)
+    subprocess.run([system, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120, capture_output=True)
     py = str(venv / "bin" / "python")
     sp = subprocess.run([py, "-c", "import site; print(site.getsitepackages()[0])"], capture_output=True,
                         text=True, check=True, timeout=60).stdout.strip()
@@ -156,9 +172,7 @@ def user_python(shared_base):
             os.makedirs(os.path.dirname(dst), exist_ok=True)
             shutil.copy2(src, dst)
     subprocess.run(["chmod", "-R", "a+rX", str(d)], check=True, timeout=60)
-    p = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", py, "-c",
-                        f"import sys; sys.path.insert(0, {REPO!r}); import yaml, cryptography, "
-                        "sifguard.enforce.decide"], capture_output=True, text=True, timeout=60)
+    p = _usable_by_nobody(py, [sp])
     if p.returncode != 0:
         pytest.skip(f"the users' Python cannot import sifguard: {p.stderr.strip()[-300:]}")
     return py
