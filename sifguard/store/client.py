@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import socket
 import time
 
@@ -23,8 +24,26 @@ class StagerRefused(SifguardError):
 
 def ask(socket_path: str, fd: int, request: dict, timeout: float = 600.0, connect_timeout: float = 2.0) -> dict:
     """Send `request` with the image descriptor `fd`; the stager's reply. Staging a large
-    image takes as long as reading it once, so `timeout` bounds the whole exchange."""
+    image takes as long as reading it once, so `timeout` bounds the whole exchange. A
+    stager at its connection limits (a job step starting more tasks on the node than it
+    takes connections from one user) is asked again, after a growing pause, until then."""
     deadline = time.monotonic() + timeout
+    pause = 0.02
+    while True:
+        reply = _exchange(socket_path, fd, request, deadline, timeout, connect_timeout)
+        if not reply.get("busy"):
+            break
+        if time.monotonic() + pause >= deadline:
+            raise StagerUnavailable(f"the image store's stager at {socket_path} stayed busy for {timeout:.0f} s")
+        time.sleep(pause * (0.5 + random.random()))
+        pause = min(pause * 2, 1.0)
+    if not reply.get("ok"):
+        raise StagerRefused(str(reply.get("error") or "the stager refused the request")[:1000])
+    return reply
+
+
+def _exchange(socket_path: str, fd: int, request: dict, deadline: float, timeout: float,
+              connect_timeout: float) -> dict:
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     try:
         s.settimeout(connect_timeout)
@@ -44,6 +63,4 @@ def ask(socket_path: str, fd: int, request: dict, timeout: float = 600.0, connec
             raise StagerUnavailable(f"the image store's stager at {socket_path} failed: {e}") from None
     finally:
         s.close()
-    if not reply.get("ok"):
-        raise StagerRefused(str(reply.get("error") or "the stager refused the request")[:1000])
     return reply

@@ -119,7 +119,8 @@ class Server:
         if busy:
             try:
                 conn.settimeout(1.0)
-                wire.send(conn, {"ok": False, "error": "the stager is busy (too many connections); try again"})
+                wire.send(conn, {"ok": False, "busy": True,
+                                 "error": "the stager is busy (too many connections); try again"})
             except OSError:
                 pass
             conn.close()
