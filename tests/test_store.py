@@ -570,6 +570,21 @@ def test_concurrent_tasks_of_one_cold_image_stage_it_once(site):
     assert set(hows) <= {"staged", "waited", "indexed"}, hows
 
 
+def test_a_burst_of_tasks_beyond_the_per_user_connection_limit_all_run(site):
+    """One job step starts more tasks of a cold image on a node than the stager takes
+    connections from one user (32): they wait their turn, none is refused."""
+    site.install()
+    stager = site.start_stager()
+    img = site.image("cold.sif", 64)
+    procs = [subprocess.Popen(site.shim_cmd("exec", img, "true"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, cwd=site.root) for _ in range(48)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    refused = [e for (_, e), p in zip(outs, procs) if p.returncode != 0]
+    assert refused == [], (len(refused), refused[:2])
+    assert len(site.runs()) == 48 and {r[2] for r in site.runs()} == {sha_file(img)}
+    assert len(site.objects()) == 1 and [h for _, h in stager.requests()].count("staged") == 1
+
+
 # ================================================================================================
 # 3. a file the user cannot read is never staged on their behalf
 # ================================================================================================
