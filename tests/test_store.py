@@ -275,13 +275,14 @@ class Site:
         self.shim_path = ""
 
     # policy and hooks
-    def policy_text(self, rules: str = "") -> str:
-        return (f"version: 1\ntrust: {{roots: [{self.chain.root_pem}]}}\nrevocation: {{mode: off}}\n"
+    def policy_text(self, rules: str = "", roots: str | None = None) -> str:
+        return (f"version: 1\ntrust: {{roots: [{roots or self.chain.root_pem}]}}\nrevocation: {{mode: off}}\n"
                 f"cache: {{images: off}}\n{rules}")
 
-    def install(self, rules: str = "", *extra, store: str | None = None, sock: str | None = None) -> str:
+    def install(self, rules: str = "", *extra, store: str | None = None, sock: str | None = None,
+                roots: str | None = None) -> str:
         with open(self.policy, "w") as f:
-            f.write(self.policy_text(rules))
+            f.write(self.policy_text(rules, roots))
         os.chmod(self.policy, 0o644)
         store = self.store if store is None else store
         sock = self.sock if sock is None else sock
@@ -1269,6 +1270,31 @@ def test_expired_decision_goes_cold_and_is_decided_again(site, expiry):
     assert records.read(path)["valid_until"] > time.time()     # recorded afresh
     assert site.shim("exec", img, "true").returncode == 0
     assert len(stager.requests()) == 2                     # and warm again
+
+
+@pytest.mark.parametrize("change", ["trust root replaced", "policy rule added"])
+def test_a_changed_policy_or_trust_root_never_reuses_a_recorded_decision(site, change):
+    """The policy file unchanged but the root certificate it names replaced (CA rotation),
+    or a rule added: the recorded decision is keyed by the old fingerprint, so the next task
+    asks the stager, which decides under what the policy says now."""
+    roots = site.root / "roots.pem"
+    shutil.copyfile(site.chain.root_pem, roots)
+    os.chmod(roots, 0o644)
+    site.install(roots=str(roots))
+    stager = site.start_stager()
+    img = site.image("app.sif")
+    assert site.shim("exec", img, "true").returncode == 0
+    assert site.shim("exec", img, "true").returncode == 0
+    assert len(stager.requests()) == 1                     # warm
+    if change == "trust root replaced":
+        (site.root / "other-ca").mkdir(mode=0o755)
+        shutil.copyfile(SiteChain(site.root / "other-ca").root_pem, roots)
+    else:
+        site.install("rules:\n  - name: only-alice\n    signers: [{email: 'alice@*'}]\n", roots=str(roots))
+    p = site.shim("exec", img, "true")
+    one_line_refusal(p)
+    assert len(stager.requests()) == 2 and stager.requests()[-1] == (65534, "indexed")
+    assert len(site.runs()) == 2
 
 
 def test_expired_allowing_decision_for_an_unsigned_image_is_decided_again_and_refused(site):
