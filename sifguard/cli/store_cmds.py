@@ -101,6 +101,7 @@ def _human(n: float) -> str:
 
 
 def cmd_list(args) -> int:
+    _root("list")     # users may not list the store's directories (0711: entries are found by key)
     from sifguard.store.gc import entries
     from sifguard.store.layout import Store
     store = Store(args.store)

@@ -29,15 +29,17 @@ class StagerRefused(SifguardError):
 def ask(socket_path: str, fd: int, request: dict, timeout: float = 600.0, connect_timeout: float = 2.0) -> dict:
     """Send `request` with the image descriptor `fd`; the stager's reply. Staging a large
     image takes as long as reading it once, so `timeout` bounds the whole exchange. A
-    stager at its connection limits answers "busy": asked again, with growing pauses,
-    until `timeout` (a node's many tasks starting at once wait their turn, not refused)."""
+    stager at its connection limits (a job step starting more tasks on the node than it
+    takes connections from one user) is asked again, after a growing pause, until then."""
     deadline = time.monotonic() + timeout
     pause = BUSY_PAUSE
     while True:
         reply = _exchange(socket_path, fd, request, deadline, timeout, connect_timeout)
-        if reply.get("ok") or not reply.get("busy") or time.monotonic() + pause >= deadline:
+        if not reply.get("busy"):
             break
-        time.sleep(pause * random.uniform(0.5, 1.5))
+        if time.monotonic() + pause >= deadline:
+            raise StagerUnavailable(f"the image store's stager at {socket_path} stayed busy for {timeout:.0f} s")
+        time.sleep(pause * (0.5 + random.random()))
         pause = min(pause * 2, BUSY_PAUSE_MAX)
     if not reply.get("ok"):
         raise StagerRefused(str(reply.get("error") or "the stager refused the request")[:1000])
@@ -60,7 +62,7 @@ def _exchange(socket_path: str, fd: int, request: dict, deadline: float, timeout
                 wire.send(s, request, fd)
             except (BrokenPipeError, ConnectionResetError):
                 pass        # a stager at its limits answers and closes before reading: its answer is there
-            reply, _ = wire.recv(s, wire.MAX_REPLY)
+            reply, _ = wire.recv(s, wire.MAX_REPLY, deadline=deadline)
         except (socket.timeout, TimeoutError):
             raise StagerUnavailable(f"the image store's stager at {socket_path} did not answer within "
                                     f"{timeout:.0f} s") from None

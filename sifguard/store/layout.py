@@ -36,8 +36,10 @@ def _check_dir(path: str, what: str) -> None:
     except OSError as e:
         raise StoreError(f"image store {what} {path}: {e.strerror}") from None
     if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+        fix = (f"configure the directory it points to, {os.path.realpath(path)}" if stat.S_ISLNK(st.st_mode)
+               else "replace it with a root-owned directory, mode 0755")
         raise UnsafeStore(f"image store {what} {path} is not a directory (a symlink or other file); "
-                          "the hooks will not use it")
+                          f"the hooks will not use it (fix: {fix})")
     if st.st_uid != 0:
         raise UnsafeStore(f"image store {what} {path} is owned by uid {st.st_uid}, not root; the hooks will not "
                           f"use it (fix: chown root:root {path})")
@@ -116,8 +118,12 @@ def _check_ancestor(path: str) -> None:
     except OSError as e:
         raise StoreError(f"image store parent {path}: {e.strerror}") from None
     if st.st_uid != 0 or (st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX):
+        fix = [f"chown root:root {path}"] if st.st_uid != 0 else []
+        if st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
+            fix.append(f"chmod go-w {path}, or chmod +t it if all must write there (as /tmp)")
         raise UnsafeStore(f"image store parent directory {path} can be changed by uid {st.st_uid} or by group/others "
-                          f"(mode {stat.S_IMODE(st.st_mode):o}); the hooks will not use a store under it")
+                          f"(mode {stat.S_IMODE(st.st_mode):o}); the hooks will not use a store under it "
+                          f"(fix: {'; '.join(fix)}, or put the store elsewhere)")
 
 
 def _hex(s: str) -> str:

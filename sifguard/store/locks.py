@@ -45,13 +45,16 @@ def try_exclusive(fd: int) -> bool:
 
 
 def in_use(path: str) -> bool:
-    """Does anyone hold a read lock on the entry at `path`? (root: opens it for writing)"""
+    """Does anyone hold a lock on the entry at `path`? Asked with F_OFD_GETLK, which takes
+    nothing: taking the write lock to find out (even for an instant) made a task starting
+    at that instant fail to mark the entry in use, so `store list` could get it refused."""
     try:
-        fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return False
     try:
-        return not try_exclusive(fd)
+        got = fcntl.fcntl(fd, fcntl.F_OFD_GETLK, struct.pack(_FLOCK, fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0))
+        return struct.unpack(_FLOCK, got)[0] != fcntl.F_UNLCK
     finally:
         os.close(fd)
 

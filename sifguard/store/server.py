@@ -19,6 +19,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+from sifguard.errors import BadInputError
 from sifguard.store import wire
 from sifguard.store.layout import Store
 from sifguard.store.service import Peer, Service, error_reply
@@ -74,6 +75,9 @@ class Server:
         old = os.umask(0o077)
         try:
             s.bind(path + ".new")
+        except OSError as e:
+            s.close()
+            raise BadInputError(f"cannot listen on {path}: {e.strerror or e}") from None
         finally:
             os.umask(old)
         os.chmod(path + ".new", 0o666)                  # every user may ask; SO_PEERCRED says who
@@ -138,7 +142,7 @@ class Server:
         try:
             try:
                 req, fds = wire.recv(conn, wire.MAX_REQUEST, want_fd=True,
-                                     deadline=time.monotonic() + self.limits.request_seconds)
+                                     deadline=t0 + self.limits.request_seconds)
             except (wire.WireError, OSError) as e:
                 self._reply(conn, {"ok": False, "error": f"bad request: {e}"})
                 return

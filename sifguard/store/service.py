@@ -60,6 +60,32 @@ def check_policy_file(path: str) -> None:
         d = os.path.dirname(d)
 
 
+def check_readable_by_all(path: str) -> None:
+    """For a request from a user: the policy named must be a file every user can read (each
+    directory on its real path searchable by all, the file readable by all). The stager is
+    root: it must not load — and quote, in a parse error — a file the asker could not read
+    (/etc/shadow names a root-owned file too). One answer for every failure, so it says
+    nothing about paths the asker cannot see either."""
+    if not isinstance(path, str) or not os.path.isabs(path):
+        raise BadInputError("policy must be an absolute path")
+    refused = BadInputError(f"policy {path} is not a file every user can read: not used")
+    d = "/"
+    for part in os.path.realpath(path).split("/")[1:]:
+        try:
+            st = os.stat(d)
+        except OSError:
+            raise refused from None
+        if not stat.S_ISDIR(st.st_mode) or not st.st_mode & 0o001:
+            raise refused
+        d = os.path.join(d, part)
+    try:
+        st = os.stat(d)
+    except OSError:
+        raise refused from None
+    if not stat.S_ISREG(st.st_mode) or not st.st_mode & 0o004:
+        raise refused
+
+
 class Service:
     def __init__(self, store: Store, durable: bool = True, max_size: int | None = None,
                  decision_ttl: float = DECISION_TTL):
@@ -97,6 +123,8 @@ class Service:
             s = self.stager.stage(fd, who=who, keep=lambda found: True)
             return {"ok": True, "digest": s.digest, "object": s.object_path, "how": s.how,
                     "bytes_hashed": s.bytes_hashed, "copies": s.copies}
+        if peer.uid != 0:
+            check_readable_by_all(policy_path)
         engine, fp = self.engine(policy_path)
         ctx = self.context(peer, context)
         rules = candidate_rules(engine.policy, image_path, ctx)

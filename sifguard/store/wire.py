@@ -36,9 +36,9 @@ def send(sock: socket.socket, doc: dict, fd: int | None = None) -> None:
 def recv(sock: socket.socket, limit: int, want_fd: bool = False,
          deadline: float | None = None) -> tuple[dict, list[int]]:
     """One message; with `want_fd`, the descriptors that came with it (the caller closes
-    them). Raises WireError on a malformed, oversized or truncated message, or when the
-    whole message has not arrived by `deadline` (time.monotonic(); a peer trickling bytes
-    cannot hold a connection longer than that)."""
+    them). Raises WireError on a malformed, oversized or truncated message, or one not
+    complete by `deadline` (time.monotonic(); the socket's timeout bounds each read only,
+    so a sender trickling a byte at a time would otherwise hold the reader for hours)."""
     fds: list[int] = []
     buf = b""
 
