@@ -138,9 +138,11 @@ class Gate:
             if (pin_image or stage) and self.store is not None:
                 via_store = self._via_store(fd, st, opened, operand, ctx, audit_fields)
                 if via_store is not None:
-                    if not pin_image and via_store.held_fd is not None:
-                        os.close(via_store.held_fd)        # staged for the tasks; nothing runs here
-                        via_store = dataclasses.replace(via_store, held_fd=None)
+                    if not pin_image:                      # staged for the tasks; nothing runs here
+                        for held in (via_store.held_fd, via_store.pinned_fd):
+                            if held is not None:
+                                os.close(held)
+                        via_store = dataclasses.replace(via_store, held_fd=None, pinned_fd=None)
                     return via_store
             if pin_image:
                 pinned = self._sealed_copy(fd)
@@ -187,15 +189,18 @@ class Gate:
         candidate rules: no hashing, no cryptography), else cold (the stager stages and
         decides). None: no stager answers and nothing is recorded → the sealed-copy fallback."""
         from sifguard.store import keys, lookup
-        from sifguard.store.layout import Store, StoreError
+        from sifguard.store.layout import Store, StoreError, UnsafeStore
         from sifguard.policy.decide import candidate_rules
         t0 = time.monotonic()
         store = Store(self.store.directory)
         fields = audit_fields | {"operand": operand}
         try:
             store.check_safe()
-        except StoreError as e:
+        except UnsafeStore as e:          # someone other than root could change it: never used
             return self._refuse_event(f"{operand}: {e}", ctx, fields | {"image": opened})
+        except StoreError as e:           # not there (yet): as if no stager ran — the sealed-copy fallback
+            self.store_problem = str(e)
+            return None
         names = tuple(r.name for r in candidate_rules(self.policy, opened, ctx))
         try:
             fp = keys.policy_fingerprint(self.policy)
@@ -232,9 +237,10 @@ class Gate:
         if not v.allowed:
             return Admission(False, f"{operand}: rule '{v.rule}': {v.reason}", v, decision=v.decision)
         entry = lookup.open_entry(store, str(reply.get("digest") or "0"))
-        if entry is None:
-            return self._refuse_event(f"{operand}: the stager allowed it but its verified copy is not in the store "
-                                      f"{store.root}", ctx, fields | {"image": opened})
+        if entry is None:       # e.g. a private copy this user could not be let read: the sealed copy
+            self.store_problem = (f"the store's verified copy cannot be opened"
+                                  f"{': ' + str(reply['access']) if reply.get('access') else ''}")
+            return None
         return Admission(True, f"{operand}: {v.reason}", v, decision=v.decision, run_path=entry.path,
                          held_fd=entry.fd)
 

@@ -82,7 +82,7 @@ def copy_hashing(src: int, tmp_dir: str, durable: bool = True) -> Copied:
         _check_copy(out, raw)
         if durable:
             os.fsync(out)
-        os.fchmod(out, 0o444)
+        os.fchmod(out, 0o400)     # root's until staging decides who may read it (stage.py)
     except OSError as e:
         _discard(out, named)
         if e.errno in (errno.ENOSPC, errno.EDQUOT):

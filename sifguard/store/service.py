@@ -23,7 +23,8 @@ from sifguard.errors import BadInputError, SifguardError
 from sifguard.policy.decide import UNKNOWN, JobContext, candidate_rules
 from sifguard.store import keys, records
 from sifguard.store.layout import Store, StoreError
-from sifguard.store.stage import Stager
+from sifguard.store import acl
+from sifguard.store.stage import Stager, publicly_readable
 
 DECISION_TTL = 300.0
 
@@ -117,12 +118,17 @@ class Service:
         return engine, fp
 
     def admit(self, fd: int, peer: Peer, policy_path: str | None, image_path: str, context: dict) -> dict:
-        """Stage the image and, with a policy, decide it. The reply (JSON-ready)."""
+        """Stage the image and, with a policy, decide it. The reply (JSON-ready); for an
+        allowed image whose copy is private (its source is not readable by everyone), the
+        asking user is let read that copy: they proved they can read the source by sending it."""
         who = {"uid": peer.uid, "pid": peer.pid}
+        public = publicly_readable(fd)
         if not policy_path:
-            s = self.stager.stage(fd, who=who, keep=lambda found: True)
+            if peer.uid != 0:    # only root stages without deciding (a user could fill the disk with copies)
+                raise BadInputError("a request must name the site policy to decide the image under")
+            s = self.stager.stage(fd, who=who, keep=lambda found: True, public=public)
             return {"ok": True, "digest": s.digest, "object": s.object_path, "how": s.how,
-                    "bytes_hashed": s.bytes_hashed, "copies": s.copies}
+                    "bytes_hashed": s.bytes_hashed, "copies": s.copies, "public": public}
         if peer.uid != 0:
             check_readable_by_all(policy_path)
         engine, fp = self.engine(policy_path)
@@ -134,13 +140,13 @@ class Service:
             findings = engine.findings_from_record(found or {"verified": False, "reason": "not verified"})
             decided["v"] = (engine.decide_findings(image_path, ctx, findings, rules), findings)
             return decided["v"][0].allowed
-        s = self.stager.stage(fd, engine.verifier(), engine.roots_id, keep=allowed, who=who)
+        s = self.stager.stage(fd, engine.verifier(), engine.roots_id, keep=allowed, who=who, public=public)
         if "v" not in decided:
             allowed(s.findings)
         v, findings = decided["v"]
         if v.allowed and not s.object_path:     # indexed earlier without a copy (refused then, e.g. another rule)
             s = self.stager.stage(fd, engine.verifier(), engine.roots_id, keep=lambda found: True, who=who,
-                                  require_object=True)
+                                  require_object=True, public=public)
         reply = {"ok": True, "digest": s.digest, "object": s.object_path, "how": s.how,
                  "bytes_hashed": s.bytes_hashed, "copies": s.copies, "verdict": v.as_dict(),
                  "allowed": v.allowed, "policy": fp, "candidates": [r.name for r in rules]}
@@ -149,7 +155,30 @@ class Service:
             if until > time.time():
                 self.record_decision(s.digest, fp, tuple(r.name for r in rules), v.as_dict(), until)
             reply["valid_until"] = until
+            if not public:
+                reply["access"] = self.grant(s.object_path, peer, ctx)
         return reply
+
+    @staticmethod
+    def grant(obj: str, peer: Peer, ctx: JobContext) -> str:
+        """A private copy (its source is not readable by everyone): let the user who proved
+        they can read the source read the copy (a named ACL entry). Root asks on behalf of
+        the job's user (the controller prolog). "" when granted or public, else why not."""
+        if os.stat(obj).st_mode & 0o004:
+            return ""                                   # public content
+        uid = peer.uid
+        if uid == 0 and isinstance(ctx.user, str):
+            try:
+                uid = pwd.getpwnam(ctx.user).pw_uid
+            except KeyError:
+                return f"unknown user {ctx.user!r}"
+        if uid == 0:
+            return ""
+        try:
+            acl.grant_read(obj, uid)
+        except OSError as e:
+            return f"cannot let uid {uid} read the private copy: {e.strerror or e}"
+        return ""
 
     def record_decision(self, digest: str, fp: str, candidates: tuple[str, ...], verdict: dict,
                         until: float) -> None:

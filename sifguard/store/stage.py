@@ -46,6 +46,44 @@ class Staged:
     findings: dict | None = None   # under the verifier's roots, when one was given
 
 
+PUBLIC, PRIVATE = 0o444, 0o400
+
+
+def publicly_readable(fd: int) -> bool:
+    """Could every user on this node read the source open as `fd`? Its path (in this mount
+    namespace, the same file) and every directory above it must give read/search to owner,
+    group and others alike, with no ACL that could take them away. A stored copy of a
+    source that is not public stays root's (0400) and each user who proves, by sending the
+    source's descriptor, that they can read it gets a read entry (acl.py): a copy anyone
+    could read would let whoever saw its path (it is in the runtime's argv, in /proc) read
+    an image only its owner could."""
+    from sifguard.slurm.gate import opened_path
+    try:
+        path = opened_path(fd)
+        if path is None:
+            return False
+        st = os.fstat(fd)
+        if st.st_mode & 0o444 != 0o444 or _has_acl(path):
+            return False
+        d = os.path.dirname(path)
+        while True:
+            dst = os.stat(d)
+            if dst.st_mode & 0o111 != 0o111 or _has_acl(d):
+                return False
+            if d == "/":
+                return True
+            d = os.path.dirname(d)
+    except OSError:
+        return False
+
+
+def _has_acl(path: str) -> bool:
+    try:
+        return "system.posix_acl_access" in os.listxattr(path)
+    except OSError:
+        return False       # no xattr support: no ACLs
+
+
 def check_source(fd: int) -> os.stat_result:
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode):
@@ -97,7 +135,7 @@ class Stager:
     # --- staging -------------------------------------------------------------------
     def stage(self, src: int, verifier: Verifier | None = None, roots_id: str = "",
               keep: Callable[[dict | None], bool] | None = None, who: dict | None = None,
-              require_object: bool = False) -> Staged:
+              require_object: bool = False, public: bool = False) -> Staged:
         """Stage the image open as `src`. `keep(findings)` says whether to keep a copy
         (default: only one that verifies); `require_object`: an index hit whose copy was
         not kept does not count (stage again, keeping it)."""
@@ -108,13 +146,23 @@ class Stager:
         key = keys.index_key(st, keys.read_head(src, st.st_size))
         keep = keep or (lambda found: bool(found and found.get("verified")))
         hit = self._hit(key, st, verifier, roots_id, "indexed", require_object)
-        if hit:
-            return hit
-        with locks.staging_lock(self.store.lock_path(key)):
-            hit = self._hit(key, st, verifier, roots_id, "waited", require_object)
-            if hit:
-                return hit
-            return self._stage_locked(src, st, key, verifier, roots_id, keep, who or {})
+        if hit is None:
+            with locks.staging_lock(self.store.lock_path(key)):
+                hit = self._hit(key, st, verifier, roots_id, "waited", require_object)
+                if hit is None:
+                    hit = self._stage_locked(src, st, key, verifier, roots_id, keep, who or {})
+        if public and hit.object_path:
+            self._publish(hit.object_path)
+        return hit
+
+    @staticmethod
+    def _publish(obj: str) -> None:
+        """Content someone can read publicly may be read by all from the store too."""
+        try:
+            if os.stat(obj, follow_symlinks=False).st_mode & 0o777 != PUBLIC:
+                os.chmod(obj, PUBLIC, follow_symlinks=False)
+        except OSError:
+            pass
 
     def _hit(self, key, st, verifier, roots_id, how, require_object=False) -> Staged | None:
         idx = self.indexed(key, st)

@@ -77,9 +77,6 @@ def recv(sock: socket.socket, limit: int, want_fd: bool = False,
     except (ValueError, UnicodeDecodeError) as e:
         _close(fds)
         raise WireError(f"malformed message: {e}") from None
-    except (socket.timeout, TimeoutError):
-        _close(fds)
-        raise WireError("message not received in time") from None
     except BaseException:
         _close(fds)
         raise
