@@ -35,13 +35,35 @@ class Peer:
     gid: int
 
 
-def check_policy_file(path: str) -> None:
-    """A policy the stager will load: an absolute path to a regular file that root owns and
-    no one else can change, in directories only root can change."""
-    if not isinstance(path, str) or not os.path.isabs(path):
+POLICY_MAX = 1 << 20     # the loader reads at most this much of a policy
+
+
+def check_policy_file(path: str) -> str:
+    """The canonical path of a policy the stager will load: a regular file that root owns
+    and no one else can change, reached through directories that are not symlinks, that
+    root owns and that no one else can change (a sticky directory keeps root's entries
+    root's). Every later use goes through this path, so once checked it names the same
+    file whatever the caller's symlinks do (the request's own path is resolved once,
+    here, and never again)."""
+    if not isinstance(path, str) or not os.path.isabs(path) or "\0" in path:
         raise BadInputError("policy must be an absolute path")
+    real = os.path.realpath(path)
+    parts = [p for p in real.split("/") if p]
+    here = "/"
+    for i, name in enumerate(["", *parts]):
+        here = os.path.join(here, name) if name else "/"
+        try:
+            st = os.lstat(here)
+        except OSError as e:
+            raise BadInputError(f"policy {path}: {e.strerror}") from None
+        last = i == len(parts)
+        if stat.S_ISLNK(st.st_mode) or st.st_uid != 0 or (not last and not stat.S_ISDIR(st.st_mode)):
+            raise BadInputError(f"policy {path}: {here} is not a root-owned directory or file (or changed while "
+                                "it was checked)")
+        if not last and st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
+            raise BadInputError(f"policy {path}: directory {here} can be changed by someone other than root")
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as e:
         raise BadInputError(f"policy {path}: {e.strerror}") from None
     try:
@@ -50,14 +72,9 @@ def check_policy_file(path: str) -> None:
         os.close(fd)
     if not stat.S_ISREG(st.st_mode) or st.st_uid != 0 or st.st_mode & 0o022:
         raise BadInputError(f"policy {path} is not a root-owned regular file that only root can write")
-    d = os.path.dirname(path)
-    while True:
-        dst = os.stat(d)
-        if dst.st_uid != 0 or (dst.st_mode & 0o022 and not dst.st_mode & stat.S_ISVTX):
-            raise BadInputError(f"policy {path}: directory {d} can be changed by someone other than root")
-        if d == "/":
-            break
-        d = os.path.dirname(d)
+    if st.st_size > POLICY_MAX:
+        raise BadInputError(f"policy {path} is over {POLICY_MAX} bytes")
+    return real
 
 
 class Service:
@@ -70,8 +87,9 @@ class Service:
         self._lock = threading.Lock()
 
     def engine(self, policy_path: str):
-        """(engine, policy fingerprint) for a policy file, reloaded when it changes."""
-        check_policy_file(policy_path)
+        """(engine, policy fingerprint) for a policy file, reloaded when it changes. The
+        file is loaded by its canonical, root-only path, never by the caller's spelling."""
+        policy_path = check_policy_file(policy_path)
         st = os.stat(policy_path)
         ident = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
         from sifguard.enforce.decide import Engine

@@ -1,0 +1,359 @@
+"""Red team: the verified image store (issue 9) against an unprivileged job user.
+
+Real parts only: a real stager (`sifguard store serve`, root) on a real Unix socket, the
+real shim installed by `sifguard slurm install --store … --stager-socket …`, a stand-in
+runtime (Apptainer is not installable here) that records its argv and the SHA-256 of the
+image it was given, and attackers that are processes running as nobody (uid 65534) or
+uid 1000 (forked children that drop every privilege with setresuid/setgroups).
+
+Every test asserts the *safe* behaviour; each names the attack class it tries.
+"""
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import json
+import mmap
+import os
+import shutil
+import signal
+import socket
+import stat
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import APPT, run_cli
+from pki import SiteChain
+
+NOBODY = 65534
+OTHER = 1000
+
+# Everything the shim and the attackers import lazily is imported here, before any child
+# drops its privileges (/root, where the interpreter's site-packages live, is 0700).
+import encodings.ascii, encodings.idna, encodings.latin_1, encodings.utf_8  # noqa: E401,E402,F401
+import yaml  # noqa: E402,F401
+from sifguard.enforce import decide as _decide  # noqa: E402,F401
+from sifguard.policy import loader as _loader  # noqa: E402
+from sifguard.slurm import config as _hookconf, context as _context, gate as _gate, shim as _shim  # noqa: E402,F401
+from sifguard.store import client, gc, keys, locks, lookup, records, wire  # noqa: E402
+from sifguard.store.layout import Store  # noqa: E402
+
+
+# --- running as another user -----------------------------------------------------------
+
+def as_user(fn, *args, uid=NOBODY, timeout=60.0, stderr_path=None):
+    """Run fn(*args) in a forked child as `uid` (no groups, no capabilities); its return
+    value (JSON-able) back, or ("raised", repr) / ("exit", code) / ("exec", status)."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:   # child
+        try:
+            os.close(r)
+            if stderr_path:
+                fd = os.open(stderr_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+                os.dup2(fd, 2)
+                sys.stderr = open(2, "w", closefd=False)
+            os.setgroups([])
+            os.setresgid(uid, uid, uid)
+            os.setresuid(uid, uid, uid)
+            try:
+                out = ["ok", fn(*args)]
+            except BaseException as e:  # noqa: BLE001
+                out = ["raised", f"{type(e).__name__}: {e}"]
+            os.write(w, json.dumps(out, default=str).encode())
+        finally:
+            try:
+                sys.stderr.flush()
+            finally:
+                os._exit(0)
+    os.close(w)
+    deadline = time.monotonic() + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            os.close(r)
+            raise AssertionError(f"as_user({fn.__name__}) did not finish in {timeout} s")
+        time.sleep(0.01)
+    data = b""
+    while chunk := os.read(r, 65536):
+        data += chunk
+    os.close(r)
+    if not data:
+        return ["exit", os.waitstatus_to_exitcode(status)]
+    out = json.loads(data)
+    return out[1] if out[0] == "ok" else tuple(out)
+
+
+def _run_shim(exe: str, args: list[str], cwd: str):
+    os.chdir(cwd)
+    os.environ["PATH"] = "/usr/bin:/bin"
+    cfg = os.path.join(os.path.dirname(os.path.dirname(exe)), "sifguard-slurm.json")
+    return _shim.main([exe] + args, cfg)       # execs the stand-in on success: never returns then
+
+
+def shim_as(env, args, uid=NOBODY, cwd=None):
+    """The installed shim as `uid`: (exit code, stderr, the stand-in's record or None)."""
+    before = env.records_count()
+    err = env.base / f"shim-stderr-{time.monotonic_ns()}"
+    out = as_user(_run_shim, str(env.exe), [str(a) for a in args], cwd or str(env.home), uid=uid,
+                  stderr_path=str(err))
+    rc = out if isinstance(out, int) else (out[1] if isinstance(out, list) and out[0] == "exit" else out)
+    text = err.read_text() if err.exists() else ""
+    recs = env.runtime_records()
+    return rc, text, (recs[-1] if len(recs) > before else None)
+
+
+# --- the node: a store, a stager, the installed hooks, a user's images -----------------
+
+STANDIN = """#!/bin/sh
+# stand-in for Apptainer: records argv, the image's SHA-256 and the descriptors it inherited
+img="$2"
+{{ printf '%s\\n' "ARGV $*"; printf 'SHA %s\\n' "$(sha256sum "$img" 2>/dev/null | cut -d' ' -f1)";
+   for fd in /proc/$$/fd/*; do printf 'FD %s %s\\n' "${{fd##*/}}" "$(readlink "$fd")"; done; echo END; }} >> {log}
+exit 0
+"""
+
+
+class Env:
+    def __init__(self, base: Path):
+        self.base = base
+        self.etc = base / "etc"
+        self.etc.mkdir(mode=0o755)
+        self.site = SiteChain(self.etc)
+        for f in self.etc.iterdir():
+            os.chmod(f, 0o644)
+        self.home = base / "home"
+        self.home.mkdir(mode=0o755)
+        os.chown(self.home, NOBODY, NOBODY)
+        self.any_dir = base / "any"             # a `require: any` rule's directory (user-writable)
+        self.any_dir.mkdir(mode=0o777)
+        os.chmod(self.any_dir, 0o1777)
+        self.signed = self.user_image("signed.sif", sign=True)
+        self.unsigned = self.user_image("unsigned.sif")
+        self.policy = self.etc / "policy.yaml"
+        self.write_policy()
+        self.store = base / "store"
+        self.run = base / "run"
+        self.run.mkdir(mode=0o755)
+        self.sock = self.run / "stager.sock"
+        self.log = base / "runtime.log"
+        self.log.write_text("")
+        os.chmod(self.log, 0o666)
+        self.standin = base / "apptainer-real"
+        self.standin.write_text(STANDIN.format(log=self.log))
+        os.chmod(self.standin, 0o755)
+        self.stagers: list[subprocess.Popen] = []
+        self.exe = base / "hooks" / "shim" / "apptainer"
+
+    # images
+    def user_image(self, name, sign=False, src="one-group.sif", owner=NOBODY, where=None) -> Path:
+        p = (where or self.home) / name
+        shutil.copyfile(os.path.join(APPT, "images", src), p)
+        if sign:
+            r = run_cli("sign", p, "--key", self.site.key_pem, "--cert", self.site.bundle_pem)
+            assert r.rc == 0, r
+        os.chown(p, owner, owner)
+        os.chmod(p, 0o644)
+        return p
+
+    def write_policy(self, extra_rules: str = "", path: Path | None = None, roots: str | None = None):
+        (path or self.policy).write_text(
+            f"version: 1\ntrust: {{roots: [{roots or self.site.root_pem}]}}\nrevocation: {{mode: off}}\n"
+            f"cache: {{images: off}}\nrules:\n{extra_rules}"
+            f"  - name: anything\n    match: {{path: \"{self.any_dir}/**\"}}\n    require: any\n"
+            f"  - name: default\n    require: signed\n")
+        os.chmod(path or self.policy, 0o644)
+
+    # the stager and the hooks
+    def start_stager(self, *extra, umask=None) -> subprocess.Popen:
+        errlog = open(self.base / f"stager-{len(self.stagers)}.log", "w")
+        pre = (lambda: os.umask(umask)) if umask is not None else None
+        p = subprocess.Popen([sys.executable, "-m", "sifguard", "store", "serve", "--store", str(self.store),
+                              "--socket", str(self.sock), "--no-fsync", *extra],
+                             stdout=subprocess.DEVNULL, stderr=errlog, preexec_fn=pre)
+        self.stagers.append(p)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if p.poll() is not None:
+                raise RuntimeError(f"stager exited: {(self.base / f'stager-{len(self.stagers) - 1}.log').read_text()}")
+            try:
+                with socket.socket(socket.AF_UNIX) as s:
+                    s.connect(str(self.sock))
+                return p
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("stager did not come up")
+
+    def install(self, policy: Path | None = None, socket_path: Path | None = None):
+        r = run_cli("slurm", "install", "--prefix", self.base / "hooks", "--policy", policy or self.policy,
+                    "--apptainer", self.standin, "--singularity", self.standin, "--no-spank",
+                    "--slurm-conf", self.base / "slurm.conf", "--store", self.store,
+                    "--stager-socket", socket_path or self.sock)
+        assert r.rc == 0, r
+
+    def stop(self):
+        for p in self.stagers:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                try:
+                    p.wait(5)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+
+    # what happened
+    def runtime_records(self) -> list[dict]:
+        out, cur = [], None
+        for line in self.log.read_text().splitlines():
+            if line.startswith("ARGV "):
+                cur = {"argv": line[5:].split(), "sha": "", "fds": {}}
+            elif line.startswith("SHA ") and cur is not None:
+                cur["sha"] = line[4:]
+            elif line.startswith("FD ") and cur is not None:
+                _, n, target = (line.split(" ", 2) + [""])[:3]
+                cur["fds"][n] = target
+            elif line == "END" and cur is not None:
+                out.append(cur)
+                cur = None
+        return out
+
+    def records_count(self) -> int:
+        return len(self.runtime_records())
+
+    def objects(self) -> list[str]:
+        d = self.store / "objects"
+        return sorted(n for n in os.listdir(d) if n.endswith(".sif")) if d.exists() else []
+
+    def stager_log(self) -> str:
+        return "".join((self.base / f"stager-{i}.log").read_text() for i in range(len(self.stagers)))
+
+
+def sha256(path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+@pytest.fixture
+def env():
+    base = Path(tempfile.mkdtemp(prefix="sg-attack-", dir="/tmp"))
+    os.chmod(base, 0o755)
+    e = Env(base)
+    try:
+        yield e
+    finally:
+        e.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def node(env):
+    """A running stager and the hooks installed against it."""
+    env.start_stager()
+    env.install()
+    return env
+
+
+# --- a raw client (what an attacker writes instead of using the shim) ------------------
+
+def _ask_raw(sock_path: str, image: str | None, request: dict, flags=os.O_RDONLY, timeout=60.0):
+    fd = os.open(image, flags | os.O_CLOEXEC) if image else None
+    try:
+        return client.ask(sock_path, fd, request, timeout=timeout)
+    except client.StagerRefused as e:
+        return {"ok": False, "error": str(e)}
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def ask_as(env, image, request, uid=NOBODY, flags=os.O_RDONLY):
+    return as_user(_ask_raw, str(env.sock), str(image) if image else None, request, flags, uid=uid)
+
+
+# === baseline: what the attacks are measured against ====================================
+
+def test_baseline_signed_runs_the_verified_store_copy_unsigned_never_runs(node):
+    rc, err, rec = shim_as(node, ["run", node.signed])
+    assert rc is None or rc == ["exit", 0] or rc == 0, err       # exec'd the stand-in
+    assert rec and rec["argv"][1].startswith(str(node.store / "objects") + "/"), rec
+    assert rec["sha"] == sha256(node.signed)
+    rc, err, rec2 = shim_as(node, ["run", node.unsigned])
+    assert rec2 is None and "refused" in err
+
+
+# --- background attackers: small stdlib scripts run as nobody by the system python ------
+
+def spawn_as(script: str, *args, uid=NOBODY) -> subprocess.Popen:
+    return subprocess.Popen(["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
+                             "/usr/bin/python3", "-I", "-c", script, *map(str, args)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/")
+
+
+def reap(p: subprocess.Popen) -> None:
+    if p.poll() is None:
+        p.kill()
+    p.wait(10)
+
+
+FLIPPER = """
+import os, sys
+link, a, b = sys.argv[1:4]
+tmp = link + ".flip"
+i = 0
+while True:
+    i += 1
+    try:
+        os.unlink(tmp)
+    except FileNotFoundError:
+        pass
+    os.symlink(a if i % 2 else b, tmp)
+    os.replace(tmp, link)
+"""
+
+
+# === confused deputy: the `policy` field ================================================
+
+def test_policy_path_symlink_race_never_loads_a_user_policy_or_writes_through_user_links(node):
+    """The stager checks that the policy's directories are root-owned, then loads it by
+    path again: a directory component that is a user's symlink, flipped between a root
+    directory and the user's own, must never get the user's YAML loaded by root (nor
+    root's compiled snapshot written through a symlink the user planted)."""
+    udir = node.home / "pol"
+    udir.mkdir()
+    node.write_policy(path=udir / "policy.yaml", extra_rules="  - name: pwned\n    require: any\n")
+    victim = node.etc / "victim"
+    victim.write_text("precious\n")
+    os.chmod(victim, 0o600)
+    pid = node.stagers[0].pid
+    for name in ("policy.yaml.sifguard-compiled.json", f"policy.yaml.sifguard-compiled.json.{pid}.tmp"):
+        os.symlink(victim, udir / name)
+    for p in [udir, *udir.iterdir()]:
+        os.lchown(p, NOBODY, NOBODY)
+    link = node.any_dir / "cfg"
+    flipper = spawn_as(FLIPPER, link, node.etc, udir)
+    try:
+        def attack(sock, image, path, n):
+            seen = []
+            for _ in range(n):
+                r = _ask_raw(sock, image, {"policy": path, "path": image, "context": {}})
+                seen.append(r.get("candidates") or r.get("error", "")[:80])
+            return seen
+        seen = as_user(attack, str(node.sock), str(node.unsigned), f"{link}/policy.yaml", 1000, timeout=300)
+    finally:
+        reap(flipper)
+    assert isinstance(seen, list), seen
+    assert ["pwned"] not in seen, "the stager decided under the user's own policy"
+    assert victim.read_text() == "precious\n" and stat.S_IMODE(victim.stat().st_mode) == 0o600
+    assert node.objects() == []                # nothing unsigned kept
