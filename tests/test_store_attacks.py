@@ -357,3 +357,69 @@ def test_policy_path_symlink_race_never_loads_a_user_policy_or_writes_through_us
     assert ["pwned"] not in seen, "the stager decided under the user's own policy"
     assert victim.read_text() == "precious\n" and stat.S_IMODE(victim.stat().st_mode) == 0o600
     assert node.objects() == []                # nothing unsigned kept
+
+
+SECRETS = {
+    "shadow": "root:$6$S3CRETHASHxyz$abcdefghij:19000:0:99999:7:::\nalice:$6$ALICEHASHqq$zz:19000::::::\n",
+    "key.pem": "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgS3CR3TK3Y\n"
+               "-----END PRIVATE KEY-----\n",
+    "app.yaml": "password: hunter2-S3CRET\ndb_user: S3CRETUSER\n",
+    "token": "S3CRET-TOKEN-0123456789\n",
+}
+
+
+def test_policy_errors_never_show_a_caller_the_bytes_of_root_only_files(node):
+    """Confused deputy by error message: naming root-only files as the `policy` made the
+    root stager parse them and return the YAML loader's error, which quotes the offending
+    line (an /etc/shadow line came back whole). A non-root caller now gets one generic
+    line, the same whether the file exists or not; the details go to the stager's log."""
+    secret = node.base / "secret"
+    secret.mkdir(mode=0o700)
+    for name, text in SECRETS.items():
+        (secret / name).write_text(text)
+        os.chmod(secret / name, 0o600)
+    paths = [str(secret / n) for n in SECRETS] + [str(secret / "missing"), "/etc/shadow",
+                                                  f"/proc/{node.stagers[0].pid}/environ", "/proc/self/environ",
+                                                  f"{secret}/../secret/shadow"]
+    replies = [ask_as(node, node.signed, {"policy": p, "path": str(node.signed), "context": {}}) for p in paths]
+    needles = ["S3CRET", "hunter2", "ALICE", "root:", "MIGHA", "password", "PRIVATE", "No such file"]
+    for p, r in zip(paths, replies):
+        assert isinstance(r, dict) and r["ok"] is False, (p, r)
+        assert "\n" not in r["error"] and not any(n in r["error"] for n in needles), (p, r)
+    shown = {r["error"].replace(p[:256], "P") for p, r in zip(paths, replies)}
+    assert len(shown) == 1, shown                  # no oracle: exists / unreadable / not YAML look the same
+    assert node.stagers[0].poll() is None
+    # root (the controller prolog, `store stage`) still gets the reason
+    assert "S3CRET" in node.stager_log() or "unknown key" in node.stager_log()
+
+
+def test_hostile_policy_files_are_refused_without_blocking_or_loading_them(node):
+    """DoS through the `policy` field: a FIFO nobody writes, /dev/zero, a root-owned file
+    bigger than any policy, a root-owned file in a user-owned directory, a user's symlink
+    to the real policy, relative and non-string paths: each refused in one line, fast,
+    and the stager keeps serving."""
+    fifo = node.base / "fifo"
+    os.mkfifo(fifo, 0o644)
+    big = node.etc / "big.yaml"
+    with open(big, "w") as f:
+        f.write("version: 1\n# " + "x" * (4 << 20) + "\n")
+    os.chmod(big, 0o644)
+    udir = node.home / "d"
+    udir.mkdir()
+    os.chown(udir, NOBODY, NOBODY)
+    in_user_dir = udir / "policy.yaml"
+    shutil.copyfile(node.policy, in_user_dir)
+    userlink = node.home / "link.yaml"
+    os.symlink(node.policy, userlink)
+    os.lchown(userlink, NOBODY, NOBODY)
+    for bad in (str(fifo), "/dev/zero", "/dev/stdin", str(big), str(in_user_dir), "etc/policy.yaml",
+                ["/etc/x"], {"a": 1}, 7, "/" * 5000, "/proc/kcore", "/proc/self/fd/0", "/proc/self/mem"):
+        r = ask_as(node, node.signed, {"policy": bad, "path": str(node.signed), "context": {}})
+        assert isinstance(r, dict) and r["ok"] is False and "\n" not in r["error"], (bad, r)
+        assert len(r["error"]) < 600
+    assert node.stagers[0].poll() is None
+    r = ask_as(node, node.signed, {"policy": str(node.policy), "path": str(node.signed), "context": {}})
+    assert r["ok"] and r["allowed"], r
+    # a user's symlink to the real policy is that policy (resolved once, then only root's path is used)
+    r2 = ask_as(node, node.signed, {"policy": str(userlink), "path": str(node.signed), "context": {}})
+    assert r2["ok"] and r2["policy"] == r["policy"], r2

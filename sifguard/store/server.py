@@ -149,6 +149,8 @@ class Server:
                                            req.get("context") if isinstance(req.get("context"), dict) else {})
             except Exception as e:  # noqa: BLE001 - one line back to the caller, never a dead stager
                 reply = error_reply(e)
+                if getattr(e, "detail", ""):    # what the caller may not see (e.g. a file it cannot read)
+                    _log(f"uid {peer.uid} pid {peer.pid}: {e.detail}"[:2000])
             conn.settimeout(30.0)
             self._reply(conn, reply)
             _log(f"uid {peer.uid} pid {peer.pid}: {reply.get('how', 'error')} "

@@ -77,6 +77,16 @@ def check_policy_file(path: str) -> str:
     return real
 
 
+class PolicyUnusable(BadInputError):
+    """A policy the stager will not load for this caller. The caller sees only that: what
+    the loader said about the file (its lines, whether it exists) stays in the stager's
+    log, since the stager reads files the caller cannot."""
+
+    def __init__(self, message: str, detail: str = ""):
+        super().__init__(message)
+        self.detail = detail
+
+
 class Service:
     def __init__(self, store: Store, durable: bool = True, max_size: int | None = None,
                  decision_ttl: float = DECISION_TTL):
@@ -115,7 +125,14 @@ class Service:
             s = self.stager.stage(fd, who=who, keep_unverified=True)
             return {"ok": True, "digest": s.digest, "object": s.object_path, "how": s.how,
                     "bytes_hashed": s.bytes_hashed, "copies": s.copies}
-        engine, fp = self.engine(policy_path)
+        try:
+            engine, fp = self.engine(policy_path)
+        except (SifguardError, OSError, ValueError) as e:
+            if peer.uid == 0:
+                raise
+            shown = policy_path if isinstance(policy_path, str) else type(policy_path).__name__
+            raise PolicyUnusable(f"policy {shown[:256]!r} is not a policy this stager can use (the stager's "
+                                 "log says why)", detail=str(e)) from None
         ctx = self.context(peer, context)
         rules = candidate_rules(engine.policy, image_path, ctx)
         needs_signature = any(r.require != "any" for r in rules)
@@ -170,4 +187,4 @@ def error_reply(e: BaseException) -> dict:
     return {"ok": False, "error": f"{type(e).__name__}: {e}"}
 
 
-__all__ = ["Service", "Peer", "check_policy_file", "error_reply", "StoreError"]
+__all__ = ["Service", "Peer", "PolicyUnusable", "check_policy_file", "error_reply", "StoreError"]
