@@ -423,3 +423,78 @@ def test_hostile_policy_files_are_refused_without_blocking_or_loading_them(node)
     # a user's symlink to the real policy is that policy (resolved once, then only root's path is used)
     r2 = ask_as(node, node.signed, {"policy": str(userlink), "path": str(node.signed), "context": {}})
     assert r2["ok"] and r2["policy"] == r["policy"], r2
+
+
+# === records: the store's own directories ================================================
+
+def test_store_created_under_a_user_writable_directory_never_chmods_what_a_user_planted(env):
+    """An admin puts the store under a directory users can write (here a sticky /tmp-like
+    directory). A user got there first: the store directory is theirs and its `objects`,
+    `tmp`, `index` are symlinks to root files. `store serve` must refuse — and must not have
+    chmod'ed (0711, 0700) the files the symlinks point at on its way."""
+    victims = {}
+    for name in ("objects", "tmp", "index", "locks"):
+        v = env.etc / f"victim-{name}"
+        v.write_text("root's\n")
+        os.chmod(v, 0o640)
+        victims[name] = v
+
+    def plant(store, targets):
+        os.mkdir(store, 0o755)
+        for name, t in targets.items():
+            os.symlink(t, os.path.join(store, name))
+        return sorted(os.listdir(store))
+    store = env.any_dir / "store"
+    assert as_user(plant, str(store), {k: str(v) for k, v in victims.items()}) == sorted(victims)
+    env.store = store
+    with pytest.raises(RuntimeError, match="owned by uid 65534|not root"):
+        env.start_stager()
+    for v in victims.values():
+        assert stat.S_IMODE(v.stat().st_mode) == 0o640 and v.read_text() == "root's\n"
+    # the same with a root-owned store directory whose subdirectories a user planted earlier
+    store2 = env.base / "store2"
+    store2.mkdir(mode=0o755)
+    os.symlink(victims["objects"], store2 / "objects")
+    env.store = store2
+    with pytest.raises(RuntimeError, match="not a directory"):
+        env.start_stager()
+    assert stat.S_IMODE(victims["objects"].stat().st_mode) == 0o640
+
+
+@pytest.mark.parametrize("umask", [0o000, 0o077])
+def test_store_modes_do_not_depend_on_the_stagers_umask(env, umask):
+    """Whatever umask the stager starts with, users can write nothing in the store, and
+    read only what they must (objects and records by name, no listing)."""
+    env.start_stager(umask=umask)
+    env.install()
+    rc, err, rec = shim_as(env, ["run", env.signed])
+    assert rec and rec["sha"] == sha256(env.signed), err
+    modes = {p.relative_to(env.store).as_posix(): (p.stat().st_uid, stat.S_IMODE(p.stat().st_mode))
+             for p in [env.store, *env.store.rglob("*")]}
+    assert modes["."][0] == 0 and modes["."][1] & 0o022 == 0
+    for name, want in (("objects", 0o711), ("index", 0o711), ("decisions", 0o711), ("findings", 0o711),
+                       ("tmp", 0o700), ("locks", 0o700)):
+        assert modes[name] == (0, want), (name, modes[name])
+    for rel, (uid, mode) in modes.items():
+        assert uid == 0 and mode & 0o022 == 0, (rel, oct(mode))
+        if "/" in rel:
+            assert mode == 0o444, (rel, oct(mode))     # records and objects: read-only, even for root
+
+    def try_write(store):
+        out = {}
+        for sub in ("objects", "index", "decisions", "findings", "tmp", "locks", "."):
+            d = os.path.join(store, sub)
+            try:
+                fd = os.open(os.path.join(d, "x.json"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                os.close(fd)
+                out[sub] = "created"
+            except OSError as e:
+                out[sub] = errno.errorcode[e.errno]
+            try:
+                os.listdir(d)
+                out[sub + " list"] = "listed" if sub != "." else "ok"
+            except OSError as e:
+                out[sub + " list"] = errno.errorcode[e.errno]
+        return out
+    got = as_user(try_write, str(env.store))
+    assert all(v in ("EACCES", "ok") for v in got.values()), got
