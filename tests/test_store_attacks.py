@@ -498,3 +498,100 @@ def test_store_modes_do_not_depend_on_the_stagers_umask(env, umask):
         return out
     got = as_user(try_write, str(env.store))
     assert all(v in ("EACCES", "ok") for v in got.values()), got
+
+
+# === DoS: filling the store, monopolising the stager ====================================
+
+ASKER = """
+import json, os, socket, struct, sys
+sock_path, image, policy, path, order, tag = sys.argv[1:7]
+fd = os.open(image, os.O_RDONLY)
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(300)
+s.connect(sock_path)
+data = json.dumps({"policy": policy, "path": path, "context": {}}).encode()
+socket.send_fds(s, [struct.pack(">I", len(data)) + data], [fd])
+buf = b""
+while True:
+    more = s.recv(65536)
+    if not more:
+        break
+    buf += more
+    if len(buf) >= 4 and len(buf) >= 4 + struct.unpack(">I", buf[:4])[0]:
+        break
+reply = json.loads(buf[4:]) if len(buf) > 4 else {}
+with open(order, "a") as f:
+    f.write(tag + " " + ("ok" if reply.get("ok") else "err:" + str(reply.get("error"))[:60]) + "\\n")
+"""
+
+
+def sparse_image(env, name, size, owner=NOBODY, where=None) -> Path:
+    """A valid SIF whose file goes on, sparse, to `size` bytes (a few KiB of real data)."""
+    p = env.user_image(name, owner=owner, where=where)
+    os.truncate(p, size)
+    return p
+
+
+def test_an_unprivileged_request_without_a_policy_keeps_nothing(node):
+    """Without a policy the stager kept every copy unverified: any user could fill the
+    store (and its filesystem) with arbitrary images — 36 KiB of real data truncated to
+    4 GiB became a 4 GiB object. Only root may stage without a policy now."""
+    imgs = [node.user_image(f"junk{i}.sif") for i in range(4)]
+    for i, p in enumerate(imgs):
+        with open(p, "r+b") as f:
+            f.seek(0, 2)
+            f.write(os.urandom(64) + bytes([i]))          # distinct content each
+    imgs.append(sparse_image(node, "sparse.sif", 1 << 30))
+    for p in imgs:
+        r = ask_as(node, p, {"path": str(p), "context": {}})
+        assert r["ok"] is False and "policy" in r["error"], r
+        r = ask_as(node, p, {"policy": "", "path": str(p)})
+        assert r["ok"] is False, r
+    assert node.objects() == []
+    assert sum(f.stat().st_size for f in node.store.rglob("*") if f.is_file()) < (1 << 20)
+
+
+def test_one_users_huge_images_never_take_every_copy_slot(node):
+    """One user sends three 1 GiB images (a few KiB of real data each, sparse) at once: the
+    stager copies two images at a time, and used to give both slots to that user, so
+    another user's small image waited behind gigabytes of someone else's zeros. Now one
+    uid runs at most (slots - 1) copies: the other user's image is staged while the
+    first user's copies are still running."""
+    order = node.base / "order"
+    order.write_text("")
+    os.chmod(order, 0o666)
+    big = [sparse_image(node, f"big{i}.sif", 2 << 30) for i in range(3)]
+    stager = node.stagers[0]
+    victim_home = node.base / "home1000"
+    victim_home.mkdir(mode=0o755)
+    os.chown(victim_home, OTHER, OTHER)
+    mine = node.user_image("mine.sif", sign=True, owner=OTHER, where=victim_home)
+
+    def io_read():
+        with open(f"/proc/{stager.pid}/io") as f:
+            return int(next(x for x in f if x.startswith("rchar:")).split()[1])
+    r0 = io_read()
+    attackers = [spawn_as(ASKER, node.sock, b, node.policy, b, order, f"attacker{i}") for i, b in enumerate(big)]
+    try:
+        deadline = time.monotonic() + 60
+        while io_read() - r0 < (64 << 20) and time.monotonic() < deadline:   # a big copy is under way
+            time.sleep(0.02)
+        victim = spawn_as(ASKER, node.sock, mine, node.policy, mine, order, "victim", uid=OTHER)
+        deadline = time.monotonic() + 120
+        while victim.poll() is None and time.monotonic() < deadline:
+            read_by_then = io_read() - r0
+            time.sleep(0.005)
+        read_by_then = io_read() - r0
+        reap(victim)
+        for a in attackers:
+            a.wait(300)
+    finally:
+        for p in attackers:
+            reap(p)
+    lines = order.read_text().split("\n")
+    assert lines[0] == "victim ok", lines
+    # a copy slot frees only when an attacker's copy has read its whole image: the victim
+    # was staged before the stager had read that much, so it never waited for one
+    assert read_by_then < (2 << 30), read_by_then
+    assert all(x.startswith("attacker") for x in lines[1:4]), lines
+    assert node.objects() != [] and len(node.objects()) == 1      # only the signed image is kept

@@ -53,6 +53,7 @@ class Server:
         self.limits = limits
         self.service = Service(store, durable=durable, max_size=max_size)
         self.service.stager.slots = threading.BoundedSemaphore(limits.staging)
+        self.service.stager.per_uid = max(1, limits.staging - 1)   # one user never takes every copy slot
         self._count = 0
         self._per_uid: dict[int, int] = {}
         self._lock = threading.Lock()

@@ -121,6 +121,10 @@ class Service:
     def admit(self, fd: int, peer: Peer, policy_path: str | None, image_path: str, context: dict) -> dict:
         """Stage the image and, with a policy, decide it. The reply (JSON-ready)."""
         who = {"uid": peer.uid, "pid": peer.pid}
+        if not policy_path and peer.uid != 0:
+            # without a policy nothing is verified and the copy is kept regardless: only root
+            # (`store stage`, a curated catalogue) may fill the store with unverified images
+            raise BadInputError("a request must name the site policy the image is decided under")
         if not policy_path:
             s = self.stager.stage(fd, who=who, keep_unverified=True)
             return {"ok": True, "digest": s.digest, "object": s.object_path, "how": s.how,

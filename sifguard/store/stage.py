@@ -15,9 +15,11 @@ and its manifest's object digests: signatures only, no data re-hashed.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import stat
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -62,6 +64,9 @@ class Stager:
         self.durable = durable
         self.max_size = max_size
         self.slots = None     # a semaphore bounding concurrent copies (the stager sets one)
+        self.per_uid = None   # copies one (non-root) uid may run or wait for at once (the stager sets it)
+        self._uids: dict[int, int] = {}
+        self._uids_cv = threading.Condition()
 
     # --- lookups (no lock) -----------------------------------------------------------
     def indexed(self, key: str, st: os.stat_result) -> dict | None:
@@ -105,11 +110,36 @@ class Stager:
         hit = self._hit(key, st, verifier, roots_id, "indexed")
         if hit:
             return hit
-        with locks.staging_lock(self.store.lock_path(key)):
-            hit = self._hit(key, st, verifier, roots_id, "waited")
-            if hit:
-                return hit
-            return self._stage_locked(src, st, key, verifier, roots_id, keep_unverified, who or {})
+        # a uid's turn first, then the source's lock: a user's queued requests wait here, holding
+        # no staging lock other users' requests for a shared image would wait on
+        with self._uid_turn((who or {}).get("uid")):
+            with locks.staging_lock(self.store.lock_path(key)):
+                hit = self._hit(key, st, verifier, roots_id, "waited")
+                if hit:
+                    return hit
+                return self._stage_locked(src, st, key, verifier, roots_id, keep_unverified, who or {})
+
+    @contextlib.contextmanager
+    def _uid_turn(self, uid):
+        """At most `per_uid` stagings of one non-root uid at once, so one user's images
+        (however large) never take every copy slot from the others."""
+        if self.per_uid is None or not isinstance(uid, int) or uid == 0:
+            yield
+            return
+        with self._uids_cv:
+            while self._uids.get(uid, 0) >= self.per_uid:
+                self._uids_cv.wait()
+            self._uids[uid] = self._uids.get(uid, 0) + 1
+        try:
+            yield
+        finally:
+            with self._uids_cv:
+                left = self._uids[uid] - 1
+                if left:
+                    self._uids[uid] = left
+                else:
+                    del self._uids[uid]
+                self._uids_cv.notify_all()
 
     def _hit(self, key, st, verifier, roots_id, how) -> Staged | None:
         idx = self.indexed(key, st)
