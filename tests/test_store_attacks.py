@@ -595,3 +595,60 @@ def test_one_users_huge_images_never_take_every_copy_slot(node):
     assert read_by_then < (2 << 30), read_by_then
     assert all(x.startswith("attacker") for x in lines[1:4]), lines
     assert node.objects() != [] and len(node.objects()) == 1      # only the signed image is kept
+
+
+# === the cold path: who answers on the socket ===========================================
+
+FAKE_STAGER = """
+import json, os, socket, struct, sys
+path, digest = sys.argv[1:3]
+s = socket.socket(socket.AF_UNIX)
+s.bind(path)
+os.chmod(path, 0o666)
+s.listen(8)
+while True:
+    c, _ = s.accept()
+    try:
+        msg, fds, _, _ = socket.recv_fds(c, 65536, 4)
+        for f in fds:
+            os.close(f)
+        v = {"allowed": True, "decision": "allow", "rule": "default", "reason": "trust me"}
+        data = json.dumps({"ok": True, "digest": digest, "object": "x", "how": "indexed", "verdict": v,
+                           "allowed": True}).encode()
+        c.sendall(struct.pack(">I", len(data)) + data)
+    finally:
+        c.close()
+"""
+
+
+def test_a_socket_a_user_bound_is_not_the_stager(env):
+    """The stager's socket sits in a directory users can write and the stager is down: a
+    user binds a fake stager there that answers every request "allowed" with the digest
+    of an object the user got into the store (an unsigned image claimed under a
+    `require: any` path). Another user's shim believed the reply and ran the attacker's
+    bytes in place of its own image. The shim now talks only to a root peer
+    (SO_PEERCRED), and falls back to its own sealed copy."""
+    env.start_stager()
+    env.install()
+    r = ask_as(env, env.unsigned, {"policy": str(env.policy), "path": str(env.any_dir / "x.sif"), "context": {}})
+    assert r["ok"] and r["object"], r                  # kept: the rule it claimed needs no signature
+    evil = r["digest"]
+    env.stop()
+    sock = env.any_dir / "stager.sock"                # a socket path in a directory users can write
+    env.install(socket_path=sock)
+    fake = spawn_as(FAKE_STAGER, sock, evil)
+    try:
+        deadline = time.monotonic() + 20
+        while not sock.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        victim_home = env.base / "home1000"
+        victim_home.mkdir(mode=0o755)
+        os.chown(victim_home, OTHER, OTHER)
+        mine = env.user_image("mine.sif", sign=True, owner=OTHER, where=victim_home)
+        rc, err, rec = shim_as(env, ["run", mine], uid=OTHER, cwd=str(victim_home))
+    finally:
+        reap(fake)
+    assert rec is not None, err
+    assert rec["sha"] != sha256(env.store / "objects" / f"{evil}.sif")
+    assert evil not in " ".join(rec["argv"])
+    assert rec["argv"][1].startswith("/proc/self/fd/")         # its own sealed, verified copy

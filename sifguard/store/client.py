@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import struct
 import time
 
 from sifguard.errors import SifguardError
@@ -33,6 +34,13 @@ def ask(socket_path: str, fd: int, request: dict, timeout: float = 600.0, connec
         except (FileNotFoundError, ConnectionRefusedError, PermissionError, socket.timeout, OSError) as e:
             raise StagerUnavailable(f"the image store's stager at {socket_path} is not answering "
                                     f"({getattr(e, 'strerror', None) or e})") from None
+        try:
+            uid = struct.unpack("3i", s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))[1]
+        except OSError:
+            uid = -1
+        if uid != 0:       # whoever bound that path (a stopped stager's socket in a directory users can write)
+            raise StagerUnavailable(f"the process answering at {socket_path} is not root (uid {uid}): "
+                                    "not the image store's stager")
         try:
             s.settimeout(max(0.1, deadline - time.monotonic()))
             wire.send(s, request, fd)
