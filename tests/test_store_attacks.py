@@ -652,3 +652,43 @@ def test_a_socket_a_user_bound_is_not_the_stager(env):
     assert rec["sha"] != sha256(env.store / "objects" / f"{evil}.sif")
     assert evil not in " ".join(rec["argv"])
     assert rec["argv"][1].startswith("/proc/self/fd/")         # its own sealed, verified copy
+
+
+# === confused deputy: `store stage`, run by root on a path a user controls ==============
+
+def test_store_stage_as_root_never_opens_what_a_users_symlink_points_at(env):
+    """An admin stages an image from a user's directory; the user made it a symlink to a
+    FIFO (or a device). `store stage` opened whatever the name led to for reading, as
+    root, before checking what it was — waking the FIFO's writer here; a tape device
+    rewinds, a watchdog arms. Now only a regular file is ever opened."""
+    fifo = env.home / "fifo"
+    os.mkfifo(fifo, 0o600)
+    link = env.home / "image.sif"
+    os.symlink(fifo, link)
+    opened = threading.Event()
+
+    def writer():
+        fd = os.open(fifo, os.O_WRONLY)        # blocks until someone opens the FIFO for reading
+        opened.set()
+        os.close(fd)
+    t = threading.Thread(target=writer, daemon=True)
+    t.start()
+    r = run_cli("store", "stage", link, "--store", env.store, timeout=30)
+    assert r.rc == 2 and "not a regular file" in r.err and r.err.count("\n") == 1, r
+    woke = opened.wait(1.0)
+    if not woke:                               # release the writer ourselves
+        os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))
+    t.join(5)
+    assert not woke, "store stage opened the FIFO for reading"
+    for target in ("/dev/null", "/dev/zero", str(env.home)):
+        os.unlink(link)
+        os.symlink(target, link)
+        r = run_cli("store", "stage", link, "--store", env.store, timeout=30)
+        assert r.rc == 2 and r.err.count("\n") == 1, (target, r)
+    # a symlink to a real image is still fine (admins use them), and the rule is chosen
+    # from the file opened, not the name
+    os.unlink(link)
+    os.symlink(env.signed, link)
+    r = run_cli("store", "stage", link, "--store", env.store, "--policy", env.policy, "--json", timeout=60)
+    assert r.rc == 0, r
+    assert json.loads(r.out)["verdict"]["image"] == str(env.signed)

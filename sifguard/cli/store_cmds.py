@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import sys
 import time
 
@@ -68,15 +69,16 @@ def cmd_stage(args) -> int:
     from sifguard.store.service import Peer, Service
     store = Store(args.store)
     store.init()
-    try:
-        fd = os.open(args.image, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
-    except OSError as e:
-        raise BadInputError(f"{args.image}: {e.strerror}") from None
+    fd = _open_regular(args.image)
     t0 = time.monotonic()
     try:
+        from sifguard.slurm.gate import opened_path
+        where = opened_path(fd)            # the path of what was opened, not the name resolved again
+        if where is None:
+            raise BadInputError(f"{args.image}: moved or removed while it was being opened")
         svc = Service(store)
         reply = svc.admit(fd, Peer(os.getpid(), 0, 0), os.path.abspath(args.policy) if args.policy else None,
-                          os.path.realpath(args.image), {})
+                          where, {})
     finally:
         os.close(fd)
     reply["elapsed_ms"] = round((time.monotonic() - t0) * 1000, 1)
@@ -90,6 +92,26 @@ def cmd_stage(args) -> int:
         if "verdict" in reply:
             print(f"  under {args.policy}: {reply['verdict']['decision']}: {reply['verdict']['reason']}")
     return 0 if reply.get("object") else 1
+
+
+def _open_regular(path: str) -> int:
+    """Open an image as root without opening anything else: the name (which may be a
+    user's symlink) is resolved once to an O_PATH descriptor, and only a regular file is
+    then opened for reading — through that descriptor, so a FIFO or a device a symlink
+    points at is never opened (a tape rewinds, a watchdog arms, a FIFO's writer wakes)."""
+    try:
+        pfd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+    except OSError as e:
+        raise BadInputError(f"{path}: {e.strerror}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(pfd).st_mode):
+            raise BadInputError(f"{path}: not a regular file: not staged")
+        try:
+            return os.open(f"/proc/self/fd/{pfd}", os.O_RDONLY | os.O_NOCTTY | os.O_CLOEXEC)
+        except OSError as e:
+            raise BadInputError(f"{path}: {e.strerror}") from None
+    finally:
+        os.close(pfd)
 
 
 def _human(n: float) -> str:
