@@ -692,3 +692,242 @@ def test_store_stage_as_root_never_opens_what_a_users_symlink_points_at(env):
     r = run_cli("store", "stage", link, "--store", env.store, "--policy", env.policy, "--json", timeout=60)
     assert r.rc == 0, r
     assert json.loads(r.out)["verdict"]["image"] == str(env.signed)
+
+
+# === confused deputy: the descriptor sent ================================================
+
+def _send_odd_fds(sock_path, targets, policy):
+    out = {}
+    for name, (path, flags) in targets.items():
+        try:
+            fd = os.open(path, flags | os.O_CLOEXEC)
+        except OSError as e:
+            out[name] = "open:" + errno.errorcode[e.errno]
+            continue
+        try:
+            out[name] = client.ask(sock_path, fd, {"policy": policy, "path": path, "context": {}}, timeout=30)
+        except Exception as e:  # noqa: BLE001
+            out[name] = f"{type(e).__name__}: {e}"
+        finally:
+            os.close(fd)
+    return out
+
+
+def test_descriptors_that_do_not_grant_reading_get_nothing_staged(node):
+    """The stager reads only through the descriptor the caller sends. Descriptors that
+    name a file without granting its bytes — O_PATH on a root-only image or secret, a
+    write-only descriptor on a file the user may write but not read, a directory — must
+    stage nothing and show nothing; /proc/<pid>/fd of a root process cannot be opened."""
+    secret_dir = node.base / "vault"
+    secret_dir.mkdir(mode=0o711)                         # traversable, not readable
+    root_img = secret_dir / "licensed.sif"
+    shutil.copyfile(node.signed, root_img)
+    os.chmod(root_img, 0o600)
+    wo = node.home / "writeonly.sif"
+    shutil.copyfile(node.signed, wo)
+    os.chown(wo, NOBODY, NOBODY)
+    os.chmod(wo, 0o200)
+    stager_pid = node.stagers[0].pid
+    targets = {"opath-root-image": (str(root_img), os.O_PATH), "opath-shadow": ("/etc/shadow", os.O_PATH),
+               "write-only": (str(wo), os.O_WRONLY), "directory": (str(node.home), os.O_RDONLY),
+               "proc-fd-of-root": (f"/proc/{stager_pid}/fd/0", os.O_RDONLY),
+               "proc-root-of-root": (f"/proc/{stager_pid}/root{root_img}", os.O_PATH)}
+    got = as_user(_send_odd_fds, str(node.sock), targets, str(node.policy))
+    for name, r in got.items():
+        assert not (isinstance(r, dict) and r.get("ok")), (name, r)
+        assert "root:" not in str(r)
+    assert got["proc-fd-of-root"].startswith("open:") and got["proc-root-of-root"].startswith("open:")
+    assert node.objects() == [] and not os.listdir(node.store / "index")
+
+
+def test_a_descriptor_of_a_user_namespace_file_decides_nothing_for_a_real_path(node):
+    """A user in their own user+mount namespace bind-mounts their unsigned image over a
+    path a permissive rule covers and sends that descriptor claiming the path. Whatever
+    the stager records is keyed by the content and the candidate rules it claimed: the
+    honest shim at the image's real path still refuses it and never runs it."""
+    unshare = shutil.which("unshare")
+    if not unshare or subprocess.run([unshare, "-Urm", "true"], capture_output=True).returncode != 0:
+        pytest.skip("unprivileged user namespaces are not available")
+    claimed = node.any_dir / "claimed.sif"
+    claimed.write_text("")
+    order = node.base / "ns-order"
+    order.write_text("")
+    os.chmod(order, 0o666)
+    script = ("import os, subprocess, sys\n"
+              f"subprocess.run(['mount', '--bind', {str(node.unsigned)!r}, {str(claimed)!r}], check=True)\n"
+              "sys.argv = ['x'] + sys.argv[1:]\n" + ASKER)
+    p = subprocess.run(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", unshare, "-Urm",
+                        "/usr/bin/python3", "-I", "-c", script, str(node.sock), str(claimed), str(node.policy),
+                        str(claimed), str(order), "ns"], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and order.read_text() == "ns ok\n", (p.stderr[-500:], order.read_text())
+    # the interpreter's libraries may be unreachable for nobody; what matters is the honest shim
+    rc, err, rec = shim_as(node, ["run", node.unsigned])
+    assert rec is None and "refused" in err
+
+
+# === index and decision poisoning ========================================================
+
+def test_a_lie_about_the_path_or_context_records_nothing_an_honest_shim_uses(node):
+    """The request's `path` and `context` only choose candidate rules, and a decision is
+    keyed by (content, policy, candidates): a user who claims a `require: any` path (or
+    another user, or a permissive partition) for their unsigned image gets an answer for
+    inputs they do not have — no honest shim looks it up. The user and group are always
+    the peer's own."""
+    extra = ("  - name: debug-any\n    match: {partition: debug}\n    require: any\n"
+             "  - name: root-any\n    match: {user: root}\n    require: any\n")
+    node.write_policy(extra_rules=extra)
+    lies = [{"path": str(node.any_dir / "x.sif"), "context": {}},
+            {"path": str(node.unsigned), "context": {"partition": "debug", "account": "a"}},
+            {"path": str(node.unsigned), "context": {"user": "root", "group": "root"}}]
+    for lie in lies:
+        r = ask_as(node, node.unsigned, {"policy": str(node.policy), **lie})
+        assert r["ok"], r
+        assert r["verdict"]["context"].get("user") == "nobody", r
+        if lie["context"].get("user") == "root":
+            assert r["allowed"] is False and r["candidates"] != ["root-any"], r
+    for _ in range(2):                                 # and again, when everything above is recorded
+        rc, err, rec = shim_as(node, ["run", node.unsigned])
+        assert rec is None and "refused" in err, err
+    # the honest shim's own candidates (unknown partition: every rule it could be) have no record
+    from sifguard.policy.decide import JobContext, UNKNOWN, candidate_rules
+    pol = _loader.load(str(node.policy))
+    fp = keys.policy_fingerprint(pol)
+    with open(node.unsigned, "rb") as f:
+        st = os.fstat(f.fileno())
+        digest = lookup.indexed_digest(Store(str(node.store)), lookup.source_key(f.fileno(), st), st)
+    assert digest
+    for ctx in (JobContext(user="nobody", group="nogroup"),
+                JobContext(user="nobody", group="nogroup", account=UNKNOWN, partition=UNKNOWN)):
+        names = tuple(r.name for r in candidate_rules(pol, str(node.unsigned), ctx))
+        assert lookup.recorded_decision(Store(str(node.store)), digest, fp, names) is None, names
+
+
+def test_hard_links_share_an_identity_but_never_a_decision(node):
+    """One inode at two paths: allowed (and run) where a `require: any` rule covers the
+    path, still refused at the path the default rule covers — the index shares the
+    content, the decisions stay per candidate rules."""
+    link = node.any_dir / "linked.sif"
+    as_user(os.link, str(node.unsigned), str(link))
+    rc, err, rec = shim_as(node, ["run", link])
+    assert rec is not None, err
+    rc, err, rec2 = shim_as(node, ["run", node.unsigned])
+    assert rec2 is None and "refused" in err
+
+
+def _data_object(path):
+    from sifguard.sif.image import SifImage
+    with SifImage(str(path)) as img:
+        d = max(img.objects, key=lambda o: o.size)
+        return d.offset, d.size
+
+
+REWRITER = """
+import os, sys
+path, off = sys.argv[1], int(sys.argv[2])
+fd = os.open(path, os.O_RDWR)
+orig = os.pread(fd, 1, off)
+bad = bytes([orig[0] ^ 0xFF])
+while True:
+    os.pwrite(fd, bad, off)
+    os.pwrite(fd, orig, off)
+"""
+
+
+def test_a_file_rewritten_while_staged_and_run_never_runs_unverified_bytes(node):
+    """A writer flips a byte of the image's data object as fast as it can while the
+    user's tasks start: whatever the stager copied, only bytes that verified are ever
+    given to the runtime (the copy is hashed as it is written, verified, then run)."""
+    img = node.user_image("racy.sif", sign=True)
+    good = sha256(img)
+    off, size = _data_object(img)
+    w = spawn_as(REWRITER, img, off + size // 2)
+    try:
+        runs = [shim_as(node, ["run", img]) for _ in range(25)]
+    finally:
+        reap(w)
+    ran = [rec for _, _, rec in runs if rec is not None]
+    assert all(rec["sha"] == good for rec in ran), [rec["sha"] for rec in ran]
+    assert all(rec["argv"][1].startswith(str(node.store / "objects")) for rec in ran)
+    for o in node.objects():
+        assert sha256(node.store / "objects" / o) == good
+
+
+def test_in_place_tamper_with_size_and_mtime_restored_is_refused(node):
+    """Warm run, then the user rewrites the data object in place (same size) and puts the
+    mtime back; or renames a tampered copy over it with the same size and mtime: the
+    change time (which users cannot set) or the inode changes the index key, so the
+    stager sees the new bytes, and they do not verify."""
+    img = node.user_image("swap.sif", sign=True)
+    rc, err, rec = shim_as(node, ["run", img])
+    assert rec and rec["sha"] == sha256(img), err
+    off, size = _data_object(img)
+    st = img.stat()
+
+    def tamper(path, off, atime, mtime):
+        fd = os.open(path, os.O_RDWR)
+        b = os.pread(fd, 1, off)
+        os.pwrite(fd, bytes([b[0] ^ 1]), off)
+        os.close(fd)
+        os.utime(path, ns=(atime, mtime))
+        return True
+    as_user(tamper, str(img), off + 10, st.st_atime_ns, st.st_mtime_ns)
+    assert img.stat().st_mtime_ns == st.st_mtime_ns and img.stat().st_size == st.st_size
+    rc, err, rec = shim_as(node, ["run", img])
+    assert rec is None and "refused" in err, err
+
+    img2 = node.user_image("swap2.sif", sign=True)
+    rc, err, rec = shim_as(node, ["run", img2])
+    assert rec is not None, err
+    st2 = img2.stat()
+
+    def rename_over(path, off, atime, mtime):
+        tmp = path + ".t"
+        with open(path, "rb") as f, open(tmp, "wb") as g:
+            data = bytearray(f.read())
+            data[off] ^= 1
+            g.write(data)
+        os.utime(tmp, ns=(atime, mtime))
+        os.replace(tmp, path)
+        return True
+    as_user(rename_over, str(img2), off + 10, st2.st_atime_ns, st2.st_mtime_ns)
+    rc, err, rec = shim_as(node, ["run", img2])
+    assert rec is None and "refused" in err, err
+
+
+def test_tmpfs_writes_through_a_mapping_change_no_identity_but_never_what_runs(node):
+    """On tmpfs a write through a shared mapping changes neither mtime nor ctime, so a
+    staged file's identity survives its bytes changing: the index then names the copy
+    verified earlier. What runs is that verified copy — never the rewritten file."""
+    shm = Path("/dev/shm")
+    if not shm.is_dir():
+        pytest.skip("no /dev/shm")
+    d = Path(tempfile.mkdtemp(prefix="sg-attack-", dir=shm))
+    try:
+        os.chmod(d, 0o755)
+        os.chown(d, NOBODY, NOBODY)
+        img = node.user_image("shm.sif", sign=True, where=d)
+        good = sha256(img)
+        rc, err, rec = shim_as(node, ["run", img])
+        assert rec and rec["sha"] == good, err
+        off, size = _data_object(img)
+
+        def scribble(path, off):
+            fd = os.open(path, os.O_RDWR)
+            before = os.fstat(fd)
+            m = mmap.mmap(fd, 0)
+            m[off] ^= 0xFF
+            m.flush()
+            m.close()
+            after = os.fstat(fd)
+            os.close(fd)
+            return [before.st_ctime_ns == after.st_ctime_ns, before.st_mtime_ns == after.st_mtime_ns]
+        same = as_user(scribble, str(img), off + 10)
+        assert sha256(img) != good
+        rc, err, rec = shim_as(node, ["run", img])
+        print("tmpfs mapping write kept ctime/mtime:", same, "ran:", rec is not None)
+        if rec is not None:                        # identity unchanged (tmpfs): the verified copy ran
+            assert rec["sha"] == good and rec["argv"][1].startswith(str(node.store)), (same, rec)
+        else:                                      # identity changed: restaged, and it does not verify
+            assert "refused" in err
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
