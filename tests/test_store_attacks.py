@@ -931,3 +931,173 @@ def test_tmpfs_writes_through_a_mapping_change_no_identity_but_never_what_runs(n
             assert "refused" in err
     finally:
         shutil.rmtree(d, ignore_errors=True)
+
+
+# === the warm path: locks, collection, what is exec'd ====================================
+
+def _staged_digest(env, img) -> str:
+    with open(img, "rb") as f:
+        st = os.fstat(f.fileno())
+        return lookup.indexed_digest(Store(str(env.store)), lookup.source_key(f.fileno(), st), st)
+
+
+HOLDER = """
+import fcntl, os, struct, sys, time
+path, mode = sys.argv[1:3]
+fd = os.open(path, os.O_RDONLY)
+if mode == "ofd-read":
+    fcntl.fcntl(fd, fcntl.F_OFD_SETLK, struct.pack("hhqqi4x", fcntl.F_RDLCK, 0, 0, 0, 0))
+elif mode == "flock-ex":
+    fcntl.flock(fd, fcntl.LOCK_EX)
+elif mode == "posix-read":
+    fcntl.lockf(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+print("held", flush=True)
+time.sleep(600)
+"""
+
+
+def hold(path, mode, uid=NOBODY) -> subprocess.Popen:
+    p = subprocess.Popen(["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "/usr/bin/python3",
+                          "-I", "-c", HOLDER, str(path), mode], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    assert p.stdout.readline().strip() == "held", p.stderr.read() if p.poll() is not None else ""
+    return p
+
+
+def test_the_runtime_gets_the_store_copy_and_holds_it_read_only(node):
+    rc, err, rec = shim_as(node, ["run", node.signed])
+    assert rec, err
+    obj = rec["argv"][1]
+    assert obj.startswith(str(node.store / "objects") + "/") and rec["sha"] == sha256(node.signed)
+    held = [n for n, t in rec["fds"].items() if t == obj]
+    assert held, rec["fds"]                     # the in-use lock came across exec
+    assert not any(str(node.signed) == t for t in rec["fds"].values())   # the user's file is not held open
+    st = os.stat(obj)
+    assert st.st_uid == 0 and stat.S_IMODE(st.st_mode) == 0o444
+
+
+def test_users_cannot_take_a_write_lock_and_their_locks_never_block_other_users(node):
+    """Locks on an entry a user can name: a write lock needs a writable descriptor (none
+    for a 0444 root file); a user's read lock, flock or POSIX lock never makes another
+    user's shim wait or fail; a read lock (OFD, what a running task holds, or POSIX) delays
+    only that entry's collection (users can delay the collection of entries they can run,
+    as designed); a flock does not stop it."""
+    rc, err, rec = shim_as(node, ["run", node.signed])
+    assert rec, err
+    digest = _staged_digest(node, node.signed)
+    obj = node.store / "objects" / f"{digest}.sif"
+
+    def write_lock(path):
+        out = []
+        for flags in (os.O_RDWR, os.O_WRONLY):
+            try:
+                os.close(os.open(path, flags))
+                out.append("opened")
+            except OSError as e:
+                out.append(errno.errorcode[e.errno])
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            fcntl.fcntl(fd, fcntl.F_OFD_SETLK, struct.pack("hhqqi4x", fcntl.F_WRLCK, 0, 0, 0, 0))
+            out.append("locked")
+        except OSError as e:
+            out.append(errno.errorcode[e.errno])
+        return out
+    assert as_user(write_lock, str(obj)) == ["EACCES", "EACCES", "EBADF"]
+
+    def other_users_entry(store, digest):
+        e = lookup.open_entry(Store(store), digest)
+        return e is not None
+    holders = [hold(obj, m) for m in ("ofd-read", "posix-read", "flock-ex")]
+    try:
+        assert as_user(other_users_entry, str(node.store), digest, uid=OTHER, timeout=20) is True
+        victim_home = node.base / "home1000"
+        victim_home.mkdir(mode=0o755)
+        os.chown(victim_home, OTHER, OTHER)
+        theirs = node.user_image("theirs.sif", sign=True, owner=OTHER, where=victim_home)
+        rc, err, rec = shim_as(node, ["run", theirs], uid=OTHER, cwd=str(victim_home))
+        assert rec is not None, err
+        res = gc.collect(Store(str(node.store)), 0)
+        assert digest in res.kept_in_use and obj.exists()     # the OFD read lock: a task is running it
+    finally:
+        for h in holders[:2]:
+            reap(h)
+    res = gc.collect(Store(str(node.store)), 0)
+    try:
+        assert digest in res.removed and not obj.exists(), res.as_dict()   # a flock does not pin it
+    finally:
+        for h in holders[2:]:
+            reap(h)
+
+
+def test_an_entry_collected_under_a_user_is_staged_again_not_run_half_gone(node):
+    """gc removes an entry between two runs (nobody holds it): the next shim finds no
+    entry, asks the stager, and runs a fresh verified copy; records of removed entries
+    are swept."""
+    rc, err, rec = shim_as(node, ["run", node.signed])
+    assert rec, err
+    digest = _staged_digest(node, node.signed)
+    res = gc.collect(Store(str(node.store)), 0)
+    assert digest in res.removed
+    assert lookup.open_entry(Store(str(node.store)), digest) is None
+    rc, err, rec = shim_as(node, ["run", node.signed])
+    assert rec and rec["sha"] == sha256(node.signed), err
+    assert (node.store / "objects" / f"{digest}.sif").exists()
+
+
+def test_lookups_ignore_records_not_solely_roots(node):
+    """Records are trusted only when root wrote them and nobody else can change them:
+    a record that is a symlink, not root's, or group/other-writable is a miss (the shim
+    then asks the stager), never a verdict."""
+    rc, err, rec = shim_as(node, ["run", node.signed])
+    assert rec, err
+    store = Store(str(node.store))
+    digest = _staged_digest(node, node.signed)
+    decisions = [node.store / "decisions" / n for n in os.listdir(node.store / "decisions")]
+    assert decisions
+    d = decisions[0]
+    data = d.read_bytes()
+    for how in ("symlink", "chown", "chmod"):
+        d.unlink(missing_ok=True)
+        if how == "symlink":
+            real = node.store / "decisions" / ".real"
+            real.write_bytes(data)
+            os.chmod(real, 0o444)
+            os.symlink(real, d)
+        else:
+            d.write_bytes(data)
+            os.chmod(d, 0o444)
+            if how == "chown":
+                os.chown(d, NOBODY, NOBODY)
+            else:
+                os.chmod(d, 0o666)
+        assert records.read(str(d)) is None, how
+
+        def warm(store_dir, img, policy):
+            pol = _loader.load(policy)
+            from sifguard.policy.decide import JobContext, candidate_rules
+            names = tuple(r.name for r in candidate_rules(pol, img, JobContext(user="nobody", group="nogroup")))
+            fd = os.open(img, os.O_RDONLY)
+            w = lookup.warm(Store(store_dir), fd, os.fstat(fd), keys.policy_fingerprint(pol), names)
+            return w is not None
+        assert as_user(warm, str(node.store), str(node.signed), str(node.policy)) is False, how
+        if d.is_symlink() or d.exists():
+            d.unlink()
+        (node.store / "decisions" / ".real").unlink(missing_ok=True)
+    # and the shim still works (cold: the stager records a fresh decision)
+    rc, err, rec = shim_as(node, ["run", node.signed])
+    assert rec and rec["sha"] == sha256(node.signed), err
+    assert records.read(str(store.decision_path(os.path.basename(str(d))[:-5]))) is not None
+
+
+def test_a_group_or_world_writable_store_directory_is_refused_not_used(node):
+    rc, err, rec = shim_as(node, ["run", node.signed])
+    assert rec, err
+    for sub in ("objects", "decisions", "index", "."):
+        p = node.store / sub
+        mode = stat.S_IMODE(p.stat().st_mode)
+        os.chmod(p, mode | 0o002)
+        try:
+            rc, err, rec = shim_as(node, ["run", node.signed])
+            assert rec is None and "writable by group or others" in err, (sub, err)
+        finally:
+            os.chmod(p, mode)
