@@ -1101,3 +1101,150 @@ def test_a_group_or_world_writable_store_directory_is_refused_not_used(node):
             assert rec is None and "writable by group or others" in err, (sub, err)
         finally:
             os.chmod(p, mode)
+
+
+# === DoS on the stager's socket ==========================================================
+
+def _stager_fds(env) -> int:
+    return len(os.listdir(f"/proc/{env.stagers[0].pid}/fd"))
+
+
+def _wait_fds(env, at_most, bound=20.0) -> int:
+    deadline = time.monotonic() + bound
+    n = _stager_fds(env)
+    while n > at_most and time.monotonic() < deadline:
+        time.sleep(0.05)
+        n = _stager_fds(env)
+    return n
+
+
+def test_one_users_idle_connections_never_lock_out_other_users(node):
+    """A user opens more connections than the per-user bound and sends nothing: the
+    extra ones are told the stager is busy; another user's shim is still served."""
+    def flood(sock_path, n):
+        conns, busy = [], 0
+        for _ in range(n):
+            s = socket.socket(socket.AF_UNIX)
+            s.settimeout(5)
+            s.connect(sock_path)
+            conns.append(s)
+        time.sleep(0.5)
+        for s in conns:
+            s.setblocking(False)
+            try:
+                if s.recv(65536):
+                    busy += 1
+            except BlockingIOError:
+                pass
+        victim = os.fork()
+        if victim == 0:
+            os._exit(0)
+        os.waitpid(victim, 0)
+        return busy
+    before = _stager_fds(node)
+    holder = threading.Thread(target=lambda: as_user(flood, str(node.sock), 40, timeout=60))
+    holder.start()
+    time.sleep(0.3)
+    victim_home = node.base / "home1000"
+    victim_home.mkdir(mode=0o755)
+    os.chown(victim_home, OTHER, OTHER)
+    theirs = node.user_image("theirs.sif", sign=True, owner=OTHER, where=victim_home)
+    rc, err, rec = shim_as(node, ["run", theirs], uid=OTHER, cwd=str(victim_home))
+    holder.join(60)
+    assert rec and rec["argv"][1].startswith(str(node.store)), err
+    assert _wait_fds(node, before) <= before        # every connection closed when its client went
+
+
+def _slow_client(sock_path, how):
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(30)
+    s.connect(sock_path)
+    t0 = time.monotonic()
+    try:
+        if how == "prefix-then-stall":
+            s.sendall(struct.pack(">I", 100))
+        elif how == "trickle":
+            s.sendall(struct.pack(">I", 200))
+        elif how == "huge":
+            s.sendall(struct.pack(">I", 0xFFFFFFF0) + b"{")
+        elif how == "nothing":
+            pass
+        while True:
+            if how == "trickle":
+                s.settimeout(1.0)
+                try:
+                    s.send(b" ")
+                except OSError:
+                    pass
+                try:
+                    data = s.recv(65536)
+                except socket.timeout:
+                    if time.monotonic() - t0 > 25:
+                        return "still open after 25 s"
+                    continue
+            else:
+                data = s.recv(65536)
+            if not data:
+                return "closed"
+            return "answered: " + data[4:200].decode(errors="replace")
+    except (ConnectionResetError, BrokenPipeError):
+        return "closed"
+    except socket.timeout:
+        return "still open after 30 s"
+    finally:
+        s.close()
+
+
+@pytest.mark.parametrize("how", ["nothing", "prefix-then-stall", "trickle", "huge"])
+def test_slow_and_oversized_requests_are_cut_off(node, how):
+    """Slowloris: connect and send nothing, a length prefix then nothing, a trickle of a
+    byte a second (each recv within the per-read timeout — the request's time bound must
+    be for the whole request), a 4 GiB length prefix. Each connection is answered or
+    closed within the request bound, and the stager serves the next user."""
+    got = as_user(_slow_client, str(node.sock), how, timeout=60)
+    assert got == "closed" or got.startswith("answered: ") and '"ok":false' in got.replace(" ", ""), got
+    r = ask_as(node, node.signed, {"policy": str(node.policy), "path": str(node.signed), "context": {}})
+    assert r["ok"] and r["allowed"], r
+
+
+def _many_fds(sock_path, image, n, policy):
+    fds = [os.open(image, os.O_RDONLY) for _ in range(n)]
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(30)
+    s.connect(sock_path)
+    data = json.dumps({"policy": policy, "path": image, "context": {}}).encode()
+    socket.send_fds(s, [struct.pack(">I", len(data)) + data], fds)
+    reply = s.recv(65536)
+    s.close()
+    return json.loads(reply[4:]) if len(reply) > 4 else {}
+
+
+def test_a_request_carrying_hundreds_of_descriptors_is_refused_and_leaks_none(node):
+    before = _stager_fds(node)
+    for n in (2, 5, 250):
+        r = as_user(_many_fds, str(node.sock), str(node.signed), n, str(node.policy))
+        assert r.get("ok") is False and "exactly one" in r.get("error", ""), (n, r)
+    assert _wait_fds(node, before) <= before
+    r = ask_as(node, node.signed, {"policy": str(node.policy), "path": str(node.signed), "context": {}})
+    assert r["ok"], r
+
+
+def test_an_image_bigger_than_the_free_space_is_refused_before_any_copy(node):
+    """A sparse file claiming more than the store's filesystem has free is refused at
+    once (nothing copied, nothing left in tmp/)."""
+    free = shutil.disk_usage(node.store).free
+    img = sparse_image(node, "huge.sif", free + (1 << 30))
+    r = ask_as(node, img, {"policy": str(node.policy), "path": str(img), "context": {}})
+    assert r["ok"] is False and "full" in r["error"], r
+    assert node.objects() == [] and os.listdir(node.store / "tmp") == []
+    os.truncate(img, 15 << 40)                      # 15 TiB (ext4's largest file), a few KiB of data
+    r = ask_as(node, img, {"policy": str(node.policy), "path": str(img), "context": {}})
+    assert r["ok"] is False and "full" in r["error"], r
+
+
+def test_max_image_bounds_what_one_request_can_make_the_stager_read(env):
+    env.start_stager("--max-image", "64M")
+    env.install()
+    img = sparse_image(env, "big.sif", 256 << 20)
+    r = ask_as(env, img, {"policy": str(env.policy), "path": str(img), "context": {}})
+    assert r["ok"] is False and "limit" in r["error"], r

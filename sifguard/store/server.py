@@ -138,7 +138,8 @@ class Server:
         try:
             conn.settimeout(self.limits.request_seconds)
             try:
-                req, fds = wire.recv(conn, wire.MAX_REQUEST, want_fd=True)
+                req, fds = wire.recv(conn, wire.MAX_REQUEST, want_fd=True,
+                                     deadline=t0 + self.limits.request_seconds)
             except (wire.WireError, OSError) as e:
                 self._reply(conn, {"ok": False, "error": f"bad request: {e}"})
                 return

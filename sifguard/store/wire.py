@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import socket
 import struct
+import time
 
 MAX_REQUEST = 64 << 10
 MAX_REPLY = 1 << 20
@@ -32,18 +33,30 @@ def send(sock: socket.socket, doc: dict, fd: int | None = None) -> None:
         sock.sendall(msg[n:])
 
 
-def recv(sock: socket.socket, limit: int, want_fd: bool = False) -> tuple[dict, list[int]]:
+def recv(sock: socket.socket, limit: int, want_fd: bool = False,
+         deadline: float | None = None) -> tuple[dict, list[int]]:
     """One message; with `want_fd`, the descriptors that came with it (the caller closes
-    them). Raises WireError on a malformed, oversized or truncated message."""
+    them). Raises WireError on a malformed, oversized or truncated message, or one not
+    complete by `deadline` (time.monotonic()): the bound is on the whole message, so a
+    sender trickling a byte at a time cannot hold the connection for ever."""
     fds: list[int] = []
     buf = b""
+
+    def in_time() -> None:
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise WireError("the message was not sent in time")
+            sock.settimeout(left)
     try:
+        in_time()
         if want_fd:
             data, fds, _flags, _ = socket.recv_fds(sock, 4096, 4)
         else:
             data = sock.recv(4096)
         buf += data
         while len(buf) < 4:
+            in_time()
             more = sock.recv(4096)
             if not more:
                 raise WireError("connection closed before a message")
@@ -52,6 +65,7 @@ def recv(sock: socket.socket, limit: int, want_fd: bool = False) -> tuple[dict, 
         if n > limit:
             raise WireError(f"message of {n} bytes is over the {limit} byte limit")
         while len(buf) < 4 + n:
+            in_time()
             more = sock.recv(min(65536, 4 + n - len(buf)))
             if not more:
                 raise WireError("connection closed in the middle of a message")
