@@ -1248,3 +1248,62 @@ def test_max_image_bounds_what_one_request_can_make_the_stager_read(env):
     img = sparse_image(env, "big.sif", 256 << 20)
     r = ask_as(env, img, {"policy": str(env.policy), "path": str(img), "context": {}})
     assert r["ok"] is False and "limit" in r["error"], r
+
+
+# === policy fingerprint: shim and stager must agree, and only on the same policy =========
+
+def _stager_requests(env) -> int:
+    return sum(1 for line in env.stager_log().splitlines() if line.startswith("sifguard-stager: uid "))
+
+
+def test_second_run_is_warm_shim_and_stager_agree_on_the_fingerprint(node):
+    rc, err, rec = shim_as(node, ["run", node.signed])
+    assert rec, err
+    n = _stager_requests(node)
+    rc, err, rec = shim_as(node, ["run", node.signed])
+    assert rec and rec["sha"] == sha256(node.signed), err
+    assert _stager_requests(node) == n            # warm: decided from the records, the stager not asked
+
+
+def test_a_policy_or_trust_root_change_is_never_answered_by_an_old_decision(node):
+    """An allowing decision is recorded for 5 minutes. The admin then tightens the rule (a
+    signer the image does not have) or replaces the trust root at the same path: the very
+    next run is decided again, under the new policy, and refused."""
+    rc, err, rec = shim_as(node, ["run", node.signed])
+    assert rec, err
+    text = node.policy.read_text()
+    node.policy.write_text(text.replace("  - name: default\n    require: signed\n",
+                                        "  - name: default\n    require: signed\n    signers: [{email: 'x@else.example'}]\n"))
+    rc, err, rec = shim_as(node, ["run", node.signed])
+    assert rec is None and "refused" in err, err
+    node.policy.write_text(text)
+    rc, err, rec = shim_as(node, ["run", node.signed])
+    assert rec, err
+    other = SiteChain(node.base / "etc", cn="other")
+    shutil.copyfile(other.root_pem, node.site.root_pem)         # same path, another root
+    rc, err, rec = shim_as(node, ["run", node.signed])
+    assert rec is None and "refused" in err, err
+
+
+def test_a_decision_under_another_root_owned_policy_is_not_used(node):
+    """Another root-owned policy exists on the node (a permissive one for a test
+    partition, an example file): a user has the stager decide their unsigned image under
+    it — allowed, and kept. The shim, configured with the site policy, never uses that."""
+    lax = node.etc / "lax.yaml"
+    lax.write_text(f"version: 1\ntrust: {{roots: [{node.site.root_pem}]}}\nrevocation: {{mode: off}}\n"
+                   "rules:\n  - name: default\n    require: any\n")
+    os.chmod(lax, 0o644)
+    r = ask_as(node, node.unsigned, {"policy": str(lax), "path": str(node.unsigned), "context": {}})
+    assert r["ok"] and r["allowed"] and r["candidates"] == ["default"], r
+    for _ in range(2):
+        rc, err, rec = shim_as(node, ["run", node.unsigned])
+        assert rec is None and "refused" in err, err
+
+
+def test_trust_roots_the_user_cannot_read_make_every_run_cold_but_still_right(node):
+    os.chmod(node.site.root_pem, 0o600)
+    for _ in range(2):
+        rc, err, rec = shim_as(node, ["run", node.signed])
+        assert rec and rec["sha"] == sha256(node.signed), err
+    rc, err, rec = shim_as(node, ["run", node.unsigned])
+    assert rec is None and "refused" in err
