@@ -224,6 +224,11 @@ class Gate:
         except client.StagerRefused as e:
             return self._refuse_event(f"{operand}: {e}", ctx, fields | {"image": opened})
         verdict = reply.get("verdict") if isinstance(reply.get("verdict"), dict) else {}
+        if verdict.get("allowed") and not reply.get("object"):
+            # allowed without verifying (an audit rule, or a path the stager could not confirm):
+            # the store keeps only what it may, so this run pins its own sealed copy instead
+            self.store_problem = "the stager allowed the image without keeping a copy of it"
+            return None
         v = lookup.RecordedVerdict(verdict | {
             "image": opened, "context": ctx.as_dict(), "image_cache": "store",
             "store": {"digest": reply.get("digest"), "how": reply.get("how")},
