@@ -624,14 +624,15 @@ while True:
 def test_a_socket_a_user_bound_is_not_the_stager(env):
     """The stager's socket sits in a directory users can write and the stager is down: a
     user binds a fake stager there that answers every request "allowed" with the digest
-    of an object the user got into the store (an unsigned image claimed under a
-    `require: any` path). Another user's shim believed the reply and ran the attacker's
+    of an object the user got into the store (an unsigned image under a `require: any`
+    path). Another user's shim believed the reply and ran the attacker's
     bytes in place of its own image. The shim now talks only to a root peer
     (SO_PEERCRED), and falls back to its own sealed copy."""
     env.start_stager()
     env.install()
-    r = ask_as(env, env.unsigned, {"policy": str(env.policy), "path": str(env.any_dir / "x.sif"), "context": {}})
-    assert r["ok"] and r["object"], r                  # kept: the rule it claimed needs no signature
+    planted = env.user_image("planted.sif", where=env.any_dir)   # unsigned, where a rule needs none
+    r = ask_as(env, planted, {"policy": str(env.policy), "path": str(planted), "context": {}})
+    assert r["ok"] and r["object"], r                  # kept: its rule needs no signature
     evil = r["digest"]
     env.stop()
     sock = env.any_dir / "stager.sock"                # a socket path in a directory users can write
@@ -779,23 +780,25 @@ def test_a_lie_about_the_path_or_context_records_nothing_an_honest_shim_uses(nod
     lies = [{"path": str(node.any_dir / "x.sif"), "context": {}},
             {"path": str(node.unsigned), "context": {"partition": "debug", "account": "a"}},
             {"path": str(node.unsigned), "context": {"user": "root", "group": "root"}}]
+    digests = set()
     for lie in lies:
         r = ask_as(node, node.unsigned, {"policy": str(node.policy), **lie})
         assert r["ok"], r
+        digests.add(r["digest"])
         assert r["verdict"]["context"].get("user") == "nobody", r
         if lie["context"].get("user") == "root":
             assert r["allowed"] is False and r["candidates"] != ["root-any"], r
     for _ in range(2):                                 # and again, when everything above is recorded
         rc, err, rec = shim_as(node, ["run", node.unsigned])
         assert rec is None and "refused" in err, err
+    # nor did a lie keep the user's unverified bytes in the store (F8)
+    assert node.objects() == []
     # the honest shim's own candidates (unknown partition: every rule it could be) have no record
     from sifguard.policy.decide import JobContext, UNKNOWN, candidate_rules
     pol = _loader.load(str(node.policy))
     fp = keys.policy_fingerprint(pol)
-    with open(node.unsigned, "rb") as f:
-        st = os.fstat(f.fileno())
-        digest = lookup.indexed_digest(Store(str(node.store)), lookup.source_key(f.fileno(), st), st)
-    assert digest
+    assert len(digests) == 1
+    digest = digests.pop()
     for ctx in (JobContext(user="nobody", group="nogroup"),
                 JobContext(user="nobody", group="nogroup", account=UNKNOWN, partition=UNKNOWN)):
         names = tuple(r.name for r in candidate_rules(pol, str(node.unsigned), ctx))
@@ -1307,3 +1310,35 @@ def test_trust_roots_the_user_cannot_read_make_every_run_cold_but_still_right(no
         assert rec and rec["sha"] == sha256(node.signed), err
     rc, err, rec = shim_as(node, ["run", node.unsigned])
     assert rec is None and "refused" in err
+
+
+def test_unverified_bytes_are_kept_only_for_the_path_really_opened(node):
+    """F8: claiming a `require: any` path for one's own unsigned file kept it in the store
+    (unbounded, unverified, and one bug away from running in another user's job — see
+    the fake-stager test). The stager now keeps an unverified copy for a non-root caller
+    only when the descriptor is the file at the path claimed; the honest case still
+    runs, and an allowed image the stager did not keep runs from a sealed copy."""
+    for claim in (str(node.any_dir / "x.sif"), str(node.any_dir / ".." / "any" / "x.sif"), ""):
+        r = ask_as(node, node.unsigned, {"policy": str(node.policy), "path": claim, "context": {}})
+        assert r["ok"] and not r["object"], (claim, r)
+    assert node.objects() == []
+    honest = node.user_image("honest.sif", where=node.any_dir)
+    rc, err, rec = shim_as(node, ["run", honest])
+    assert rec and rec["argv"][1].startswith(str(node.store)), err
+    assert len(node.objects()) == 1
+
+
+def test_an_audit_rule_image_runs_from_a_sealed_copy_not_refused(env):
+    """`action: audit` allows (and logs) an image that does not verify; the store keeps
+    only verified copies, so the shim used to refuse it as 'allowed but not in the
+    store'. It now pins a sealed copy of it, as without a store."""
+    trial = env.base / "trial"
+    trial.mkdir(mode=0o755)
+    os.chown(trial, NOBODY, NOBODY)
+    env.write_policy(extra_rules=f"  - name: trial\n    match: {{path: \"{trial}/**\"}}\n    action: audit\n")
+    env.start_stager()
+    env.install()
+    img = env.user_image("u.sif", where=trial)
+    rc, err, rec = shim_as(env, ["run", img])
+    assert rec and rec["argv"][1].startswith("/proc/self/fd/") and rec["sha"] == sha256(img), err
+    assert env.objects() == []

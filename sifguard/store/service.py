@@ -140,7 +140,11 @@ class Service:
         ctx = self.context(peer, context)
         rules = candidate_rules(engine.policy, image_path, ctx)
         needs_signature = any(r.require != "any" for r in rules)
-        s = self.stager.stage(fd, engine.verifier(), engine.roots_id, keep_unverified=not needs_signature, who=who)
+        # an unverified copy is kept only for a path the caller really opened: the path in a
+        # request chooses rules (a lie decides nothing anyone else looks up) but must not
+        # let a user keep arbitrary bytes in the store by naming a `require: any` path
+        keep = not needs_signature and (peer.uid == 0 or self._opened_at(fd, image_path))
+        s = self.stager.stage(fd, engine.verifier(), engine.roots_id, keep_unverified=keep, who=who)
         findings = engine.findings_from_record(s.findings)
         v = engine.decide_findings(image_path, ctx, findings, rules)
         reply = {"ok": True, "digest": s.digest, "object": s.object_path, "how": s.how,
@@ -152,6 +156,15 @@ class Service:
                 self.record_decision(s.digest, fp, tuple(r.name for r in rules), v.as_dict(), until)
             reply["valid_until"] = until
         return reply
+
+    @staticmethod
+    def _opened_at(fd: int, image_path: str) -> bool:
+        """Is the file open as `fd` the one at `image_path` in the stager's mount namespace?"""
+        from sifguard.slurm.gate import opened_path
+        try:
+            return bool(image_path) and opened_path(fd) == image_path
+        except OSError:
+            return False
 
     def record_decision(self, digest: str, fp: str, candidates: tuple[str, ...], verdict: dict,
                         until: float) -> None:
