@@ -1172,6 +1172,9 @@ def _slow_client(sock_path, how):
             s.sendall(struct.pack(">I", 0xFFFFFFF0) + b"{")
         elif how == "nothing":
             pass
+        elif how == "deep-json":
+            body = b"[" * 60000 + b"]" * 60000
+            s.sendall(struct.pack(">I", len(body)) + body)
         while True:
             if how == "trickle":
                 s.settimeout(1.0)
@@ -1198,13 +1201,14 @@ def _slow_client(sock_path, how):
         s.close()
 
 
-@pytest.mark.parametrize("how", ["nothing", "prefix-then-stall", "trickle", "huge"])
+@pytest.mark.parametrize("how", ["nothing", "prefix-then-stall", "trickle", "huge", "deep-json"])
 def test_slow_and_oversized_requests_are_cut_off(node, how):
     """Slowloris: connect and send nothing, a length prefix then nothing, a trickle of a
     byte a second (each recv within the per-read timeout — the request's time bound must
     be for the whole request), a 4 GiB length prefix. Each connection is answered or
     closed within the request bound, and the stager serves the next user."""
     got = as_user(_slow_client, str(node.sock), how, timeout=60)
+    assert "Traceback" not in node.stager_log()
     assert got == "closed" or got.startswith("answered: ") and '"ok":false' in got.replace(" ", ""), got
     r = ask_as(node, node.signed, {"policy": str(node.policy), "path": str(node.signed), "context": {}})
     assert r["ok"] and r["allowed"], r
@@ -1342,3 +1346,48 @@ def test_an_audit_rule_image_runs_from_a_sealed_copy_not_refused(env):
     rc, err, rec = shim_as(env, ["run", img])
     assert rec and rec["argv"][1].startswith("/proc/self/fd/") and rec["sha"] == sha256(img), err
     assert env.objects() == []
+
+
+def test_root_inside_a_user_namespace_is_still_the_user_to_the_stager(node):
+    """A user who is uid 0 in their own user namespace asks without a policy (root only)
+    and claims to be root: SO_PEERCRED gives the stager the real uid, so both are
+    refused as for the user they are."""
+    unshare = shutil.which("unshare")
+    if not unshare or subprocess.run([unshare, "-Ur", "true"], capture_output=True).returncode != 0:
+        pytest.skip("unprivileged user namespaces are not available")
+    order = node.base / "userns-order"
+    order.write_text("")
+    os.chmod(order, 0o666)
+    script = "import os, sys\nassert os.getuid() == 0\nsys.argv = ['x'] + sys.argv[1:]\n" + ASKER
+    for policy, tag in (("", "nopolicy"), (str(node.policy), "withpolicy")):
+        p = subprocess.run(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", unshare, "-Ur",
+                            "/usr/bin/python3", "-I", "-c", script, str(node.sock), str(node.unsigned), policy,
+                            str(node.unsigned), str(order), tag], capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0, p.stderr[-500:]
+    lines = order.read_text().splitlines()
+    assert lines[0].startswith("nopolicy err:") and "policy" in lines[0], lines
+    assert node.objects() == []
+    assert "uid 65534" in node.stager_log()
+
+
+def test_records_of_images_never_kept_do_not_pile_up_past_a_collection(node):
+    """Every refused image leaves an index record and a findings record (so asking again
+    costs no copy). A user can make any number of them (a new file each time); `store gc`
+    must sweep those that name no stored copy, or they grow without bound."""
+    for i in range(12):
+        img = node.user_image(f"junk{i}.sif")
+        with open(img, "ab") as f:
+            f.write(os.urandom(32))
+        r = ask_as(node, img, {"policy": str(node.policy), "path": str(img), "context": {}})
+        assert r["ok"] and not r["allowed"], r
+    rc, err, rec = shim_as(node, ["run", node.signed])          # one image really kept
+    assert rec, err
+
+    def count(sub):
+        return len([n for n in os.listdir(node.store / sub) if not n.startswith(".")])
+    assert count("index") >= 12 and count("findings") >= 12
+    res = gc.collect(Store(str(node.store)), 1 << 40)
+    assert count("index") == 1 and count("findings") == 1, res.as_dict()
+    assert node.objects() != []
+    rc, err, rec = shim_as(node, ["run", node.signed])          # and the kept one is still warm
+    assert rec, err
