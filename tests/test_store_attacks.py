@@ -975,6 +975,9 @@ def test_the_runtime_gets_the_store_copy_and_holds_it_read_only(node):
     held = [n for n, t in rec["fds"].items() if t == obj]
     assert held, rec["fds"]                     # the in-use lock came across exec
     assert not any(str(node.signed) == t for t in rec["fds"].values())   # the user's file is not held open
+    # nothing else of the shim's crosses exec: no socket to the stager, no record, no directory
+    others = {n: t for n, t in rec["fds"].items() if n not in ("0", "1", "2") and t != obj}
+    assert all(not t.startswith(("socket:", str(node.store))) for t in others.values()), others
     st = os.stat(obj)
     assert st.st_uid == 0 and stat.S_IMODE(st.st_mode) == 0o444
 
@@ -1391,3 +1394,26 @@ def test_records_of_images_never_kept_do_not_pile_up_past_a_collection(node):
     assert node.objects() != []
     rc, err, rec = shim_as(node, ["run", node.signed])          # and the kept one is still warm
     assert rec, err
+
+
+def test_collection_racing_task_starts_never_pulls_the_image_from_under_the_runtime(node):
+    """`store gc --budget 0` runs in a loop while tasks start: each task either finds its
+    entry and holds it (so the collector skips it) or restages it — the runtime always
+    finds the verified copy at the path it was given (the stand-in hashes it after exec)."""
+    stop = threading.Event()
+    removed = []
+
+    def collector():
+        while not stop.is_set():
+            removed.extend(gc.collect(Store(str(node.store)), 0).removed)
+    t = threading.Thread(target=collector, daemon=True)
+    t.start()
+    try:
+        runs = [shim_as(node, ["run", node.signed]) for _ in range(15)]
+    finally:
+        stop.set()
+        t.join(30)
+    good = sha256(node.signed)
+    for rc, err, rec in runs:
+        assert rec is not None and rec["sha"] == good, (err, rec)
+    assert removed                                   # the collector really did remove it in between

@@ -66,7 +66,7 @@ def cmd_serve(args) -> int:
 def cmd_stage(args) -> int:
     _root("stage")
     from sifguard.store.layout import Store
-    from sifguard.store.service import Peer, Service
+    from sifguard.store.service import HELD, Peer, Service
     store = Store(args.store)
     store.init()
     fd = _open_regular(args.image)
@@ -79,6 +79,9 @@ def cmd_stage(args) -> int:
         svc = Service(store)
         reply = svc.admit(fd, Peer(os.getpid(), 0, 0), os.path.abspath(args.policy) if args.policy else None,
                           where, {})
+        held = reply.pop(HELD, None)          # the entry held for a caller that runs it: nothing runs here
+        if held is not None:
+            os.close(held)
     finally:
         os.close(fd)
     reply["elapsed_ms"] = round((time.monotonic() - t0) * 1000, 1)

@@ -216,13 +216,25 @@ class Gate:
             return None
         from sifguard.store import client
         try:
-            reply = client.ask(self.store.socket, fd, {"policy": self.store.policy_path, "path": opened,
-                                                      "context": ctx.as_dict()}, timeout=self.store.timeout)
+            reply, held = client.ask_held(self.store.socket, fd, {"policy": self.store.policy_path, "path": opened,
+                                                                 "context": ctx.as_dict()}, timeout=self.store.timeout)
         except client.StagerUnavailable as e:
             self.store_problem = str(e)
             return None
         except client.StagerRefused as e:
             return self._refuse_event(f"{operand}: {e}", ctx, fields | {"image": opened})
+        box = [held]            # the copy the stager marked in use for us: given to the admission or closed
+        try:
+            return self._from_reply(reply, box, store, opened, operand, ctx, fields, t0)
+        finally:
+            if box[0] is not None:
+                os.close(box[0])
+
+    def _from_reply(self, reply: dict, box: list, store, opened: str, operand: str, ctx: JobContext,
+                    fields: dict, t0: float) -> Admission | None:
+        """An admission from the stager's reply; box[0], the descriptor it sent, is taken
+        (box[0] = None) only by an entry that is given to the admission."""
+        from sifguard.store import lookup
         verdict = reply.get("verdict") if isinstance(reply.get("verdict"), dict) else {}
         if verdict.get("allowed") and not reply.get("object"):
             # allowed without verifying (an audit rule, or a path the stager could not confirm):
@@ -236,7 +248,12 @@ class Gate:
         self._log(v, fields)
         if not v.allowed:
             return Admission(False, f"{operand}: rule '{v.rule}': {v.reason}", v, decision=v.decision)
-        entry = lookup.open_entry(store, str(reply.get("digest") or "0"))
+        digest = str(reply.get("digest") or "0")
+        if box[0] is not None:
+            held, box[0] = box[0], None
+            entry = lookup.held_entry(store, digest, held)      # closes it when it is not the entry
+        else:
+            entry = lookup.open_entry(store, digest)
         if entry is None:
             return self._refuse_event(f"{operand}: the stager allowed it but its verified copy is not in the store "
                                       f"{store.root}", ctx, fields | {"image": opened})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 import time
@@ -25,6 +26,18 @@ class StagerRefused(SifguardError):
 def ask(socket_path: str, fd: int, request: dict, timeout: float = 600.0, connect_timeout: float = 2.0) -> dict:
     """Send `request` with the image descriptor `fd`; the stager's reply. Staging a large
     image takes as long as reading it once, so `timeout` bounds the whole exchange."""
+    reply, held = ask_held(socket_path, fd, request, timeout, connect_timeout)
+    if held is not None:
+        os.close(held)
+    return reply
+
+
+def ask_held(socket_path: str, fd: int, request: dict, timeout: float = 600.0,
+             connect_timeout: float = 2.0) -> tuple[dict, int | None]:
+    """`ask`, and the descriptor the stager sent with an allowing reply: the stored copy,
+    open read-only and already marked in use by the stager before it answered (so no
+    collection can come between the answer and the run). The caller closes it."""
+    held = None
     deadline = time.monotonic() + timeout
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     try:
@@ -44,7 +57,10 @@ def ask(socket_path: str, fd: int, request: dict, timeout: float = 600.0, connec
         try:
             s.settimeout(max(0.1, deadline - time.monotonic()))
             wire.send(s, request, fd)
-            reply, _ = wire.recv(s, wire.MAX_REPLY)
+            reply, fds = wire.recv(s, wire.MAX_REPLY, want_fd=True)
+            held = fds[0] if fds else None
+            for extra in fds[1:]:
+                os.close(extra)
         except (socket.timeout, TimeoutError):
             raise StagerUnavailable(f"the image store's stager at {socket_path} did not answer within "
                                     f"{timeout:.0f} s") from None
@@ -53,5 +69,7 @@ def ask(socket_path: str, fd: int, request: dict, timeout: float = 600.0, connec
     finally:
         s.close()
     if not reply.get("ok"):
+        if held is not None:
+            os.close(held)
         raise StagerRefused(str(reply.get("error") or "the stager refused the request")[:1000])
-    return reply
+    return reply, held

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from sifguard.store import wire
 from sifguard.store.layout import Store
-from sifguard.store.service import Peer, Service, error_reply
+from sifguard.store.service import HELD, Peer, Service, error_reply
 
 
 @dataclass(frozen=True)
@@ -153,8 +153,11 @@ class Server:
                 reply = error_reply(e)
                 if getattr(e, "detail", ""):    # what the caller may not see (e.g. a file it cannot read)
                     _log(f"uid {peer.uid} pid {peer.pid}: {e.detail}"[:2000])
+            held = reply.pop(HELD, None)
+            if held is not None:
+                fds.append(held)                # closed with the request's below
             conn.settimeout(30.0)
-            self._reply(conn, reply)
+            self._reply(conn, reply, held)
             _log(f"uid {peer.uid} pid {peer.pid}: {reply.get('how', 'error')} "
                  f"{(reply.get('digest') or '')[:16]} {'allowed' if reply.get('allowed') else ''} "
                  f"{reply.get('error', '')} ({(time.monotonic() - t0) * 1000:.0f} ms)".replace("  ", " "))
@@ -168,9 +171,9 @@ class Server:
             self._release(peer)
 
     @staticmethod
-    def _reply(conn: socket.socket, doc: dict) -> None:
+    def _reply(conn: socket.socket, doc: dict, fd: int | None = None) -> None:
         try:
-            wire.send(conn, doc)
+            wire.send(conn, doc, fd)
         except OSError:
             pass
 

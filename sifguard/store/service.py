@@ -26,6 +26,7 @@ from sifguard.store.layout import Store, StoreError
 from sifguard.store.stage import Stager
 
 DECISION_TTL = 300.0
+HELD = "_held_fd"      # reply key (never sent): the descriptor the server passes with the reply
 
 
 @dataclass(frozen=True)
@@ -144,17 +145,30 @@ class Service:
         # request chooses rules (a lie decides nothing anyone else looks up) but must not
         # let a user keep arbitrary bytes in the store by naming a `require: any` path
         keep = not needs_signature and (peer.uid == 0 or self._opened_at(fd, image_path))
-        s = self.stager.stage(fd, engine.verifier(), engine.roots_id, keep_unverified=keep, who=who)
-        findings = engine.findings_from_record(s.findings)
-        v = engine.decide_findings(image_path, ctx, findings, rules)
-        reply = {"ok": True, "digest": s.digest, "object": s.object_path, "how": s.how,
-                 "bytes_hashed": s.bytes_hashed, "copies": s.copies, "verdict": v.as_dict(),
-                 "allowed": v.allowed, "policy": fp, "candidates": [r.name for r in rules]}
-        if v.allowed and s.object_path:
-            until = engine.valid_until(v, findings, self.decision_ttl)
-            if until > time.time():
-                self.record_decision(s.digest, fp, tuple(r.name for r in rules), v.as_dict(), until)
-            reply["valid_until"] = until
+        from sifguard.store.lookup import open_entry
+        for _ in range(3):
+            s = self.stager.stage(fd, engine.verifier(), engine.roots_id, keep_unverified=keep, who=who)
+            # the copy, marked in use before anything is answered: the server sends this descriptor
+            # with the reply, so no collection can remove the entry between answer and run
+            entry = open_entry(self.store, s.digest) if s.object_path else None
+            if entry is not None or s.object_path is None:
+                break                  # (else collected since it was staged: the index misses now, stage again)
+        try:
+            findings = engine.findings_from_record(s.findings)
+            v = engine.decide_findings(image_path, ctx, findings, rules)
+            reply = {"ok": True, "digest": s.digest, "object": s.object_path, "how": s.how,
+                     "bytes_hashed": s.bytes_hashed, "copies": s.copies, "verdict": v.as_dict(),
+                     "allowed": v.allowed, "policy": fp, "candidates": [r.name for r in rules]}
+            if v.allowed and s.object_path:
+                until = engine.valid_until(v, findings, self.decision_ttl)
+                if until > time.time():
+                    self.record_decision(s.digest, fp, tuple(r.name for r in rules), v.as_dict(), until)
+                reply["valid_until"] = until
+                if entry is not None:
+                    reply[HELD], entry = entry.fd, None
+        finally:
+            if entry is not None:
+                os.close(entry.fd)
         return reply
 
     @staticmethod
