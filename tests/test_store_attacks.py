@@ -1417,3 +1417,21 @@ def test_collection_racing_task_starts_never_pulls_the_image_from_under_the_runt
     for rc, err, rec in runs:
         assert rec is not None and rec["sha"] == good, (err, rec)
     assert removed                                   # the collector really did remove it in between
+
+
+def test_a_policy_configured_through_a_symlink_still_runs_warm(env):
+    """The stager loads a policy only by its canonical path (F1); the shim by the name it
+    was installed with. A site whose policy path goes through a symlink (config
+    management often does that) must still get warm runs: the fingerprint is of the
+    policy and its trust material, not of how their paths are spelled."""
+    link = env.base / "etc-current"
+    os.symlink(env.etc, link)
+    os.mkdir(env.etc / ("policy.yaml" + _loader.COMPILED_SUFFIX))   # no compiled snapshot (a read-only /etc)
+    env.start_stager()
+    env.install(policy=link / "policy.yaml")
+    rc, err, rec = shim_as(env, ["run", env.signed])
+    assert rec, err
+    n = _stager_requests(env)
+    rc, err, rec = shim_as(env, ["run", env.signed])
+    assert rec and rec["sha"] == sha256(env.signed), err
+    assert _stager_requests(env) == n

@@ -55,16 +55,24 @@ def decision_key(digest: str, policy_fp: str, candidates: tuple[str, ...]) -> st
 
 def policy_fingerprint(policy) -> str:
     """SHA-256 over the compiled policy and the bytes of its trust material (roots and
-    intermediates, files or directories), so a change to either makes new keys. Reads
-    only small files; the caller must be able to read them."""
+    intermediates, files or directories), so a change to either makes new keys. Not over
+    how the policy's own path or its trust files' paths are spelled: the shim loads the
+    policy by the configured name, the stager by its canonical path (symlinks resolved),
+    and both must get the same fingerprint for the same policy. Reads only small files;
+    the caller must be able to read them."""
     import dataclasses
-    h = hashlib.sha256(b"sifguard-store-policy-v1\0")
-    h.update(json.dumps(dataclasses.asdict(policy), sort_keys=True, default=str).encode())
-    for p in tuple(policy.roots) + tuple(policy.intermediates):
-        files = sorted(os.path.join(p, f) for f in os.listdir(p) if f.endswith((".pem", ".crt", ".cer"))) \
-            if os.path.isdir(p) else [p]
-        for f in files:
-            h.update(f.encode() + b"\0" + hashlib.sha256(_small_file(f)).digest())
+    h = hashlib.sha256(b"sifguard-store-policy-v2\0")
+    doc = dataclasses.asdict(policy)
+    for k in ("path", "roots", "intermediates"):
+        doc.pop(k, None)
+    h.update(json.dumps(doc, sort_keys=True, default=str).encode())
+    for kind, paths in (("roots", policy.roots), ("intermediates", policy.intermediates)):
+        digests = []
+        for p in paths:
+            files = [os.path.join(p, f) for f in os.listdir(p) if f.endswith((".pem", ".crt", ".cer"))] \
+                if os.path.isdir(p) else [p]
+            digests.extend(hashlib.sha256(_small_file(f)).hexdigest() for f in files)
+        h.update(f"{kind}:{','.join(sorted(digests))}\0".encode())
     return h.hexdigest()
 
 
