@@ -1435,3 +1435,27 @@ def test_a_policy_configured_through_a_symlink_still_runs_warm(env):
     rc, err, rec = shim_as(env, ["run", env.signed])
     assert rec and rec["sha"] == sha256(env.signed), err
     assert _stager_requests(env) == n
+
+
+def test_a_per_user_byte_bound_stops_one_user_filling_the_store(env):
+    """F13: nothing bounded what one user's requests keep (a user with a signing
+    certificate, or a writable `require: any` directory, can stage image after image).
+    With `store serve --max-bytes-per-user`, copies over a user's bound are not kept — the
+    images are still decided and run, from sealed copies — and other users are unaffected."""
+    env.start_stager("--max-bytes-per-user", "100K")
+    env.install()
+    imgs = []
+    for i in range(4):
+        img = env.user_image(f"s{i}.sif", sign=True)
+        imgs.append(img)
+        rc, err, rec = shim_as(env, ["run", img])
+        assert rec and rec["sha"] == sha256(img), err         # every one runs
+        if i >= 2:
+            assert rec["argv"][1].startswith("/proc/self/fd/"), rec   # over the bound: a sealed copy
+    assert len(env.objects()) == 2                               # 2 x ~38 KiB kept, the rest not
+    victim_home = env.base / "home1000"
+    victim_home.mkdir(mode=0o755)
+    os.chown(victim_home, OTHER, OTHER)
+    theirs = env.user_image("theirs.sif", sign=True, owner=OTHER, where=victim_home)
+    rc, err, rec = shim_as(env, ["run", theirs], uid=OTHER, cwd=str(victim_home))
+    assert rec and rec["argv"][1].startswith(str(env.store)), err

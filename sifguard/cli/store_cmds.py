@@ -26,6 +26,9 @@ def add_parsers(sub) -> None:
     s.add_argument("--max-per-user", type=int, default=32)
     s.add_argument("--staging-concurrency", type=int, default=2, help="stagings that copy at once")
     s.add_argument("--max-image", type=_size, help="largest image staged (e.g. 64G; default: no limit)")
+    s.add_argument("--max-bytes-per-user", dest="max_per_user_bytes", type=_size, metavar="SIZE",
+                   help="bytes of copies one user's requests may keep in the store (e.g. 50G; default: no bound); "
+                        "over it, images are still decided and run from sealed copies")
     s.add_argument("--no-fsync", action="store_true",
                    help="do not fsync copies (a node-local scratch store that a crash may lose)")
     s.set_defaults(func=cmd_serve)
@@ -60,7 +63,7 @@ def cmd_serve(args) -> int:
     if min(args.max_connections, args.max_per_user, args.staging_concurrency) < 1:
         raise BadInputError("connection and staging limits must be at least 1")
     return serve(args.store, args.socket, Limits(args.max_connections, args.max_per_user, args.staging_concurrency),
-                 durable=not args.no_fsync, max_size=args.max_image)
+                 durable=not args.no_fsync, max_size=args.max_image, per_user_bytes=args.max_per_user_bytes)
 
 
 def cmd_stage(args) -> int:

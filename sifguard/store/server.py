@@ -47,11 +47,11 @@ def _log(msg: str) -> None:
 
 class Server:
     def __init__(self, store: Store, socket_path: str | None, limits: Limits = Limits(), durable: bool = True,
-                 max_size: int | None = None):
+                 max_size: int | None = None, per_user_bytes: int | None = None):
         self.store = store
         self.socket_path = socket_path
         self.limits = limits
-        self.service = Service(store, durable=durable, max_size=max_size)
+        self.service = Service(store, durable=durable, max_size=max_size, per_user_bytes=per_user_bytes)
         self.service.stager.slots = threading.BoundedSemaphore(limits.staging)
         self.service.stager.per_uid = max(1, limits.staging - 1)   # one user never takes every copy slot
         self._count = 0
@@ -179,10 +179,10 @@ class Server:
 
 
 def serve(store_dir: str, socket_path: str | None, limits: Limits = Limits(), durable: bool = True,
-          max_size: int | None = None) -> int:
+          max_size: int | None = None, per_user_bytes: int | None = None) -> int:
     store = Store(store_dir)
     store.init()
-    srv = Server(store, socket_path, limits, durable, max_size)
+    srv = Server(store, socket_path, limits, durable, max_size, per_user_bytes)
     srv.listen()
     signal.signal(signal.SIGTERM, lambda *_: srv.stop())
     signal.signal(signal.SIGINT, lambda *_: srv.stop())

@@ -90,9 +90,9 @@ class PolicyUnusable(BadInputError):
 
 class Service:
     def __init__(self, store: Store, durable: bool = True, max_size: int | None = None,
-                 decision_ttl: float = DECISION_TTL):
+                 decision_ttl: float = DECISION_TTL, per_user_bytes: int | None = None):
         self.store = store
-        self.stager = Stager(store, durable, max_size)
+        self.stager = Stager(store, durable, max_size, per_user_bytes)
         self.decision_ttl = decision_ttl
         self._engines: dict[str, tuple[tuple, object, str]] = {}
         self._lock = threading.Lock()

@@ -59,10 +59,12 @@ def check_source(fd: int) -> os.stat_result:
 
 
 class Stager:
-    def __init__(self, store: Store, durable: bool = True, max_size: int | None = None):
+    def __init__(self, store: Store, durable: bool = True, max_size: int | None = None,
+                 per_user_bytes: int | None = None):
         self.store = store
         self.durable = durable
         self.max_size = max_size
+        self.per_user_bytes = per_user_bytes   # bytes of copies one non-root uid may have kept (None: no bound)
         self.slots = None     # a semaphore bounding concurrent copies (the stager sets one)
         self.per_uid = None   # copies one (non-root) uid may run or wait for at once (the stager sets it)
         self._uids: dict[int, int] = {}
@@ -173,7 +175,7 @@ class Stager:
                 how, copies = "deduplicated", 0
                 if records.read(self.store.manifest_path(c.digest)) is None:   # killed before writing it
                     self._manifest(c, who)
-            elif keep:
+            elif keep and self._within_quota(who, c.size):
                 self._link(c, obj)
                 self._manifest(c, who)
             else:
@@ -190,6 +192,22 @@ class Stager:
             os.close(c.fd)
             if c.named:
                 records.remove(c.named)
+
+    def _within_quota(self, who: dict, size: int) -> bool:
+        """May this copy be kept for the uid that asked? Copies count against whoever first
+        had them kept (manifest's staged_by); root is not bounded. Over the bound the image
+        is still decided, just not kept (its tasks pin their own sealed copies)."""
+        uid = who.get("uid")
+        if self.per_user_bytes is None or not isinstance(uid, int) or uid == 0:
+            return True
+        used = 0
+        objdir = os.path.join(self.store.root, "objects")
+        for name in os.listdir(objdir):
+            if name.endswith(".json") and not name.startswith("."):
+                man = records.read(os.path.join(objdir, name))
+                if man and (man.get("staged_by") or {}).get("uid") == uid and isinstance(man.get("size"), int):
+                    used += man["size"]
+        return used + size <= self.per_user_bytes
 
     def _manifest(self, c, who: dict) -> None:
         records.write(self.store.manifest_path(c.digest), {
