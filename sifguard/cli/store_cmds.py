@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import sys
 import time
 
@@ -25,6 +26,9 @@ def add_parsers(sub) -> None:
     s.add_argument("--max-per-user", type=int, default=32)
     s.add_argument("--staging-concurrency", type=int, default=2, help="stagings that copy at once")
     s.add_argument("--max-image", type=_size, help="largest image staged (e.g. 64G; default: no limit)")
+    s.add_argument("--max-bytes-per-user", dest="max_per_user_bytes", type=_size, metavar="SIZE",
+                   help="bytes of copies one user's requests may keep in the store (e.g. 50G; default: no bound); "
+                        "over it, images are still decided and run from sealed copies")
     s.add_argument("--no-fsync", action="store_true",
                    help="do not fsync copies (a node-local scratch store that a crash may lose)")
     s.set_defaults(func=cmd_serve)
@@ -59,24 +63,28 @@ def cmd_serve(args) -> int:
     if min(args.max_connections, args.max_per_user, args.staging_concurrency) < 1:
         raise BadInputError("connection and staging limits must be at least 1")
     return serve(args.store, args.socket, Limits(args.max_connections, args.max_per_user, args.staging_concurrency),
-                 durable=not args.no_fsync, max_size=args.max_image)
+                 durable=not args.no_fsync, max_size=args.max_image, per_user_bytes=args.max_per_user_bytes)
 
 
 def cmd_stage(args) -> int:
     _root("stage")
     from sifguard.store.layout import Store
-    from sifguard.store.service import Peer, Service
+    from sifguard.store.service import HELD, Peer, Service
     store = Store(args.store)
     store.init()
-    try:
-        fd = os.open(args.image, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
-    except OSError as e:
-        raise BadInputError(f"{args.image}: {e.strerror}") from None
+    fd = _open_regular(args.image)
     t0 = time.monotonic()
     try:
+        from sifguard.slurm.gate import opened_path
+        where = opened_path(fd)            # the path of what was opened, not the name resolved again
+        if where is None:
+            raise BadInputError(f"{args.image}: moved or removed while it was being opened")
         svc = Service(store)
         reply = svc.admit(fd, Peer(os.getpid(), 0, 0), os.path.abspath(args.policy) if args.policy else None,
-                          os.path.realpath(args.image), {})
+                          where, {})
+        held = reply.pop(HELD, None)          # the entry held for a caller that runs it: nothing runs here
+        if held is not None:
+            os.close(held)
     finally:
         os.close(fd)
     reply["elapsed_ms"] = round((time.monotonic() - t0) * 1000, 1)
@@ -90,6 +98,26 @@ def cmd_stage(args) -> int:
         if "verdict" in reply:
             print(f"  under {args.policy}: {reply['verdict']['decision']}: {reply['verdict']['reason']}")
     return 0 if reply.get("object") else 1
+
+
+def _open_regular(path: str) -> int:
+    """Open an image as root without opening anything else: the name (which may be a
+    user's symlink) is resolved once to an O_PATH descriptor, and only a regular file is
+    then opened for reading — through that descriptor, so a FIFO or a device a symlink
+    points at is never opened (a tape rewinds, a watchdog arms, a FIFO's writer wakes)."""
+    try:
+        pfd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+    except OSError as e:
+        raise BadInputError(f"{path}: {e.strerror}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(pfd).st_mode):
+            raise BadInputError(f"{path}: not a regular file: not staged")
+        try:
+            return os.open(f"/proc/self/fd/{pfd}", os.O_RDONLY | os.O_NOCTTY | os.O_CLOEXEC)
+        except OSError as e:
+            raise BadInputError(f"{path}: {e.strerror}") from None
+    finally:
+        os.close(pfd)
 
 
 def _human(n: float) -> str:

@@ -221,26 +221,50 @@ class Gate:
             return None
         from sifguard.store import client
         try:
-            reply = client.ask(self.store.socket, fd, {"policy": self.store.policy_path, "path": opened,
-                                                      "context": ctx.as_dict()}, timeout=self.store.timeout)
+            reply, held = client.ask_held(self.store.socket, fd, {"policy": self.store.policy_path, "path": opened,
+                                                                 "context": ctx.as_dict()}, timeout=self.store.timeout)
         except client.StagerUnavailable as e:
             self.store_problem = str(e)
             return None
         except client.StagerRefused as e:
             return self._refuse_event(f"{operand}: {e}", ctx, fields | {"image": opened})
+        box = [held]            # the copy the stager marked in use for us: given to the admission or closed
+        try:
+            return self._from_reply(reply, box, store, opened, operand, ctx, fields, t0)
+        finally:
+            if box[0] is not None:
+                os.close(box[0])
+
+    def _from_reply(self, reply: dict, box: list, store, opened: str, operand: str, ctx: JobContext,
+                    fields: dict, t0: float) -> Admission | None:
+        """An admission from the stager's reply; box[0], the descriptor it sent, is taken
+        (box[0] = None) only by an entry that is given to the admission."""
+        from sifguard.store import lookup
         verdict = reply.get("verdict") if isinstance(reply.get("verdict"), dict) else {}
+        if verdict.get("allowed") and not reply.get("object"):
+            # allowed without verifying (an audit rule, or a path the stager could not confirm):
+            # the store keeps only what it may, so this run pins its own sealed copy instead
+            self.store_problem = "the stager allowed the image without keeping a copy of it"
+            return None
         v = lookup.RecordedVerdict(verdict | {
             "image": opened, "context": ctx.as_dict(), "image_cache": "store",
             "store": {"digest": reply.get("digest"), "how": reply.get("how")},
             "elapsed_ms": round((time.monotonic() - t0) * 1000, 1)})
-        self._log(v, fields)
         if not v.allowed:
+            self._log(v, fields)
             return Admission(False, f"{operand}: rule '{v.rule}': {v.reason}", v, decision=v.decision)
-        entry = lookup.open_entry(store, str(reply.get("digest") or "0"))
-        if entry is None:       # e.g. a private copy this user could not be let read: the sealed copy
-            self.store_problem = (f"the store's verified copy cannot be opened"
-                                  f"{': ' + str(reply['access']) if reply.get('access') else ''}")
+        digest = str(reply.get("digest") or "0")
+        held, box[0] = box[0], None
+        if reply.get("access"):         # a private copy this user could not be let read: the sealed copy
+            if held is not None:
+                os.close(held)
+            self.store_problem = f"the store's verified copy cannot be opened: {reply['access']}"
             return None
+        entry = lookup.held_entry(store, digest, held) if held is not None else lookup.open_entry(store, digest)
+        if entry is None:               # collected or replaced meanwhile: the sealed copy
+            self.store_problem = "the store's verified copy cannot be opened"
+            return None
+        self._log(v, fields)            # (a fallback above is logged by the sealed-copy decision instead)
         return Admission(True, f"{operand}: {v.reason}", v, decision=v.decision, run_path=entry.path,
                          held_fd=entry.fd)
 

@@ -120,19 +120,22 @@ def _remove_object(store: Store, digest: str) -> bool:
 
 
 def _sweep_records(store: Store, gone: set[str], now: float) -> int:
-    """Records that point at removed copies, expired decisions, stale staging files."""
+    """Records that name no stored copy (removed now, or never kept: a refused image's
+    index and findings, which any user can make one of per file), expired decisions,
+    stale staging files."""
     n = 0
+    kept = set(_names(os.path.join(store.root, "objects"), ".sif")) - gone
     for sub, suffix in (("index", ".json"), ("decisions", ".json"), ("findings", ".json")):
         d = os.path.join(store.root, sub)
         for name in _names(d, suffix):
             p = os.path.join(d, name + suffix)
             if sub == "findings":
-                if name.split("-")[0] in gone:
+                if name.split("-")[0] not in kept:
                     records.remove(p)
                     n += 1
                 continue
             rec = records.read(p)
-            dead = rec is None or rec.get("digest") in gone or (
+            dead = rec is None or rec.get("digest") not in kept or (
                 sub == "decisions" and float(rec.get("valid_until") or 0) < now)
             if dead:
                 records.remove(p)

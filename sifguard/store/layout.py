@@ -77,15 +77,48 @@ class Store:
                 _check_dir(sub, "subdirectory")
 
     def init(self) -> None:
-        """Create the layout (root only); the store directory itself may pre-exist."""
-        os.makedirs(self.root, mode=0o755, exist_ok=True)
+        """Create the layout (root only); the store directory itself may pre-exist. Nothing
+        is created or changed until the directories above the store are known to be root's
+        alone, and modes are set through descriptors opened without following symlinks: a
+        store put (by mistake) under a directory users can write is refused, never used to
+        make root chmod what a user planted there."""
+        old = os.umask(0o022)       # what users must traverse is 0755/0711 whatever the stager's umask
+        try:
+            self._init()
+        finally:
+            os.umask(old)
+
+    def _init(self) -> None:
+        path = os.path.abspath(self.root)
+        os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+        parent = os.path.dirname(path)
+        while True:
+            _check_ancestor(parent)
+            if parent == "/":
+                break
+            parent = os.path.dirname(parent)
+        try:
+            os.mkdir(path, 0o755)
+        except FileExistsError:
+            pass
+        _check_dir(path, "directory")
         for name, mode in SUBDIRS:
-            p = os.path.join(self.root, name)
+            p = os.path.join(path, name)
             try:
                 os.mkdir(p, mode)
             except FileExistsError:
                 pass
-            os.chmod(p, mode)
+            try:
+                fd = os.open(p, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            except OSError as e:
+                raise UnsafeStore(f"image store subdirectory {p} is not a directory ({e.strerror}); "
+                                  "the store will not use it") from None
+            try:
+                if os.fstat(fd).st_uid != 0:
+                    raise UnsafeStore(f"image store subdirectory {p} is not owned by root; the store will not use it")
+                os.fchmod(fd, mode)
+            finally:
+                os.close(fd)
         self.check_safe()
 
     # --- names ---------------------------------------------------------------------

@@ -113,6 +113,23 @@ def open_entry(store: Store, digest: str) -> Entry | None:
     return Entry(digest, path, fd)
 
 
+def held_entry(store: Store, digest: str, fd: int) -> Entry | None:
+    """The stored copy of `digest` from a descriptor the stager sent (already marked in
+    use), if it is that entry: a root-owned read-only regular file, the one at the
+    entry's name now. Otherwise None (and `fd` is closed)."""
+    try:
+        path = store.object_path(digest)
+        st = os.fstat(fd)
+        here = os.stat(path, follow_symlinks=False)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != 0 or st.st_mode & 0o222 \
+                or (here.st_dev, here.st_ino) != (st.st_dev, st.st_ino) or not locks.hold_shared(fd):
+            raise OSError("not the entry")
+    except (OSError, StoreError):
+        os.close(fd)
+        return None
+    return Entry(digest, path, fd)
+
+
 def warm(store: Store, fd: int, st: os.stat_result, policy_fp: str, candidates: tuple[str, ...]):
     """(Entry, recorded decision) when the image open as `fd` was staged and an allowing
     decision for these inputs is still valid; else None."""

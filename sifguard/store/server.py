@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from sifguard.errors import BadInputError
 from sifguard.store import wire
 from sifguard.store.layout import Store
-from sifguard.store.service import Peer, Service, error_reply
+from sifguard.store.service import HELD, Peer, Service, error_reply
 
 
 @dataclass(frozen=True)
@@ -48,12 +48,13 @@ def _log(msg: str) -> None:
 
 class Server:
     def __init__(self, store: Store, socket_path: str | None, limits: Limits = Limits(), durable: bool = True,
-                 max_size: int | None = None):
+                 max_size: int | None = None, per_user_bytes: int | None = None):
         self.store = store
         self.socket_path = socket_path
         self.limits = limits
-        self.service = Service(store, durable=durable, max_size=max_size)
+        self.service = Service(store, durable=durable, max_size=max_size, per_user_bytes=per_user_bytes)
         self.service.stager.slots = threading.BoundedSemaphore(limits.staging)
+        self.service.stager.per_uid = max(1, limits.staging - 1)   # one user never takes every copy slot
         self._count = 0
         self._per_uid: dict[int, int] = {}
         self._lock = threading.Lock()
@@ -154,8 +155,13 @@ class Server:
                                            req.get("context") if isinstance(req.get("context"), dict) else {})
             except Exception as e:  # noqa: BLE001 - one line back to the caller, never a dead stager
                 reply = error_reply(e)
+                if getattr(e, "detail", ""):    # what the caller may not see (e.g. a file it cannot read)
+                    _log(f"uid {peer.uid} pid {peer.pid}: {e.detail}"[:2000])
+            held = reply.pop(HELD, None)
+            if held is not None:
+                fds.append(held)                # closed with the request's below
             conn.settimeout(30.0)
-            self._reply(conn, reply)
+            self._reply(conn, reply, held)
             how = reply.get("how", "error") if reply.get("object") or not reply.get("ok") else \
                 f"{reply.get('how')} (no copy kept)"
             _log(f"uid {peer.uid} pid {peer.pid}: {how} "
@@ -171,18 +177,18 @@ class Server:
             self._release(peer)
 
     @staticmethod
-    def _reply(conn: socket.socket, doc: dict) -> None:
+    def _reply(conn: socket.socket, doc: dict, fd: int | None = None) -> None:
         try:
-            wire.send(conn, doc)
+            wire.send(conn, doc, fd)
         except OSError:
             pass
 
 
 def serve(store_dir: str, socket_path: str | None, limits: Limits = Limits(), durable: bool = True,
-          max_size: int | None = None) -> int:
+          max_size: int | None = None, per_user_bytes: int | None = None) -> int:
     store = Store(store_dir)
     store.init()
-    srv = Server(store, socket_path, limits, durable, max_size)
+    srv = Server(store, socket_path, limits, durable, max_size, per_user_bytes)
     srv.listen()
     signal.signal(signal.SIGTERM, lambda *_: srv.stop())
     signal.signal(signal.SIGINT, lambda *_: srv.stop())

@@ -27,6 +27,7 @@ from sifguard.store import acl
 from sifguard.store.stage import Stager, publicly_readable
 
 DECISION_TTL = 300.0
+HELD = "_held_fd"      # reply key (never sent): the descriptor the server passes with the reply
 
 
 @dataclass(frozen=True)
@@ -36,13 +37,35 @@ class Peer:
     gid: int
 
 
-def check_policy_file(path: str) -> None:
-    """A policy the stager will load: an absolute path to a regular file that root owns and
-    no one else can change, in directories only root can change."""
-    if not isinstance(path, str) or not os.path.isabs(path):
+POLICY_MAX = 1 << 20     # the loader reads at most this much of a policy
+
+
+def check_policy_file(path: str) -> str:
+    """The canonical path of a policy the stager will load: a regular file that root owns
+    and no one else can change, reached through directories that are not symlinks, that
+    root owns and that no one else can change (a sticky directory keeps root's entries
+    root's). Every later use goes through this path, so once checked it names the same
+    file whatever the caller's symlinks do (the request's own path is resolved once,
+    here, and never again)."""
+    if not isinstance(path, str) or not os.path.isabs(path) or "\0" in path:
         raise BadInputError("policy must be an absolute path")
+    real = os.path.realpath(path)
+    parts = [p for p in real.split("/") if p]
+    here = "/"
+    for i, name in enumerate(["", *parts]):
+        here = os.path.join(here, name) if name else "/"
+        try:
+            st = os.lstat(here)
+        except OSError as e:
+            raise BadInputError(f"policy {path}: {e.strerror}") from None
+        last = i == len(parts)
+        if stat.S_ISLNK(st.st_mode) or st.st_uid != 0 or (not last and not stat.S_ISDIR(st.st_mode)):
+            raise BadInputError(f"policy {path}: {here} is not a root-owned directory or file (or changed while "
+                                "it was checked)")
+        if not last and st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
+            raise BadInputError(f"policy {path}: directory {here} can be changed by someone other than root")
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as e:
         raise BadInputError(f"policy {path}: {e.strerror}") from None
     try:
@@ -51,14 +74,19 @@ def check_policy_file(path: str) -> None:
         os.close(fd)
     if not stat.S_ISREG(st.st_mode) or st.st_uid != 0 or st.st_mode & 0o022:
         raise BadInputError(f"policy {path} is not a root-owned regular file that only root can write")
-    d = os.path.dirname(path)
-    while True:
-        dst = os.stat(d)
-        if dst.st_uid != 0 or (dst.st_mode & 0o022 and not dst.st_mode & stat.S_ISVTX):
-            raise BadInputError(f"policy {path}: directory {d} can be changed by someone other than root")
-        if d == "/":
-            break
-        d = os.path.dirname(d)
+    if st.st_size > POLICY_MAX:
+        raise BadInputError(f"policy {path} is over {POLICY_MAX} bytes")
+    return real
+
+
+class PolicyUnusable(BadInputError):
+    """A policy the stager will not load for this caller. The caller sees only that: what
+    the loader said about the file (its lines, whether it exists) stays in the stager's
+    log, since the stager reads files the caller cannot."""
+
+    def __init__(self, message: str, detail: str = ""):
+        super().__init__(message)
+        self.detail = detail
 
 
 def check_readable_by_all(path: str) -> None:
@@ -89,16 +117,17 @@ def check_readable_by_all(path: str) -> None:
 
 class Service:
     def __init__(self, store: Store, durable: bool = True, max_size: int | None = None,
-                 decision_ttl: float = DECISION_TTL):
+                 decision_ttl: float = DECISION_TTL, per_user_bytes: int | None = None):
         self.store = store
-        self.stager = Stager(store, durable, max_size)
+        self.stager = Stager(store, durable, max_size, per_user_bytes)
         self.decision_ttl = decision_ttl
         self._engines: dict[str, tuple[tuple, object, str]] = {}
         self._lock = threading.Lock()
 
     def engine(self, policy_path: str):
-        """(engine, policy fingerprint) for a policy file, reloaded when it changes."""
-        check_policy_file(policy_path)
+        """(engine, policy fingerprint) for a policy file, reloaded when it changes. The
+        file is loaded by its canonical, root-only path, never by the caller's spelling."""
+        policy_path = check_policy_file(policy_path)
         st = os.stat(policy_path)
         ident = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
         from sifguard.enforce.decide import Engine
@@ -118,45 +147,73 @@ class Service:
         return engine, fp
 
     def admit(self, fd: int, peer: Peer, policy_path: str | None, image_path: str, context: dict) -> dict:
-        """Stage the image and, with a policy, decide it. The reply (JSON-ready); for an
-        allowed image whose copy is private (its source is not readable by everyone), the
-        asking user is let read that copy: they proved they can read the source by sending it."""
+        """Stage the image and, with a policy, decide it. The reply (JSON-ready). An allowed
+        image's copy comes marked in use (reply[HELD], a descriptor the server sends with the
+        reply: no collection between answer and run); a private copy (its source is not
+        readable by everyone) is let read by the asking user, who proved they can read the
+        source by sending it."""
         who = {"uid": peer.uid, "pid": peer.pid}
         public = publicly_readable(fd)
         if not policy_path:
-            if peer.uid != 0:    # only root stages without deciding (a user could fill the disk with copies)
-                raise BadInputError("a request must name the site policy to decide the image under")
+            if peer.uid != 0:
+                # without a policy nothing is verified and the copy is kept regardless: only root
+                # (`store stage`, a curated catalogue) may fill the store with unverified images
+                raise BadInputError("a request must name the site policy the image is decided under")
             s = self.stager.stage(fd, who=who, keep=lambda found: True, public=public)
             return {"ok": True, "digest": s.digest, "object": s.object_path, "how": s.how,
                     "bytes_hashed": s.bytes_hashed, "copies": s.copies, "public": public}
         if peer.uid != 0:
             check_readable_by_all(policy_path)
-        engine, fp = self.engine(policy_path)
+        try:
+            engine, fp = self.engine(policy_path)
+        except (SifguardError, OSError, ValueError) as e:
+            if peer.uid == 0:
+                raise
+            shown = policy_path if isinstance(policy_path, str) else type(policy_path).__name__
+            raise PolicyUnusable(f"policy {shown[:256]!r} is not a policy this stager can use (the stager's "
+                                 "log says why)", detail=str(e)) from None
         ctx = self.context(peer, context)
         rules = candidate_rules(engine.policy, image_path, ctx)
-        decided = {}
+        # an unverified copy (allowed by a rule that needs no signature, or an audit rule) is kept
+        # only for a path the caller really opened: the path in a request chooses rules (a lie
+        # decides nothing anyone else looks up) but must not let a user keep arbitrary bytes
+        confirmed = peer.uid == 0 or self._opened_at(fd, image_path)
 
-        def allowed(found: dict | None) -> bool:        # keep a copy of what this request may run
+        def decide(found: dict | None):
             findings = engine.findings_from_record(found or {"verified": False, "reason": "not verified"})
-            decided["v"] = (engine.decide_findings(image_path, ctx, findings, rules), findings)
-            return decided["v"][0].allowed
-        s = self.stager.stage(fd, engine.verifier(), engine.roots_id, keep=allowed, who=who, public=public)
-        if "v" not in decided:
-            allowed(s.findings)
-        v, findings = decided["v"]
-        if v.allowed and not s.object_path:     # indexed earlier without a copy (refused then, e.g. another rule)
-            s = self.stager.stage(fd, engine.verifier(), engine.roots_id, keep=lambda found: True, who=who,
-                                  require_object=True, public=public)
-        reply = {"ok": True, "digest": s.digest, "object": s.object_path, "how": s.how,
-                 "bytes_hashed": s.bytes_hashed, "copies": s.copies, "verdict": v.as_dict(),
-                 "allowed": v.allowed, "policy": fp, "candidates": [r.name for r in rules]}
-        if v.allowed and s.object_path:
-            until = engine.valid_until(v, findings, self.decision_ttl)
-            if until > time.time():
-                self.record_decision(s.digest, fp, tuple(r.name for r in rules), v.as_dict(), until)
-            reply["valid_until"] = until
-            if not public:
-                reply["access"] = self.grant(s.object_path, peer, ctx)
+            return engine.decide_findings(image_path, ctx, findings, rules), findings
+
+        def keep(found: dict | None) -> bool:          # a copy of what this request may run
+            return decide(found)[0].allowed and (bool(found and found.get("verified")) or confirmed)
+        from sifguard.store.lookup import open_entry
+        entry = None
+        for _ in range(3):
+            s = self.stager.stage(fd, engine.verifier(), engine.roots_id, keep=keep, who=who, public=public)
+            v, findings = decide(s.findings)
+            if v.allowed and not s.object_path and keep(s.findings):
+                # indexed earlier without a copy (refused then, under another rule or context)
+                s = self.stager.stage(fd, engine.verifier(), engine.roots_id, keep=keep, who=who,
+                                      require_object=True, public=public)
+            # the copy, marked in use before anything is answered
+            entry = open_entry(self.store, s.digest) if s.object_path else None
+            if entry is not None or s.object_path is None:
+                break                  # (else collected since it was staged: the index misses now, stage again)
+        try:
+            reply = {"ok": True, "digest": s.digest, "object": s.object_path, "how": s.how,
+                     "bytes_hashed": s.bytes_hashed, "copies": s.copies, "verdict": v.as_dict(),
+                     "allowed": v.allowed, "policy": fp, "candidates": [r.name for r in rules]}
+            if v.allowed and s.object_path:
+                until = engine.valid_until(v, findings, self.decision_ttl)
+                if until > time.time():
+                    self.record_decision(s.digest, fp, tuple(r.name for r in rules), v.as_dict(), until)
+                reply["valid_until"] = until
+                if not public:
+                    reply["access"] = self.grant(s.object_path, peer, ctx)
+                if entry is not None:
+                    reply[HELD], entry = entry.fd, None
+        finally:
+            if entry is not None:
+                os.close(entry.fd)
         return reply
 
     @staticmethod
@@ -179,6 +236,15 @@ class Service:
         except OSError as e:
             return f"cannot let uid {uid} read the private copy: {e.strerror or e}"
         return ""
+
+    @staticmethod
+    def _opened_at(fd: int, image_path: str) -> bool:
+        """Is the file open as `fd` the one at `image_path` in the stager's mount namespace?"""
+        from sifguard.slurm.gate import opened_path
+        try:
+            return bool(image_path) and opened_path(fd) == image_path
+        except OSError:
+            return False
 
     def record_decision(self, digest: str, fp: str, candidates: tuple[str, ...], verdict: dict,
                         until: float) -> None:
@@ -218,4 +284,4 @@ def error_reply(e: BaseException) -> dict:
     return {"ok": False, "error": f"{type(e).__name__}: {e}"}
 
 
-__all__ = ["Service", "Peer", "check_policy_file", "error_reply", "StoreError"]
+__all__ = ["Service", "Peer", "PolicyUnusable", "check_policy_file", "error_reply", "StoreError"]

@@ -15,9 +15,11 @@ and its manifest's object digests: signatures only, no data re-hashed.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import stat
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -95,11 +97,16 @@ def check_source(fd: int) -> os.stat_result:
 
 
 class Stager:
-    def __init__(self, store: Store, durable: bool = True, max_size: int | None = None):
+    def __init__(self, store: Store, durable: bool = True, max_size: int | None = None,
+                 per_user_bytes: int | None = None):
         self.store = store
         self.durable = durable
         self.max_size = max_size
+        self.per_user_bytes = per_user_bytes   # bytes of copies one non-root uid may have kept (None: no bound)
         self.slots = None     # a semaphore bounding concurrent copies (the stager sets one)
+        self.per_uid = None   # copies one (non-root) uid may run or wait for at once (the stager sets it)
+        self._uids: dict[int, int] = {}
+        self._uids_cv = threading.Condition()
 
     # --- lookups (no lock) -----------------------------------------------------------
     def indexed(self, key: str, st: os.stat_result) -> dict | None:
@@ -147,13 +154,38 @@ class Stager:
         keep = keep or (lambda found: bool(found and found.get("verified")))
         hit = self._hit(key, st, verifier, roots_id, "indexed", require_object)
         if hit is None:
-            with locks.staging_lock(self.store.lock_path(key)):
-                hit = self._hit(key, st, verifier, roots_id, "waited", require_object)
-                if hit is None:
-                    hit = self._stage_locked(src, st, key, verifier, roots_id, keep, who or {})
+            # a uid's turn first, then the source's lock: a user's queued requests wait here, holding
+            # no staging lock other users' requests for a shared image would wait on
+            with self._uid_turn((who or {}).get("uid")):
+                with locks.staging_lock(self.store.lock_path(key)):
+                    hit = self._hit(key, st, verifier, roots_id, "waited", require_object)
+                    if hit is None:
+                        hit = self._stage_locked(src, st, key, verifier, roots_id, keep, who or {})
         if public and hit.object_path:
             self._publish(hit.object_path)
         return hit
+
+    @contextlib.contextmanager
+    def _uid_turn(self, uid):
+        """At most `per_uid` stagings of one non-root uid at once, so one user's images
+        (however large) never take every copy slot from the others."""
+        if self.per_uid is None or not isinstance(uid, int) or uid == 0:
+            yield
+            return
+        with self._uids_cv:
+            while self._uids.get(uid, 0) >= self.per_uid:
+                self._uids_cv.wait()
+            self._uids[uid] = self._uids.get(uid, 0) + 1
+        try:
+            yield
+        finally:
+            with self._uids_cv:
+                left = self._uids[uid] - 1
+                if left:
+                    self._uids[uid] = left
+                else:
+                    del self._uids[uid]
+                self._uids_cv.notify_all()
 
     @staticmethod
     def _publish(obj: str) -> None:
@@ -199,7 +231,7 @@ class Stager:
                 how, copies = "deduplicated", 0
                 if records.read(self.store.manifest_path(c.digest)) is None:   # killed before writing it
                     self._manifest(c, who)
-            elif keep(found):
+            elif keep(found) and self._within_quota(who, c.size):
                 self._link(c, obj)
                 self._manifest(c, who)
             else:
@@ -216,6 +248,22 @@ class Stager:
             os.close(c.fd)
             if c.named:
                 records.remove(c.named)
+
+    def _within_quota(self, who: dict, size: int) -> bool:
+        """May this copy be kept for the uid that asked? Copies count against whoever first
+        had them kept (manifest's staged_by); root is not bounded. Over the bound the image
+        is still decided, just not kept (its tasks pin their own sealed copies)."""
+        uid = who.get("uid")
+        if self.per_user_bytes is None or not isinstance(uid, int) or uid == 0:
+            return True
+        used = 0
+        objdir = os.path.join(self.store.root, "objects")
+        for name in os.listdir(objdir):
+            if name.endswith(".json") and not name.startswith("."):
+                man = records.read(os.path.join(objdir, name))
+                if man and (man.get("staged_by") or {}).get("uid") == uid and isinstance(man.get("size"), int):
+                    used += man["size"]
+        return used + size <= self.per_user_bytes
 
     def _manifest(self, c, who: dict) -> None:
         records.write(self.store.manifest_path(c.digest), {
