@@ -390,7 +390,10 @@ def test_policy_errors_never_show_a_caller_the_bytes_of_root_only_files(node):
     assert len(shown) == 1, shown                  # no oracle: exists / unreadable / not YAML look the same
     assert node.stagers[0].poll() is None
     # root (the controller prolog, `store stage`) still gets the reason
-    assert "S3CRET" in node.stager_log() or "unknown key" in node.stager_log()
+    # the stager either never loads such a file for a user (not readable by everyone) or keeps
+    # what the loader said to its own log
+    log = node.stager_log()
+    assert "S3CRET" in log or "unknown key" in log or "not a file every user can read" in log
 
 
 def test_hostile_policy_files_are_refused_without_blocking_or_loading_them(node):
@@ -1335,10 +1338,12 @@ def test_unverified_bytes_are_kept_only_for_the_path_really_opened(node):
     assert len(node.objects()) == 1
 
 
-def test_an_audit_rule_image_runs_from_a_sealed_copy_not_refused(env):
-    """`action: audit` allows (and logs) an image that does not verify; the store keeps
-    only verified copies, so the shim used to refuse it as 'allowed but not in the
-    store'. It now pins a sealed copy of it, as without a store."""
+def test_an_audit_rule_image_runs_its_own_bytes_not_refused(env):
+    """`action: audit` allows (and logs) an image that does not verify; the shim used to
+    refuse it as 'allowed but not in the store'. The stager keeps a copy of unverified
+    bytes only for the path the caller really opened and only if every rule the job's
+    unconfirmed attributes could select allows it — here it does, so the run uses the
+    store's copy of exactly those bytes."""
     trial = env.base / "trial"
     trial.mkdir(mode=0o755)
     os.chown(trial, NOBODY, NOBODY)
@@ -1347,8 +1352,9 @@ def test_an_audit_rule_image_runs_from_a_sealed_copy_not_refused(env):
     env.install()
     img = env.user_image("u.sif", where=trial)
     rc, err, rec = shim_as(env, ["run", img])
-    assert rec and rec["argv"][1].startswith("/proc/self/fd/") and rec["sha"] == sha256(img), err
-    assert env.objects() == []
+    assert rec and rec["sha"] == sha256(img), err
+    assert rec["argv"][1].startswith("/proc/self/fd/") or rec["argv"][1] == os.path.join(
+        str(env.store), "objects", env.objects()[0]), rec
 
 
 def test_root_inside_a_user_namespace_is_still_the_user_to_the_stager(node):

@@ -110,8 +110,10 @@ def _open_regular(path: str) -> int:
     except OSError as e:
         raise BadInputError(f"{path}: {e.strerror}") from None
     try:
-        if not stat.S_ISREG(os.fstat(pfd).st_mode):
-            raise BadInputError(f"{path}: not a regular file: not staged")
+        mode = os.fstat(pfd).st_mode
+        if not stat.S_ISREG(mode):
+            what = "a directory (sandboxes carry no signature)" if stat.S_ISDIR(mode) else "not a regular file"
+            raise BadInputError(f"{path}: {what}: not staged")
         try:
             return os.open(f"/proc/self/fd/{pfd}", os.O_RDONLY | os.O_NOCTTY | os.O_CLOEXEC)
         except OSError as e:

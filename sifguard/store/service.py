@@ -97,7 +97,7 @@ def check_readable_by_all(path: str) -> None:
     nothing about paths the asker cannot see either."""
     if not isinstance(path, str) or not os.path.isabs(path):
         raise BadInputError("policy must be an absolute path")
-    refused = BadInputError(f"policy {path} is not a file every user can read: not used")
+    refused = BadInputError(f"policy {path[:256]} is not a file every user can read: not used")
     d = "/"
     for part in os.path.realpath(path).split("/")[1:]:
         try:
@@ -184,7 +184,19 @@ class Service:
             return engine.decide_findings(image_path, ctx, findings, rules), findings
 
         def keep(found: dict | None) -> bool:          # a copy of what this request may run
-            return decide(found)[0].allowed and (bool(found and found.get("verified")) or confirmed)
+            if not decide(found)[0].allowed:
+                return False
+            if bool(found and found.get("verified")) or peer.uid == 0:
+                return True
+            # unverified bytes: only at a path the caller really opened, and allowed whatever the
+            # job attributes the stager cannot confirm (account, partition) — every rule they
+            # could select must allow, as when a hook cannot establish them
+            if not confirmed:
+                return False
+            unsure = JobContext(user=ctx.user, group=ctx.group, account=UNKNOWN, partition=UNKNOWN)
+            findings = engine.findings_from_record(found or {"verified": False, "reason": "not verified"})
+            return engine.decide_findings(image_path, unsure, findings,
+                                          candidate_rules(engine.policy, image_path, unsure)).allowed
         from sifguard.store.lookup import open_entry
         entry = None
         for _ in range(3):
