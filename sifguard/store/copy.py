@@ -1,6 +1,6 @@
 """One pass over a source image: copy it into the store while hashing it.
 
-Every byte is read once, through one reused buffer, hashed once (by the hasher of the
+Every byte is read once, through a few reused buffers, hashed once (by the hasher of the
 object it belongs to, or by the hasher of the bytes outside every object) and written
 once. The per-object SHA-256 digests are exactly what signature verification needs, and
 with the object ranges they give the content address (keys.content_digest): staging a
@@ -97,15 +97,75 @@ def copy_hashing(src: int, tmp_dir: str, durable: bool = True) -> Copied:
                   keys.file_identity(before) != keys.file_identity(after))
 
 
+class _Writer:
+    """Writes filled buffers to the copy on its own thread while the caller reads and hashes
+    the next ones (both release the GIL): staging costs about one pass, not read+hash+write
+    one after the other. Buffers travel full → writer → free; an error stops it and is
+    raised to the caller at its next hand-over."""
+
+    DEPTH = 4
+
+    def __init__(self, out: int):
+        import queue
+        import threading
+        self.out = out
+        self.free: queue.Queue = queue.Queue()
+        self.full: queue.Queue = queue.Queue()
+        self.bufs = [bytearray(BUFFER) for _ in range(self.DEPTH)]
+        for i in range(self.DEPTH):
+            self.free.put(i)
+        self.error: BaseException | None = None
+        self.writeback = _writeback()
+        self.thread = threading.Thread(target=self._run, name="sifguard-store-writer", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        flushed = 0
+        while True:
+            item = self.full.get()
+            if item is None:
+                return
+            i, pos, n = item
+            try:
+                if self.error is None:
+                    view = memoryview(self.bufs[i])
+                    w = 0
+                    while w < n:
+                        w += os.pwrite(self.out, view[w:n], pos + w)
+                    end = pos + n
+                    if self.writeback is not None and end - flushed >= WRITEBACK_EVERY:
+                        self.writeback(self.out, flushed, end - flushed)
+                        flushed = end
+            except BaseException as e:  # noqa: BLE001 - handed to the reading thread
+                self.error = e
+            finally:
+                self.free.put(i)
+
+    def buffer(self) -> int:
+        i = self.free.get()
+        self._raise()
+        return i
+
+    def write(self, i: int, pos: int, n: int) -> None:
+        self.full.put((i, pos, n))
+
+    def close(self) -> None:
+        self.full.put(None)
+        self.thread.join()
+        self._raise()
+
+    def _raise(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+
 def _pass(src: int, out: int, size: int, ranges) -> tuple[dict[int, str], bytes, int]:
     try:
         os.posix_fadvise(src, 0, size, os.POSIX_FADV_SEQUENTIAL)
     except OSError:
         pass
-    buf = bytearray(BUFFER)
-    view = memoryview(buf)
     rest = hashlib.sha256()
-    # boundaries: (start, end, hasher, id); gaps go to `rest`
+    # boundaries: (start, end, hasher); gaps go to `rest`
     segments, pos = [], 0
     hashers: dict[int, hashlib._Hash] = {}
     for off, n, oid in ranges:
@@ -116,31 +176,34 @@ def _pass(src: int, out: int, size: int, ranges) -> tuple[dict[int, str], bytes,
         pos = off + n
     if pos < size:
         segments.append((pos, size, rest))
-    seg_i, pos, hashed, flushed = 0, 0, 0, 0
-    writeback = _writeback()
-    while pos < size:
-        n = os.preadv(src, [view[: min(BUFFER, size - pos)]], pos)
-        if n <= 0:
-            raise StoreError("the image shrank while it was being staged: not staged")
-        chunk = view[:n]
-        # hash each part of the chunk with the hasher of the segment it falls in
-        cpos = pos
-        while cpos < pos + n:
-            s, e, h = segments[seg_i]
-            if cpos >= e:
-                seg_i += 1
-                continue
-            take = min(e, pos + n) - cpos
-            h.update(chunk[cpos - pos: cpos - pos + take])
-            hashed += take
-            cpos += take
-        w = 0
-        while w < n:
-            w += os.pwrite(out, chunk[w:n], pos + w)
-        pos += n
-        if writeback is not None and pos - flushed >= WRITEBACK_EVERY:
-            writeback(out, flushed, pos - flushed)
-            flushed = pos
+    seg_i, pos, hashed = 0, 0, 0
+    writer = _Writer(out)
+    try:
+        while pos < size:
+            i = writer.buffer()
+            view = memoryview(writer.bufs[i])
+            n = os.preadv(src, [view[: min(BUFFER, size - pos)]], pos)
+            if n <= 0:
+                writer.free.put(i)
+                raise StoreError("the image shrank while it was being staged: not staged")
+            chunk = view[:n]
+            # hash each part of the chunk with the hasher of the segment it falls in
+            cpos = pos
+            while cpos < pos + n:
+                s, e, h = segments[seg_i]
+                if cpos >= e:
+                    seg_i += 1
+                    continue
+                take = min(e, pos + n) - cpos
+                h.update(chunk[cpos - pos: cpos - pos + take])
+                hashed += take
+                cpos += take
+            chunk.release()
+            view.release()
+            writer.write(i, pos, n)      # what was hashed is exactly what is written
+            pos += n
+    finally:
+        writer.close()
     return {oid: "sha256:" + h.hexdigest() for oid, h in hashers.items()}, rest.digest(), hashed
 
 
