@@ -65,12 +65,7 @@ class Store:
         root-owned and writable by nobody else (so no one but root can swap an entry)."""
         path = os.path.abspath(self.root)
         _check_dir(path, "directory")
-        parent = os.path.dirname(path)
-        while True:
-            _check_ancestor(parent)
-            if parent == "/":
-                break
-            parent = os.path.dirname(parent)
+        _check_ancestors(path)
         for name, _ in SUBDIRS:
             sub = os.path.join(path, name)
             if os.path.lexists(sub):
@@ -91,12 +86,7 @@ class Store:
     def _init(self) -> None:
         path = os.path.abspath(self.root)
         os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
-        parent = os.path.dirname(path)
-        while True:
-            _check_ancestor(parent)
-            if parent == "/":
-                break
-            parent = os.path.dirname(parent)
+        _check_ancestors(path)
         try:
             os.mkdir(path, 0o755)
         except FileExistsError:
@@ -143,6 +133,16 @@ class Store:
     @property
     def tmp_dir(self) -> str:
         return os.path.join(self.root, "tmp")
+
+
+def _check_ancestors(path: str) -> None:
+    """Every directory above `path`, up to /, is root's alone (see _check_ancestor)."""
+    parent = os.path.dirname(path)
+    while True:
+        _check_ancestor(parent)
+        if parent == "/":
+            return
+        parent = os.path.dirname(parent)
 
 
 def _check_ancestor(path: str) -> None:
