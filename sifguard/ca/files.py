@@ -42,12 +42,37 @@ def fsync_dir(d: str) -> None:
         os.close(fd)
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def _write_all(fd: int, data: bytes, durable: bool = True) -> None:
     view = memoryview(data)
     while view:
         n = os.write(fd, view)
         view = view[n:]
-    os.fsync(fd)
+    if durable:
+        os.fsync(fd)
+
+
+def open_anonymous(d: str, mode: int, flags: int = os.O_WRONLY) -> int | None:
+    """An O_TMPFILE in directory `d` (no name until `link_anonymous`); None where the file
+    system does not support it."""
+    if not hasattr(os, "O_TMPFILE"):
+        return None
+    try:
+        return os.open(d, os.O_TMPFILE | flags | os.O_CLOEXEC, mode)
+    except OSError as e:
+        if e.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+            return None
+        raise
+
+
+def link_anonymous(fd: int, path: str) -> None:
+    """Give the O_TMPFILE open as `fd` the name `path` (never replacing a file there:
+    FileExistsError). linkat(AT_SYMLINK_FOLLOW) of /proc/self/fd/N — os.link without a
+    directory descriptor calls plain link(), which would try to link the /proc entry itself."""
+    dfd = os.open(os.path.dirname(path) or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.link(f"/proc/self/fd/{fd}", path, src_dir_fd=dfd, follow_symlinks=True)
+    finally:
+        os.close(dfd)
 
 
 def _named_tmp(path: str, mode: int) -> tuple[str, int]:
@@ -59,19 +84,14 @@ def _named_tmp(path: str, mode: int) -> tuple[str, int]:
 
 def _create_anonymous(path: str, d: str, data: bytes, mode: int) -> bool:
     """O_TMPFILE + link: False when the file system or /proc does not allow it."""
-    if not hasattr(os, "O_TMPFILE"):
+    fd = open_anonymous(d, mode)
+    if fd is None:
         return False
-    try:
-        fd = os.open(d, os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, mode)
-    except OSError as e:
-        if e.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
-            return False
-        raise
     try:
         os.fchmod(fd, mode)              # exact mode whatever the umask
         _write_all(fd, data)
         try:
-            os.link(f"/proc/self/fd/{fd}", path, follow_symlinks=True)
+            link_anonymous(fd, path)
         except FileExistsError:
             raise BadInputError(f"{path} exists; refusing to overwrite it") from None
         except OSError as e:
@@ -105,13 +125,14 @@ def create(path: str, data: bytes, mode: int = 0o600) -> None:
     fsync_dir(d)
 
 
-def replace(path: str, data: bytes, mode: int = 0o644) -> None:
-    """Atomically put `data` at `path` (replacing what is there) with exactly `mode`."""
+def replace(path: str, data: bytes, mode: int = 0o644, durable: bool = True) -> None:
+    """Atomically put `data` at `path` (replacing what is there) with exactly `mode`.
+    `durable=False`: no fsyncs (a cache record whose loss costs only time)."""
     tmp, fd = _named_tmp(path, 0o600)
     try:
         try:
             os.fchmod(fd, mode)
-            _write_all(fd, data)
+            _write_all(fd, data, durable)
         finally:
             os.close(fd)
         os.replace(tmp, path)
@@ -119,7 +140,8 @@ def replace(path: str, data: bytes, mode: int = 0o644) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    fsync_dir(os.path.dirname(path))
+    if durable:
+        fsync_dir(os.path.dirname(path))
 
 
 def process_alive(pid: int) -> bool:

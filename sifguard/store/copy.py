@@ -57,11 +57,10 @@ def _plan(src: int) -> tuple[list[tuple[int, int, int]], bytes]:
 
 
 def _tmpfile(tmp_dir: str) -> tuple[int, str | None]:
-    try:
-        return os.open(tmp_dir, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600), None
-    except OSError as e:
-        if e.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
-            raise
+    from sifguard.ca import files
+    fd = files.open_anonymous(tmp_dir, 0o600, os.O_RDWR)
+    if fd is not None:
+        return fd, None
     name = os.path.join(tmp_dir, f"staging.{os.getpid()}.{os.urandom(6).hex()}")
     return os.open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600), name
 

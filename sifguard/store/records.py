@@ -11,28 +11,10 @@ MAX_RECORD = 4 << 20
 
 
 def write(path: str, doc: dict, mode: int = 0o444, durable: bool = True) -> None:
-    """Atomically replace `path` with `doc` (a temporary name in the same directory,
-    fsync'd, renamed over: a reader sees the old record or the new one, never part)."""
-    tmp = f"{os.path.dirname(path)}/.{os.path.basename(path)}.{os.getpid()}.{os.urandom(6).hex()}.tmp"
-    data = json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fchmod(fd, mode)
-        if durable:
-            os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        _unlink(tmp)
-        raise
-    os.close(fd)
-    try:
-        os.replace(tmp, path)
-    except BaseException:
-        _unlink(tmp)
-        raise
+    """Atomically replace `path` with `doc` (the project's crash-safe publication: a
+    reader sees the old record or the new one, never part)."""
+    from sifguard.ca import files
+    files.replace(path, json.dumps(doc, separators=(",", ":"), sort_keys=True).encode(), mode, durable)
 
 
 def read(path: str) -> dict | None:

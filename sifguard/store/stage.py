@@ -271,22 +271,15 @@ class Stager:
             "staged_at": time.time(), "staged_by": who}, durable=self.durable)
 
     def _link(self, c, obj: str) -> None:
+        from sifguard.ca import files
         try:
             if c.named:
                 os.link(c.named, obj)
-            else:   # linkat(AT_SYMLINK_FOLLOW) of the unnamed file (os.link calls plain link() otherwise)
-                dfd = os.open(os.path.dirname(obj), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-                try:
-                    os.link(f"/proc/self/fd/{c.fd}", obj, src_dir_fd=dfd, follow_symlinks=True)
-                finally:
-                    os.close(dfd)
+            else:
+                files.link_anonymous(c.fd, obj)
         except FileExistsError:
             pass
         except OSError as e:
             raise StoreError(f"cannot store the copy: {e.strerror}") from None
         if self.durable:
-            dfd = os.open(os.path.dirname(obj), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
+            files.fsync_dir(os.path.dirname(obj))
