@@ -22,13 +22,12 @@ cannot hang the open), at most cap + 1 bytes read.
 from __future__ import annotations
 
 import functools
-import os
 import socket
-import stat
 import threading
 import time
 from urllib.parse import unquote, urlsplit
 
+from sifguard import fileio
 from sifguard.ocsp.answers import RevocationError
 
 _CHUNK = 64 << 10
@@ -39,28 +38,9 @@ _local = threading.local()
 def read_regular_file(path: str, cap: int) -> bytes:
     """The whole of a regular file of at most `cap` bytes (never reads more than cap + 1)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
-    except OSError as e:
-        raise RevocationError(f"{path}: {e.strerror}") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise RevocationError(f"{path}: not a regular file")
-        if st.st_size > cap:
-            raise RevocationError(f"{path}: {st.st_size} bytes, more than the {cap}-byte limit")
-        buf = bytearray()
-        while len(buf) <= cap:
-            chunk = os.read(fd, min(_CHUNK << 4, cap + 1 - len(buf)))
-            if not chunk:
-                break
-            buf += chunk
-        if len(buf) > cap:
-            raise RevocationError(f"{path}: grew past the {cap}-byte limit while read")
-        return bytes(buf)
-    except OSError as e:
-        raise RevocationError(f"{path}: {e.strerror}") from None
-    finally:
-        os.close(fd)
+        return fileio.read_regular(path, cap)
+    except fileio.FileReadError as e:
+        raise RevocationError(str(e)) from None
 
 
 def file_url_path(url: str) -> str | None:

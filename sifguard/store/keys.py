@@ -7,7 +7,10 @@ import json
 import os
 import struct
 
+from sifguard import fileio
+
 HEAD = 4096          # bytes of the source that go into its index key
+TRUST_FILE_MAX = 4 << 20
 
 
 def content_digest(size: int, rest: bytes, objects: list[tuple[int, int, int, str]]) -> str:
@@ -86,18 +89,6 @@ def policy_fingerprint(policy) -> str:
         for p in getattr(policy, kind):
             files = sorted(os.path.join(p, f) for f in os.listdir(p) if f.endswith((".pem", ".crt", ".cer"))) \
                 if os.path.isdir(p) else [p]
-            digests += [hashlib.sha256(_small_file(f)).hexdigest() for f in files]
+            digests += [hashlib.sha256(fileio.read_regular(f, TRUST_FILE_MAX)).hexdigest() for f in files]
         h.update(f"{kind}:{','.join(sorted(digests))};".encode())
     return h.hexdigest()
-
-
-def _small_file(path: str, limit: int = 4 << 20) -> bytes:
-    """A regular file's bytes (never blocks on a FIFO or device; OSError otherwise)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    try:
-        st = os.fstat(fd)
-        if not (st.st_mode & 0o170000 == 0o100000) or st.st_size > limit:
-            raise OSError(f"{path}: not a regular file of at most {limit} bytes")
-        return os.pread(fd, st.st_size, 0)
-    finally:
-        os.close(fd)
