@@ -60,12 +60,19 @@ def source_key(fd: int, st: os.stat_result) -> str:
     return keys.index_key(st, keys.read_head(fd, st.st_size))
 
 
-def indexed_digest(store: Store, key: str, st: os.stat_result) -> str | None:
+def index_record(store: Store, key: str, st: os.stat_result) -> dict | None:
+    """The index record for the source with this key, if it is still for this file
+    identity (with a digest); else None."""
     idx = records.read(store.index_path(key))
-    if not idx or idx.get("identity") != keys.file_identity(st) or not idx.get("stored"):
+    if not idx or idx.get("identity") != keys.file_identity(st) or not isinstance(idx.get("digest"), str):
         return None
-    d = idx.get("digest")
-    return d if isinstance(d, str) else None
+    return idx
+
+
+def indexed_digest(store: Store, key: str, st: os.stat_result) -> str | None:
+    """The digest of the source's stored copy, per the index."""
+    idx = index_record(store, key, st)
+    return idx["digest"] if idx and idx.get("stored") else None
 
 
 def recorded_decision(store: Store, digest: str, policy_fp: str, candidates: tuple[str, ...],

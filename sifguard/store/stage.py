@@ -110,10 +110,11 @@ class Stager:
 
     # --- lookups (no lock) -----------------------------------------------------------
     def indexed(self, key: str, st: os.stat_result) -> dict | None:
-        idx = records.read(self.store.index_path(key))
-        if not idx or idx.get("identity") != keys.file_identity(st):
+        from sifguard.store.lookup import index_record
+        idx = index_record(self.store, key, st)
+        if idx is None:
             return None
-        digest = idx.get("digest", "")
+        digest = idx["digest"]
         try:
             if idx.get("stored") and not os.path.exists(self.store.object_path(digest)):
                 return None            # collected since: stage again
