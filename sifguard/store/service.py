@@ -179,9 +179,13 @@ class Service:
         # decides nothing anyone else looks up) but must not let a user keep arbitrary bytes
         confirmed = peer.uid == 0 or self._opened_at(fd, image_path)
 
+        last: list = [None, None]          # (findings record, its verdict): keep() and the answer decide once
+
         def decide(found: dict | None):
-            findings = engine.findings_from_record(found or {"verified": False, "reason": "not verified"})
-            return engine.decide_findings(image_path, ctx, findings, rules), findings
+            if last[0] is not found or found is None:
+                findings = engine.findings_from_record(found or {"verified": False, "reason": "not verified"})
+                last[:] = [found, (engine.decide_findings(image_path, ctx, findings, rules), findings)]
+            return last[1]
 
         def keep(found: dict | None) -> bool:          # a copy of what this request may run
             if not decide(found)[0].allowed:
