@@ -98,39 +98,27 @@ def open_entry(store: Store, digest: str) -> Entry | None:
     """The stored copy of `digest`, open read-only and marked in use; None if it is not
     there, is being collected, or is not a root-owned read-only regular file."""
     try:
+        fd = os.open(store.object_path(digest), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except (OSError, StoreError):
+        return None
+    return held_entry(store, digest, fd)
+
+
+def held_entry(store: Store, digest: str, fd: int) -> Entry | None:
+    """The stored copy of `digest` open as `fd` (ours, or sent by the stager already marked
+    in use), if it is that entry: a root-owned read-only regular file, marked in use, and
+    — checked after the mark, so no collection can come between — still the one at the
+    entry's name. Otherwise None (and `fd` is closed)."""
+    try:
         path = store.object_path(digest)
-    except StoreError:
-        return None
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode) or st.st_uid != 0 or st.st_mode & 0o222:
             raise OSError("not a sealed store entry")
         if not locks.hold_shared(fd):
             raise OSError("being collected")
-        here = os.stat(path, follow_symlinks=False)        # still the entry at that name?
+        here = os.stat(path, follow_symlinks=False)
         if (here.st_dev, here.st_ino) != (st.st_dev, st.st_ino):
             raise OSError("replaced")
-    except OSError:
-        os.close(fd)
-        return None
-    return Entry(digest, path, fd)
-
-
-def held_entry(store: Store, digest: str, fd: int) -> Entry | None:
-    """The stored copy of `digest` from a descriptor the stager sent (already marked in
-    use), if it is that entry: a root-owned read-only regular file, the one at the
-    entry's name now. Otherwise None (and `fd` is closed)."""
-    try:
-        path = store.object_path(digest)
-        st = os.fstat(fd)
-        here = os.stat(path, follow_symlinks=False)
-        if not stat.S_ISREG(st.st_mode) or st.st_uid != 0 or st.st_mode & 0o222 \
-                or (here.st_dev, here.st_ino) != (st.st_dev, st.st_ino) or not locks.hold_shared(fd):
-            raise OSError("not the entry")
     except (OSError, StoreError):
         os.close(fd)
         return None
