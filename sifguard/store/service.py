@@ -40,24 +40,52 @@ class Peer:
 POLICY_MAX = 1 << 20     # the loader reads at most this much of a policy
 
 
-def check_policy_file(path: str) -> str:
+class PolicyUnusable(BadInputError):
+    """A policy the stager will not load for this caller. The caller sees only that: what
+    the loader said about the file (its lines, whether it exists) stays in the stager's
+    log, since the stager reads files the caller cannot."""
+
+    def __init__(self, message: str, detail: str = ""):
+        super().__init__(message)
+        self.detail = detail
+
+
+def check_policy_file(path: str, readable_by_all: bool = False) -> str:
     """The canonical path of a policy the stager will load: a regular file that root owns
     and no one else can change, reached through directories that are not symlinks, that
     root owns and that no one else can change (a sticky directory keeps root's entries
     root's). Every later use goes through this path, so once checked it names the same
     file whatever the caller's symlinks do (the request's own path is resolved once,
-    here, and never again)."""
+    here, and never again).
+
+    `readable_by_all` (a request from a user): first, the file must be one every user can
+    read (each directory on its real path searchable by all, the file readable by all).
+    The stager is root: it must not load — and quote, in a parse error — a file the asker
+    could not read (/etc/shadow names a root-owned file too). One answer for every failure
+    of that, so it says nothing about paths the asker cannot see either."""
     if not isinstance(path, str) or not os.path.isabs(path) or "\0" in path:
         raise BadInputError("policy must be an absolute path")
+    unreadable = PolicyUnusable(f"policy {path[:256]} is not a file every user can read: not used")
     real = os.path.realpath(path)
     parts = [p for p in real.split("/") if p]
+    walk = []                                   # (path, lstat or the OSError), / first, the file last
     here = "/"
-    for i, name in enumerate(["", *parts]):
+    for name in ["", *parts]:
         here = os.path.join(here, name) if name else "/"
         try:
-            st = os.lstat(here)
+            walk.append((here, os.lstat(here)))
         except OSError as e:
-            raise BadInputError(f"policy {path}: {e.strerror}") from None
+            walk.append((here, e))
+            break
+    if readable_by_all:
+        for i, (here, st) in enumerate(walk):
+            last = i == len(parts)
+            if isinstance(st, OSError) or (not last and not (stat.S_ISDIR(st.st_mode) and st.st_mode & 0o001)) \
+                    or (last and not (stat.S_ISREG(st.st_mode) and st.st_mode & 0o004)):
+                raise unreadable
+    for i, (here, st) in enumerate(walk):
+        if isinstance(st, OSError):
+            raise BadInputError(f"policy {path}: {st.strerror}") from None
         last = i == len(parts)
         if stat.S_ISLNK(st.st_mode) or st.st_uid != 0 or (not last and not stat.S_ISDIR(st.st_mode)):
             raise BadInputError(f"policy {path}: {here} is not a root-owned directory or file (or changed while "
@@ -79,42 +107,6 @@ def check_policy_file(path: str) -> str:
     return real
 
 
-class PolicyUnusable(BadInputError):
-    """A policy the stager will not load for this caller. The caller sees only that: what
-    the loader said about the file (its lines, whether it exists) stays in the stager's
-    log, since the stager reads files the caller cannot."""
-
-    def __init__(self, message: str, detail: str = ""):
-        super().__init__(message)
-        self.detail = detail
-
-
-def check_readable_by_all(path: str) -> None:
-    """For a request from a user: the policy named must be a file every user can read (each
-    directory on its real path searchable by all, the file readable by all). The stager is
-    root: it must not load — and quote, in a parse error — a file the asker could not read
-    (/etc/shadow names a root-owned file too). One answer for every failure, so it says
-    nothing about paths the asker cannot see either."""
-    if not isinstance(path, str) or not os.path.isabs(path):
-        raise BadInputError("policy must be an absolute path")
-    refused = BadInputError(f"policy {path[:256]} is not a file every user can read: not used")
-    d = "/"
-    for part in os.path.realpath(path).split("/")[1:]:
-        try:
-            st = os.stat(d)
-        except OSError:
-            raise refused from None
-        if not stat.S_ISDIR(st.st_mode) or not st.st_mode & 0o001:
-            raise refused
-        d = os.path.join(d, part)
-    try:
-        st = os.stat(d)
-    except OSError:
-        raise refused from None
-    if not stat.S_ISREG(st.st_mode) or not st.st_mode & 0o004:
-        raise refused
-
-
 class Service:
     def __init__(self, store: Store, durable: bool = True, max_size: int | None = None,
                  decision_ttl: float = DECISION_TTL, per_user_bytes: int | None = None):
@@ -124,10 +116,10 @@ class Service:
         self._engines: dict[str, tuple[tuple, object, str]] = {}
         self._lock = threading.Lock()
 
-    def engine(self, policy_path: str):
+    def engine(self, policy_path: str, readable_by_all: bool = False):
         """(engine, policy fingerprint) for a policy file, reloaded when it changes. The
         file is loaded by its canonical, root-only path, never by the caller's spelling."""
-        policy_path = check_policy_file(policy_path)
+        policy_path = check_policy_file(policy_path, readable_by_all)
         st = os.stat(policy_path)
         ident = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
         from sifguard.enforce.decide import Engine
@@ -162,12 +154,10 @@ class Service:
             s = self.stager.stage(fd, who=who, keep=lambda found: True, public=public)
             return {"ok": True, "digest": s.digest, "object": s.object_path, "how": s.how,
                     "bytes_hashed": s.bytes_hashed, "copies": s.copies, "public": public}
-        if peer.uid != 0:
-            check_readable_by_all(policy_path)
         try:
-            engine, fp = self.engine(policy_path)
+            engine, fp = self.engine(policy_path, readable_by_all=peer.uid != 0)
         except (SifguardError, OSError, ValueError) as e:
-            if peer.uid == 0:
+            if peer.uid == 0 or isinstance(e, PolicyUnusable):
                 raise
             shown = policy_path if isinstance(policy_path, str) else type(policy_path).__name__
             raise PolicyUnusable(f"policy {shown[:256]!r} is not a policy this stager can use (the stager's "
