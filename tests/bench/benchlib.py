@@ -49,6 +49,22 @@ def responder(ca: str, port: int):
         srv.wait(10)
 
 
+def openssl_index(d: str, bundle: str, cn: str) -> str:
+    """For `openssl ocsp -index` as a peer responder: the leaf of `bundle` (written to
+    d/leaf.pem, returned) listed as valid in d/index.txt."""
+    import re
+    leaf = re.findall(r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----\n", open(bundle).read(), re.S)[0]
+    path = f"{d}/leaf.pem"
+    open(path, "w").write(leaf)
+    serial = subprocess.run(["openssl", "x509", "-in", path, "-noout", "-serial"],
+                            capture_output=True, text=True).stdout.split("=")[1].strip()
+    end = subprocess.run(["openssl", "x509", "-in", path, "-noout", "-enddate"],
+                         capture_output=True, text=True).stdout.split("=")[1].strip()
+    expiry = time.strftime("%y%m%d%H%M%SZ", time.strptime(end, "%b %d %H:%M:%S %Y %Z"))
+    open(f"{d}/index.txt", "w").write(f"V\t{expiry}\t\t{serial}\tunknown\t/CN={cn}\n")
+    return path
+
+
 def policy(d: str, ca: str, tag: str) -> str:
     """An enforcing policy trusting the CA, with OCSP and image caches of its own (per tag)."""
     path = f"{d}/policy-{tag}.yaml"

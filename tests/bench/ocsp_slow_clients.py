@@ -17,7 +17,6 @@ Usage: tests/bench/ocsp_slow_clients.py [--slow 50] [--seconds 10]
 import argparse
 import collections
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -83,15 +82,7 @@ def main():
         try:
             sg_port, o1_port, o2_port = benchlib.free_port(), benchlib.free_port(), benchlib.free_port()
             ca = benchlib.make_ca(d, sg_port)
-            leaf = re.findall(r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----\n",
-                              open(f"{d}/b.pem").read(), re.S)[0]
-            open(f"{d}/leaf.pem", "w").write(leaf)
-            serial = subprocess.run(["openssl", "x509", "-in", f"{d}/leaf.pem", "-noout", "-serial"],
-                                    capture_output=True, text=True).stdout.split("=")[1].strip()
-            end = subprocess.run(["openssl", "x509", "-in", f"{d}/leaf.pem", "-noout", "-enddate"],
-                                 capture_output=True, text=True).stdout.split("=")[1].strip()
-            expiry = time.strftime("%y%m%d%H%M%SZ", time.strptime(end, "%b %d %H:%M:%S %Y %Z"))
-            open(f"{d}/index.txt", "w").write(f"V\t{expiry}\t\t{serial}\tunknown\t/CN=b\n")
+            benchlib.openssl_index(d, f"{d}/b.pem", "b")
             body = subprocess.run(["openssl", "ocsp", "-issuer", f"{ca}/intermediate.pem", "-cert", f"{d}/leaf.pem",
                                    "-no_nonce", "-reqout", "/dev/stdout"], capture_output=True, check=True).stdout
             ossl = ["openssl", "ocsp", "-index", f"{d}/index.txt", "-rsigner", f"{ca}/ocsp-responder.pem",

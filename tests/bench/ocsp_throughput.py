@@ -20,6 +20,8 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SG = [sys.executable, "-m", "sifguard"]
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchlib  # noqa: E402
 
 
 def port():
@@ -93,15 +95,8 @@ def main():
                            check=True, capture_output=True)
             subprocess.run(SG + ["ca", "issue", "--ca", ca, "--cn", "bench", "--out-key", f"{d}/b.key",
                                  "--out", f"{d}/b.pem"], check=True, capture_output=True)
-            leaf = re.findall(r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----\n", open(f"{d}/b.pem").read(), re.S)[0]
-            open(f"{d}/leaf.pem", "w").write(leaf)
             # openssl's index.txt for the same certificate
-            serial = subprocess.run(["openssl", "x509", "-in", f"{d}/leaf.pem", "-noout", "-serial"],
-                                    capture_output=True, text=True).stdout.split("=")[1].strip()
-            end = subprocess.run(["openssl", "x509", "-in", f"{d}/leaf.pem", "-noout", "-enddate"],
-                                 capture_output=True, text=True).stdout.split("=")[1].strip()
-            expiry = time.strftime("%y%m%d%H%M%SZ", time.strptime(end, "%b %d %H:%M:%S %Y %Z"))
-            open(f"{d}/index.txt", "w").write(f"V\t{expiry}\t\t{serial}\tunknown\t/CN=bench\n")
+            benchlib.openssl_index(d, f"{d}/b.pem", "bench")
             # the request every contender answers: SHA-1 CertID, no nonce (RFC 5019 profile)
             subprocess.run(["openssl", "ocsp", "-issuer", f"{ca}/intermediate.pem", "-cert", f"{d}/leaf.pem",
                             "-no_nonce", "-reqout", f"{d}/req.der"], check=True, capture_output=True)
