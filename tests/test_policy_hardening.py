@@ -12,22 +12,13 @@ import textwrap
 import pytest
 
 from conftest import APPT
-from pki import SiteChain
 from sifguard.errors import SifguardError
 from sifguard.policy import decide as pd
 from sifguard.policy import globs
 from sifguard.policy.loader import COMPILED_SUFFIX, PolicyError, load, load_fast
 
 
-def write(tmp_path, text, name="p.yaml"):
-    p = tmp_path / name
-    p.write_text(textwrap.dedent(text))
-    return str(p)
-
-
-@pytest.fixture
-def root(tmp_path):
-    return SiteChain(tmp_path).root_pem
+from test_policy import root, write  # noqa: E402,F401 - the same policy-file helper and root fixture
 
 
 def rule_policy(root, rule_body: str) -> str:
