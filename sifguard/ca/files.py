@@ -82,6 +82,22 @@ def _named_tmp(path: str, mode: int) -> tuple[str, int]:
     return tmp, fd
 
 
+def _written_tmp(path: str, data: bytes, create_mode: int, mode: int, durable: bool = True) -> str:
+    """A named temporary beside `path` holding `data` with exactly `mode` (removed again if
+    writing fails)."""
+    tmp, fd = _named_tmp(path, create_mode)
+    try:
+        os.fchmod(fd, mode)
+        _write_all(fd, data, durable)
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    os.close(fd)
+    return tmp
+
+
 def _create_anonymous(path: str, d: str, data: bytes, mode: int) -> bool:
     """O_TMPFILE + link: False when the file system or /proc does not allow it."""
     fd = open_anonymous(d, mode)
@@ -108,13 +124,8 @@ def create(path: str, data: bytes, mode: int = 0o600) -> None:
     """Publish a new file atomically; BadInputError if `path` already exists."""
     d = os.path.dirname(path) or "."
     if not _create_anonymous(path, d, data, mode):
-        tmp, fd = _named_tmp(path, mode)
+        tmp = _written_tmp(path, data, mode, mode)
         try:
-            try:
-                os.fchmod(fd, mode)
-                _write_all(fd, data)
-            finally:
-                os.close(fd)
             try:
                 os.link(tmp, path)
             except FileExistsError:
@@ -128,13 +139,8 @@ def create(path: str, data: bytes, mode: int = 0o600) -> None:
 def replace(path: str, data: bytes, mode: int = 0o644, durable: bool = True) -> None:
     """Atomically put `data` at `path` (replacing what is there) with exactly `mode`.
     `durable=False`: no fsyncs (a cache record whose loss costs only time)."""
-    tmp, fd = _named_tmp(path, 0o600)
+    tmp = _written_tmp(path, data, 0o600, mode, durable)
     try:
-        try:
-            os.fchmod(fd, mode)
-            _write_all(fd, data, durable)
-        finally:
-            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
