@@ -62,11 +62,3 @@ def grant_read(path: str, uid: int) -> None:
     entries = [(USER_OBJ, owner, UNDEFINED_ID), (GROUP_OBJ, 0, UNDEFINED_ID), (MASK, READ, UNDEFINED_ID),
                (OTHER, 0, UNDEFINED_ID)] + [(USER, READ, u) for u in sorted(users | {uid})]
     os.setxattr(path, XATTR, _encode(entries), follow_symlinks=False)
-
-
-def clear(path: str) -> None:
-    try:
-        os.removexattr(path, XATTR, follow_symlinks=False)
-    except OSError as e:
-        if e.errno not in (errno.ENODATA, errno.ENOTSUP):
-            raise
