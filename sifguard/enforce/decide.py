@@ -47,6 +47,21 @@ def _signer(group: int, path) -> Signer:
     return Signer(group, path, identity(path[0], list(path)), tuple(fingerprint(c) for c in path[1:]))
 
 
+def _record(rep) -> dict:
+    """What a verification report found, JSON-ready — the form the image cache and the
+    store keep: verified signers' chains per group and object digests, or why not and the
+    signers seen."""
+    if not rep.verified:
+        return {"verified": False, "reason": rep.reason, "reported": [
+            s.signer.as_dict() | {"group": s.group, "status": s.status} for s in rep.signatures if s.signer]}
+    groups: dict[str, list] = {}
+    for s in rep.signatures:
+        if s.status == VERIFIED and s.chain:
+            groups.setdefault(str(s.group), []).append({"chain": encode_chain(s.chain)})
+    return {"verified": True, "reason": rep.reason, "groups": groups,
+            "digests": {str(k): d for k, d in rep.digests.items()}}
+
+
 class Engine:
     """A policy loaded once (roots parsed, revocation checker ready) for many decisions."""
 
@@ -121,20 +136,17 @@ class Engine:
             if hit:
                 return self._from_cache(hit)
             rep = verify_image(img, Trust(roots=self.roots, intermediates=self.intermediates), progress=progress)
+        rec = _record(rep)
         if not rep.verified:
-            return Findings(False, rep.reason, reported=tuple(
-                s.signer.as_dict() | {"group": s.group, "status": s.status} for s in rep.signatures if s.signer),
-                image_cache="miss" if use else "off")
+            return Findings(False, rep.reason, reported=tuple(rec["reported"]), image_cache="miss" if use else "off")
+        if use:
+            self.image_cache.put(st, rec["groups"], rec["digests"])
         groups: dict[int, list[Signer]] = {}
-        for s in rep.signatures:
+        for s in rep.signatures:          # the paths the verifier built, not rebuilt from the record
             if s.status == VERIFIED and s.chain:
                 groups.setdefault(s.group, []).append(_signer(s.group, s.chain))
-        digests = {str(k): d for k, d in rep.digests.items()}
-        if use:
-            self.image_cache.put(st, {str(g): [{"chain": encode_chain(s.path)} for s in ss]
-                                      for g, ss in groups.items()}, digests)
         return Findings(True, groups=tuple((g, tuple(ss), ()) for g, ss in sorted(groups.items())),
-                        digests=tuple(sorted(digests.items())), image_cache="miss" if use else "off")
+                        digests=tuple(sorted(rec["digests"].items())), image_cache="miss" if use else "off")
 
     # --- the verified image store (sifguard/store) --------------------------------------
     def verifier(self):
@@ -145,16 +157,7 @@ class Engine:
         def verify(fd: int, known: dict) -> dict:
             with SifImage("<store copy>", fd=fd) as img:
                 rep = verify_image(img, trust, known_digests={int(k): v for k, v in known.items()})
-            if not rep.verified:
-                return {"verified": False, "reason": rep.reason, "reported": [
-                    s.signer.as_dict() | {"group": s.group, "status": s.status}
-                    for s in rep.signatures if s.signer]}
-            groups: dict[str, list] = {}
-            for s in rep.signatures:
-                if s.status == VERIFIED and s.chain:
-                    groups.setdefault(str(s.group), []).append({"chain": encode_chain(s.chain)})
-            return {"verified": True, "reason": rep.reason, "groups": groups,
-                    "digests": {str(k): d for k, d in rep.digests.items()}}
+            return _record(rep)
         return verify
 
     def findings_from_record(self, rec: dict) -> Findings:
