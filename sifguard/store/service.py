@@ -227,8 +227,11 @@ class Service:
         """A private copy (its source is not readable by everyone): let the user who proved
         they can read the source read the copy (a named ACL entry). Root asks on behalf of
         the job's user (the controller prolog). "" when granted or public, else why not."""
-        if os.stat(obj).st_mode & 0o004:
-            return ""                                   # public content
+        try:
+            if os.stat(obj).st_mode & 0o004:
+                return ""                               # public content
+        except OSError as e:
+            return f"the stored copy is gone ({e.strerror})"      # collected meanwhile
         uid = peer.uid
         if uid == 0 and isinstance(ctx.user, str):
             try:

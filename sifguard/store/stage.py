@@ -132,7 +132,10 @@ class Stager:
         obj = self.store.object_path(digest)
         if man is None:
             return None
-        fd = os.open(obj, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            fd = os.open(obj, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None            # collected meanwhile: the caller stages it again
         try:
             rec = verifier(fd, man.get("objects", {})) | {"digest": digest, "roots": roots_id}
         finally:
