@@ -7,7 +7,13 @@ Revocation answers come through `lookup(cert, issuer, links_left) -> answer` (an
 `status` good|revoked|unknown|error, `source`, `reason`, `subject`, `as_dict()`); the
 engine passes a memoised checker bound to one deadline, tests pass a dict's `get`.
 Only `error` (no answer could be had) is ever forgiven, and only under `soft-fail`:
-`revoked` and `unknown` refuse in every mode.
+`unknown` refuses in every mode, and so does `revoked` — unless the signature carries a
+time-stamp that counts and the revocation cannot touch it (`revocation_spares`): a benign
+reason (affiliationChanged, superseded, cessationOfOperation, certificateHold,
+privilegeWithdrawn) with the revocation — and its invalidityDate, when given — after the
+latest instant the token allows. keyCompromise, cACompromise, aACompromise, unspecified
+or no reason refuse whatever the time. A TSA certificate revoked for a compromise, or
+before the token's genTime, voids the token: the signer is then judged at now.
 """
 
 from __future__ import annotations
@@ -17,22 +23,41 @@ from dataclasses import dataclass
 
 from cryptography import x509
 
+import datetime as dt
+
 from sifguard.policy.decide import signer_allowed
 from sifguard.policy.model import Rule
 from sifguard.x509.chain import SignerIdentity
 
+# revocation reasons that date the key's misuse to no known instant: nothing it signed stands
+COMPROMISE_REASONS = frozenset({"keyCompromise", "cACompromise", "aACompromise", "unspecified", None})
+
 
 @dataclass(frozen=True)
 class Signer:
-    """A verified signature's signer, with the certificate path built once (leaf → root)."""
+    """A signature's signer whose signature verified over intact content, with the certificate
+    path built once (leaf → root; when not `authentic`, the certificates the image carried)."""
 
     group: int
     path: tuple[x509.Certificate, ...]
     identity: SignerIdentity
     issuers: tuple[str, ...]            # SHA-256 fingerprints of path[1:]
+    authentic: bool = True              # path ends at a trusted root (validity aside)
+    authenticity: str = ""              # why (not)
+    expiry: tuple[bool, str] = (True, "")   # every certificate of path valid at the signing time
+    signed_at: object = None            # sifguard.tsp.token.TrustedTime that counted, or None
+    time: tuple = ()                    # (key, value) pairs: which time validity was judged at, why
+
+    @property
+    def valid(self) -> bool:
+        """Authentic and in time: what strict verification asks of a signer."""
+        return self.authentic and self.expiry[0]
 
     def as_dict(self) -> dict:
-        return self.identity.as_dict() | {"group": self.group}
+        d = self.identity.as_dict() | {"group": self.group}
+        if self.time:
+            d["time"] = dict(self.time)
+        return d
 
 
 @dataclass(frozen=True)
@@ -45,6 +70,7 @@ class Findings:
     reported: tuple[dict, ...] = ()                   # signers seen on a refused image (for the verdict)
     digests: tuple[tuple[str, str], ...] = ()         # object id → "sha256:…"
     image_cache: str = "off"                          # hit | miss | off
+    integrity: bool = True                            # every group: a signature over intact content
 
 
 @dataclass(frozen=True)
@@ -87,6 +113,78 @@ class _Outcome:
 Lookup = Callable[[x509.Certificate, x509.Certificate, int], object]   # links_left: of this path, this one included
 
 
+def _stamp(t: float) -> str:
+    return dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def revocation_spares(answer, signed_at) -> str | None:
+    """Why a `revoked` answer leaves a signature made at `signed_at` (a TrustedTime) standing,
+    or None when it refuses: see the module docstring."""
+    if signed_at is None:
+        return None
+    reason = getattr(answer, "revocation_reason", None)
+    revoked_at = getattr(answer, "revoked_at", None)
+    if reason in COMPROMISE_REASONS or revoked_at is None:
+        return None
+    latest = signed_at.latest.timestamp()
+    if latest >= revoked_at:
+        return None
+    invalid = getattr(answer, "invalidity_date", None)
+    if invalid is not None and latest >= invalid:
+        return None
+    return (f"revoked {_stamp(revoked_at)} ({reason}) after the time-stamped signing time "
+            f"{_stamp(signed_at.gen_time.timestamp())}" + (f", invalid since {_stamp(invalid)}" if invalid else "")
+            + ": the signature stands")
+
+
+class _Spared:
+    """A revoked answer that does not touch this signature, shown as such in the verdict."""
+
+    status = "good"
+
+    def __init__(self, answer, why: str):
+        self.answer, self.why = answer, why
+        self.source, self.subject = answer.source, answer.subject
+        self.reason = why
+
+    def as_dict(self) -> dict:
+        return self.answer.as_dict() | {"status": "revoked", "spared": True, "reason": self.why}
+
+
+def _answers(s: Signer, lookup: Lookup, now: dt.datetime) -> tuple[list, str]:
+    """The revocation answers for one signer's path (revocations that spare its time-stamped
+    signature turned into `_Spared`), plus a note when the TSA's own revocation voided the
+    token and the signer had to be judged at now instead."""
+    signed_at, note = s.signed_at, ""
+    if signed_at is not None:
+        tsa = tuple(signed_at.tsa_path)
+        n = len(tsa) - 1
+        for i in range(n):
+            a = lookup(tsa[i], tsa[i + 1], n - i)
+            if a.status == "revoked":
+                reason = getattr(a, "revocation_reason", None)
+                revoked_at = getattr(a, "revoked_at", None)
+                if reason in COMPROMISE_REASONS or revoked_at is None or revoked_at <= signed_at.gen_time.timestamp():
+                    signed_at = None
+                    note = f"time-stamp void: TSA certificate {a.subject} is revoked: {a.reason}"
+                    break
+    if signed_at is None and s.signed_at is not None:
+        from sifguard.x509.chain import validity_problem
+        problem = validity_problem(s.path, now)
+        if problem:
+            return [], f"{note}; at now: {problem}"
+    links = len(s.path) - 1
+    out = []
+    for i in range(links):
+        a = lookup(s.path[i], s.path[i + 1], links - i)
+        if a.status == "revoked":
+            why = revocation_spares(a, signed_at)
+            if why:
+                a = _Spared(a, why)
+        out.append(a)
+    return out, note
+
+
 def evaluate(rule: Rule, findings: Findings, lookup: Lookup, default_mode: str) -> _Outcome:
     """One rule's answer for this image."""
     if rule.require == "any":
@@ -94,27 +192,33 @@ def evaluate(rule: Rule, findings: Findings, lookup: Lookup, default_mode: str) 
     if not findings.verified:
         return _Outcome(False, findings.reason, signers=findings.reported)
     mode = rule.revocation_mode or default_mode
+    now = dt.datetime.now(dt.timezone.utc)
     chosen, revocation, soft = [], [], []
     for g, signers, problems in findings.groups:
-        allowed = [s for s in signers if signer_allowed(rule, s.identity, s.issuers)]
+        valid = [s for s in signers if s.valid]
+        allowed = [s for s in valid if signer_allowed(rule, s.identity, s.issuers)]
         if not allowed:
             seen = [s.identity.subject + (f" <{', '.join(s.identity.emails)}>" if s.identity.emails else "")
-                    for s in signers] + list(problems)
+                    for s in valid] + list(problems)
             return _Outcome(False, f"group {g}: signed by {'; '.join(seen)}, which rule '{rule.name}' does not allow"
                             if seen else f"group {g}: no trusted signature")
         if mode == "off":
             chosen.append(allowed[0].as_dict())
             continue
-        checked = []
+        checked, voided = [], []
         for s in allowed:
-            links = len(s.path) - 1
-            answers = [lookup(s.path[i], s.path[i + 1], links - i) for i in range(links)]
+            answers, note = _answers(s, lookup, now)
+            if note and not answers:
+                voided.append(note)
+                continue
             if all(a.status == "good" for a in answers):
-                chosen.append(s.as_dict())
+                chosen.append(s.as_dict() | ({"time_note": note} if note else {}))
                 revocation += [a.as_dict() for a in answers]
                 break
             checked.append((s, answers))
         else:
+            if not checked:
+                return _Outcome(False, f"group {g}: {voided[0]}")
             bad = [a for _, answers in checked for a in answers if a.status != "good"]
             revocation += [a.as_dict() for a in bad]
             revoked = [a for a in bad if a.status == "revoked"]

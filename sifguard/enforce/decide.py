@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import base64
 import hashlib
 import os
 import time
@@ -18,7 +19,7 @@ from sifguard.enforce import audit, core
 from sifguard.enforce.core import Findings, Signer, Verdict
 from sifguard.enforce.image_cache import ImageCache, decode_chain, encode_chain
 from sifguard.errors import BadInputError
-from sifguard.integrity.verify import VERIFIED, Trust, verify_image
+from sifguard.integrity.verify import INVALID, TAMPERED, UNSUPPORTED, VERIFIED, Trust, judge, verify_image
 from sifguard.policy.decide import JobContext, candidate_rules
 from sifguard.policy.model import Policy
 from sifguard.sif.image import Progress, SifImage
@@ -42,24 +43,50 @@ def load_certs(paths) -> tuple[x509.Certificate, ...]:
     return tuple(out)
 
 
-def _signer(group: int, path) -> Signer:
+def _signer(group: int, path, res=None) -> Signer:
+    """The core's Signer for a path (leaf first); `res`: the SignatureResult that judged it."""
     path = tuple(path)
-    return Signer(group, path, identity(path[0], list(path)), tuple(fingerprint(c) for c in path[1:]))
+    if res is None:
+        return Signer(group, path, identity(path[0], list(path)), tuple(fingerprint(c) for c in path[1:]))
+    authentic = res.passed("authenticity")
+    if authentic:
+        path = tuple(res.chain)
+    return Signer(group, path, identity(path[0], list(path) if authentic else None),
+                  tuple(fingerprint(c) for c in path[1:]) if authentic else (),
+                  authentic=authentic, authenticity=res.checks.get("authenticity", (False, ""))[1],
+                  expiry=res.checks.get("expiry", (False, "not judged")) if authentic else (False, "not judged"),
+                  signed_at=res.signed_at, time=tuple(res.time_dict().items()) if res.time_basis else ())
+
+
+def _integrity_ok(rep) -> bool:
+    """Every group holds a signature that verifies over intact content, and none that a
+    trusted signer made fails (whoever made the good one)."""
+    if not rep.groups:
+        return False
+    return all(st not in (INVALID, TAMPERED, "unsigned", UNSUPPORTED)
+               and any(s.group == g and s.passed("integrity") for s in rep.signatures)
+               for g, st in rep.groups.items())
 
 
 def _record(rep) -> dict:
     """What a verification report found, JSON-ready — the form the image cache and the
-    store keep: verified signers' chains per group and object digests, or why not and the
-    signers seen."""
-    if not rep.verified:
-        return {"verified": False, "reason": rep.reason, "reported": [
-            s.signer.as_dict() | {"group": s.group, "status": s.status} for s in rep.signatures if s.signer]}
+    store keep: per group, every signature that verified over intact content (its chain,
+    signature value and time-stamp tokens: authenticity and expiry are judged again on
+    use, at the signing time), the object digests, and strict verification's outcome."""
+    reported = [s.signer.as_dict() | {"group": s.group, "status": s.status} for s in rep.signatures if s.signer]
     groups: dict[str, list] = {}
     for s in rep.signatures:
-        if s.status == VERIFIED and s.chain:
-            groups.setdefault(str(s.group), []).append({"chain": encode_chain(s.chain)})
-    return {"verified": True, "reason": rep.reason, "groups": groups,
-            "digests": {str(k): d for k, d in rep.digests.items()}}
+        if s.kind == "dsse" and s.passed("integrity") and (s.chain or s.embedded):
+            groups.setdefault(str(s.group), []).append({
+                "chain": encode_chain(s.chain or s.embedded), "authentic": bool(s.chain),
+                "sig": base64.b64encode(s.sig).decode(),
+                "tokens": [base64.b64encode(t).decode() for t in s.tokens]})
+    integrity = _integrity_ok(rep)
+    rec = {"format": 2, "verified": rep.verified, "integrity": integrity, "reason": rep.reason,
+           "reported": reported, "groups": groups if integrity else {}}
+    if rep.verified:
+        rec["digests"] = {str(k): d for k, d in rep.digests.items()}
+    return rec
 
 
 class Engine:
@@ -69,8 +96,14 @@ class Engine:
         self.policy = policy
         self.roots = load_certs(policy.roots)
         self.intermediates = load_certs(policy.intermediates)
-        ders = sorted(r.public_bytes(serialization.Encoding.DER) for r in self.roots)
-        self.roots_id = hashlib.sha256(b"".join(ders)).hexdigest()
+        tsa = getattr(policy, "tsa_roots", ())
+        self.tsa_roots = load_certs(tsa) if tsa else None
+        self.trust = Trust(roots=self.roots, intermediates=self.intermediates, tsa_roots=self.tsa_roots)
+        # what findings depend on: the record format, the roots and the TSA roots
+        h = hashlib.sha256(b"sifguard-findings-v2\0")
+        for certs in (self.roots, self.tsa_roots):
+            h.update(b"".join(sorted(r.public_bytes(serialization.Encoding.DER) for r in certs or ())) + b"\0")
+        self.roots_id = h.hexdigest()
         self.image_cache = ImageCache(policy.image_cache, self.roots_id)
         self._checker = checker
         self._memo = SignatureMemo(max_total=None)   # each link's signature checked once per process
@@ -133,39 +166,44 @@ class Engine:
         with SifImage(image, fd=fd) as img:
             st = img.stat
             hit = self.image_cache.get(st) if use else None
-            if hit:
-                return self._from_cache(hit)
-            rep = verify_image(img, Trust(roots=self.roots, intermediates=self.intermediates), progress=progress)
+            if hit and hit.get("format") == 2:
+                return self._from_record(hit, "hit")
+            rep = verify_image(img, self.trust, progress=progress)
         rec = _record(rep)
-        if not rep.verified:
-            return Findings(False, rep.reason, reported=tuple(rec["reported"]), image_cache="miss" if use else "off")
-        if use:
-            self.image_cache.put(st, rec["groups"], rec["digests"])
+        if use and rep.verified:
+            self.image_cache.put(st, rec)
+        return self._from_report(rep, rec, "miss" if use else "off")
+
+    def _from_report(self, rep, rec: dict, how: str) -> Findings:
+        """Findings from a fresh report: the paths the verifier built, not rebuilt."""
+        if not rec["integrity"]:
+            return Findings(False, rep.reason, reported=tuple(rec["reported"]), image_cache=how, integrity=False)
         groups: dict[int, list[Signer]] = {}
-        for s in rep.signatures:          # the paths the verifier built, not rebuilt from the record
-            if s.status == VERIFIED and s.chain:
-                groups.setdefault(s.group, []).append(_signer(s.group, s.chain))
-        return Findings(True, groups=tuple((g, tuple(ss), ()) for g, ss in sorted(groups.items())),
-                        digests=tuple(sorted(rec["digests"].items())), image_cache="miss" if use else "off")
+        for s in rep.signatures:
+            if s.kind == "dsse" and s.passed("integrity") and (s.chain or s.embedded):
+                groups.setdefault(s.group, []).append(_signer(s.group, s.chain or s.embedded, s))
+        return Findings(rep.verified, rep.reason if not rep.verified else "",
+                        groups=tuple((g, tuple(ss), ()) for g, ss in sorted(groups.items())),
+                        reported=tuple(rec["reported"]), digests=tuple(sorted(rec.get("digests", {}).items())),
+                        image_cache=how)
 
     # --- the verified image store (sifguard/store) --------------------------------------
     def verifier(self):
         """For the store's stager: (fd of the staged bytes, object digests computed while
         copying them) → a findings record under this engine's roots (JSON-ready)."""
-        trust = Trust(roots=self.roots, intermediates=self.intermediates)
-
         def verify(fd: int, known: dict) -> dict:
             with SifImage("<store copy>", fd=fd) as img:
-                rep = verify_image(img, trust, known_digests={int(k): v for k, v in known.items()})
+                rep = verify_image(img, self.trust, known_digests={int(k): v for k, v in known.items()})
             return _record(rep)
         return verify
 
     def findings_from_record(self, rec: dict) -> Findings:
-        """Findings from a store record: paths rebuilt at now from the recorded chains."""
-        if not rec.get("verified"):
+        """Findings from a store record: authenticity and expiry judged again, at now or at
+        the time-stamped signing time."""
+        if rec.get("format") != 2 or not rec.get("integrity"):
             return Findings(False, rec.get("reason", "not verified"), reported=tuple(rec.get("reported", ())),
-                            image_cache="store")
-        return dataclasses.replace(self._from_cache(rec), image_cache="store")
+                            image_cache="store", integrity=False)
+        return self._from_record(rec, "store")
 
     def decide_findings(self, image: str, ctx: JobContext, findings: Findings, rules=None) -> Verdict:
         """The verdict for `image` (the path that chooses the rules) with these findings."""
@@ -187,27 +225,29 @@ class Engine:
                 life = min(life, float(r["good_until"]))
         for _, signers, _ in findings.groups:
             for s in signers:
-                for c in s.path:
-                    life = min(life, c.not_valid_after_utc.timestamp())
+                if s.signed_at is None:        # judged at now: good until a certificate expires
+                    for c in s.path:
+                        life = min(life, c.not_valid_after_utc.timestamp())
         return life
 
-    def _from_cache(self, hit: dict) -> Findings:
-        now = dt.datetime.now(dt.timezone.utc)
-        groups = []
-        for g, sigs in sorted(hit["groups"].items(), key=lambda kv: int(kv[0])):
+    def _from_record(self, rec: dict, how: str) -> Findings:
+        groups, refusal = [], ""
+        for g, sigs in sorted(rec["groups"].items(), key=lambda kv: int(kv[0])):
             signers, problems = [], []
             for s in sigs:
                 chain = decode_chain(s["chain"])
-                try:
-                    path = build_path(chain[0], list(chain[1:]) + list(self.intermediates), list(self.roots), now,
-                                      memo=self._memo)
-                except ChainError as e:
-                    problems.append(f"{chain[0].subject.rfc4514_string()} ({e})")
-                    continue
-                signers.append(_signer(int(g), path))
-            if not signers:
-                return Findings(False, f"group {g}: no trusted signature ({problems[0] if problems else 'none'})",
-                                image_cache="hit")
+                res = judge(chain[0], list(chain[1:]) + list(self.intermediates), self.trust,
+                            [base64.b64decode(t) for t in s.get("tokens", ())], base64.b64decode(s.get("sig", "")),
+                            self._memo)
+                res.checks = {"integrity": (True, "recorded"), **res.checks}
+                signer = _signer(int(g), chain, res)
+                signers.append(signer)
+                if not signer.valid:
+                    problems.append(f"{chain[0].subject.rfc4514_string()} "
+                                    f"({signer.authenticity if not signer.authentic else signer.expiry[1]})")
+            signers.sort(key=lambda x: not x.valid)
+            if not any(x.valid for x in signers) and not refusal:
+                refusal = f"group {g}: no trusted signature ({problems[0] if problems else 'none'})"
             groups.append((int(g), tuple(signers), tuple(problems)))
-        return Findings(True, groups=tuple(groups), digests=tuple(sorted(hit.get("digests", {}).items())),
-                        image_cache="hit")
+        return Findings(not refusal, refusal, groups=tuple(groups), reported=tuple(rec.get("reported", ())),
+                        digests=tuple(sorted(rec.get("digests", {}).items())), image_cache=how)

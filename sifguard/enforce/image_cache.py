@@ -57,7 +57,7 @@ class ImageCache:
             return None
         return entry
 
-    def put(self, st: os.stat_result, groups: dict, digests: dict) -> None:
+    def put(self, st: os.stat_result, record: dict) -> None:
         if not self.dir:
             return
         try:
@@ -65,7 +65,7 @@ class ImageCache:
                 os.makedirs(self.dir, mode=0o755)
             if not _trusted_dir(self.dir):
                 return
-            entry = {"file": file_key(st), "roots": self.roots_id, "groups": groups, "digests": digests}
+            entry = record | {"file": file_key(st), "roots": self.roots_id}
             tmp = os.path.join(self.dir, f".{self._name(st)}.{os.getpid()}.tmp")
             with open(tmp, "w", encoding="utf-8") as f:
                 json.dump(entry, f)

@@ -3,6 +3,9 @@
 Go decodes the envelope with encoding/json and ignores unknown members, and no digest
 covers a signature object, so a per-signature ``x5c`` member (base64 DER, leaf first,
 as in JWS) is invisible to Apptainer yet lets sifguard build the path to site roots.
+Likewise ``rfc3161``: base64 DER RFC 3161 TimeStampTokens whose messageImprint is the
+SHA-256 of that entry's signature value — proof the signature existed at the token's
+genTime, so it can be judged after its certificate expires.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ class EnvelopeSignature:
     keyid: str
     sig: bytes
     x5c: tuple[bytes, ...] = ()     # DER certificates, leaf first
+    timestamps: tuple[bytes, ...] = ()   # DER RFC 3161 tokens over `sig`
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,8 @@ class Envelope:
             entry = {"keyid": s.keyid, "sig": base64.b64encode(s.sig).decode()}
             if s.x5c:
                 entry["x5c"] = [base64.b64encode(c).decode() for c in s.x5c]
+            if s.timestamps:
+                entry["rfc3161"] = [base64.b64encode(t).decode() for t in s.timestamps]
             sigs.append(entry)
         doc = {"payloadType": self.payload_type,
                "payload": base64.b64encode(self.payload).decode(), "signatures": sigs}
@@ -79,10 +85,12 @@ def decode(data: bytes) -> Envelope:
             raise EnvelopeError(f"signature {i} is not an object")
         kid = s.get("keyid", "")
         chain = s.get("x5c") or []
-        if not isinstance(kid, str) or not isinstance(chain, list):
+        stamps = s.get("rfc3161") or []
+        if not isinstance(kid, str) or not isinstance(chain, list) or not isinstance(stamps, list):
             raise EnvelopeError(f"signature {i} is malformed")
         out.append(EnvelopeSignature(kid, _b64(s.get("sig", ""), f"signature {i}"),
-                                     tuple(_b64(c, f"signature {i} certificate") for c in chain)))
+                                     tuple(_b64(c, f"signature {i} certificate") for c in chain),
+                                     tuple(_b64(t, f"signature {i} time-stamp token") for t in stamps)))
     return Envelope(str(doc["payloadType"]), _b64(doc.get("payload", ""), "payload"), tuple(out))
 
 

@@ -6,6 +6,15 @@ header, descriptor and object digest matching. Other signatures on the group are
 reported with their own status instead of failing the image (unlike Apptainer,
 issue #2158) — except a signature that names a trusted key and does not verify,
 which refuses the image.
+
+Each X.509 signature is judged on three separate checks, so that a policy can weigh them
+apart (policy `verification` levels): *integrity* (the signature verifies with its
+certificate's key and the payload's digests match the image), *authenticity* (the
+certificate chains to a trusted root; validity aside) and *expiry* (every certificate of
+that path is valid at the signing time). The signing time is the genTime of the earliest
+RFC 3161 token on the signature that counts (sifguard.tsp.token; the TSA chains to the
+TSA roots at genTime), else now. `status` sums them up strictly: `verified` only when all
+three pass.
 """
 
 from __future__ import annotations
@@ -24,7 +33,10 @@ from sifguard.sif.image import Progress, SifImage
 from sifguard.x509 import keys
 from sifguard.x509.chain import (
     DEFAULT_LIMITS, ChainError, PathLimits, SignatureMemo, SignerIdentity, build_path, identity, load_embedded,
+    validity_problem,
 )
+
+MAX_TOKENS = 8     # time-stamp tokens considered per signature
 
 VERIFIED, INVALID, UNTRUSTED, UNSUPPORTED, TAMPERED = (
     "verified", "invalid", "untrusted", "unsupported", "tampered")
@@ -38,8 +50,13 @@ class Trust:
     roots: tuple[x509.Certificate, ...] = ()
     intermediates: tuple[x509.Certificate, ...] = ()
     certs: tuple[x509.Certificate, ...] = ()      # candidate signer certs given by the user
-    at: dt.datetime | None = None
+    at: dt.datetime | None = None                   # "now" (None: the clock)
     limits: PathLimits = DEFAULT_LIMITS             # bounds of path building over image-supplied certs
+    tsa_roots: tuple[x509.Certificate, ...] | None = None   # who may time-stamp (None: the roots)
+    timestamps: bool = True                          # judge validity at a token's genTime when one counts
+
+    def tsa_anchors(self) -> tuple[x509.Certificate, ...]:
+        return self.roots if self.tsa_roots is None else self.tsa_roots
 
 
 @dataclass
@@ -54,13 +71,39 @@ class SignatureResult:
     algorithm: str = ""
     signer: SignerIdentity | None = None
     key: str = ""                 # keyid of the bare key that verified it (key mode)
-    chain: tuple = ()             # certificates of the path, leaf to root (x509 mode)
+    chain: tuple = ()             # certificates of the path, leaf to root (x509 mode; validity aside)
+    checks: dict = field(default_factory=dict)   # integrity | authenticity | expiry -> (passed, reason)
+    signed_at: object = None      # sifguard.tsp.token.TrustedTime of the token that counts, or None
+    time_basis: str = ""          # timestamp | now: the instant validity was judged at
+    timestamps: list = field(default_factory=list)   # per token: {"status": valid|invalid, ...}
+    embedded: tuple = ()          # the certificates the entry carried (x5c), leaf first
+    tokens: tuple = ()            # the entry's time-stamp tokens (DER)
+    sig: bytes = b""              # the entry's signature value (what the tokens are over)
+
+    def passed(self, check: str) -> bool:
+        return bool(self.checks.get(check, (False,))[0])
+
+    def time_dict(self) -> dict:
+        """Which time the certificates were judged at, and why."""
+        if self.signed_at is not None:
+            return {"basis": "timestamp", **self.signed_at.as_dict()}
+        if not self.timestamps:
+            return {"basis": "now", "why": "no time-stamp token"}
+        bad = "; ".join(t["reason"] for t in self.timestamps if t["status"] != "valid")
+        return {"basis": "now", "why": f"no time-stamp token counts ({bad})" if bad else "time stamps not considered"}
 
     def as_dict(self) -> dict:
-        return {"group": self.group, "object": self.object_id, "index": self.index,
-                "type": self.kind, "status": self.status, "reason": self.reason,
-                "keyid": self.keyid, "algorithm": self.algorithm,
-                "signer": self.signer.as_dict() if self.signer else ({"key": self.key} if self.key else None)}
+        d = {"group": self.group, "object": self.object_id, "index": self.index,
+             "type": self.kind, "status": self.status, "reason": self.reason,
+             "keyid": self.keyid, "algorithm": self.algorithm,
+             "signer": self.signer.as_dict() if self.signer else ({"key": self.key} if self.key else None)}
+        if self.checks:
+            d["checks"] = {k: {"passed": v[0], "reason": v[1]} for k, v in self.checks.items()}
+        if self.time_basis:
+            d["time"] = self.time_dict()
+        if self.timestamps:
+            d["timestamps"] = list(self.timestamps)
+        return d
 
 
 @dataclass
@@ -122,6 +165,73 @@ def _signer_candidates(entry: dsse.EnvelopeSignature, leaves, res: SignatureResu
     return out
 
 
+def _timestamps(entry: dsse.EnvelopeSignature, trust: Trust, res: SignatureResult, memo: SignatureMemo):
+    """The earliest trusted time the entry's tokens give its signature value, or None;
+    every token's outcome lands in res.timestamps."""
+    if not entry.timestamps or not trust.timestamps:
+        return None
+    from sifguard.tsp import token as T
+    good = []
+    for i, der in enumerate(entry.timestamps):
+        if i >= MAX_TOKENS:
+            res.timestamps.append({"status": "invalid", "reason": f"more than {MAX_TOKENS} tokens: the rest ignored"})
+            break
+        try:
+            tok = T.parse(der)
+            tt = T.verify(tok, entry.sig, trust.tsa_anchors(), trust.intermediates, limits=trust.limits, memo=memo)
+        except T.TimestampError as e:
+            res.timestamps.append({"status": "invalid", "reason": str(e)})
+            continue
+        good.append(tt)
+        res.timestamps.append({"status": "valid", "reason": "token verified; TSA chains to a trusted root",
+                               **tt.as_dict()})
+    return T.earliest(good)
+
+
+def judge(leaf, hints, trust: Trust, tokens, sig: bytes, memo: SignatureMemo) -> SignatureResult:
+    """Authenticity, expiry and the signing time of a signature whose integrity is known
+    (a recorded one): the tokens re-verified, the path rebuilt at the signing time."""
+    res = SignatureResult(0, 0, 0, "dsse", UNTRUSTED, "")
+    res.signed_at = _timestamps(dsse.EnvelopeSignature("", sig, (), tuple(tokens)), trust, res, memo)
+    _judge_path(leaf, hints, trust, res, memo)
+    return res
+
+
+def _judge_path(leaf, hints, trust: Trust, res: SignatureResult, memo: SignatureMemo):
+    """Authenticity and expiry of `leaf` as two checks: the path (validity aside) or None."""
+    signed_at = res.signed_at
+    when = signed_at.gen_time if signed_at is not None else (trust.at or dt.datetime.now(dt.timezone.utc))
+    res.time_basis = "timestamp" if signed_at is not None else "now"
+    try:       # a path valid at the signing time, when there is one
+        path = build_path(leaf, hints, list(trust.roots), when, limits=trust.limits, memo=memo)
+        timed_error = None
+    except ChainError as e:
+        timed_error = str(e)
+        try:   # is it only a matter of time? (authenticity holds, expiry fails)
+            path = build_path(leaf, hints, list(trust.roots), None, limits=trust.limits, memo=memo)
+        except ChainError as e2:
+            res.checks["authenticity"] = (False, str(e2) if "expired" in timed_error or
+                                          "not valid before" in timed_error else timed_error)
+            res.signer = identity(leaf)
+            return None
+    res.checks["authenticity"] = (True, "certificate chains to a trusted root")
+    slack = signed_at.accuracy if signed_at is not None else dt.timedelta(0)
+    problem = timed_error and (validity_problem(path, when, slack) or timed_error) or validity_problem(path, when, slack)
+    if problem:
+        if signed_at is None and res.timestamps:
+            problem += f" ({res.time_dict()['why']})"
+        elif signed_at is None:
+            problem += " (the signature carries no time-stamp token)"
+        else:
+            problem = f"at the time-stamped signing time {signed_at.as_dict()['gen_time']}: {problem}"
+        res.checks["expiry"] = (False, problem)
+    else:
+        res.checks["expiry"] = (True, f"certificates valid at {when:%Y-%m-%dT%H:%M:%SZ} "
+                                + ("(time-stamped)" if signed_at is not None else "(now)"))
+    res.signer, res.chain = identity(leaf, path), tuple(path)
+    return path
+
+
 def _check_entry(entry: dsse.EnvelopeSignature, pae: bytes, hashtype: int, trust: Trust,
                  res: SignatureResult, memo: SignatureMemo) -> None:
     """Decide one envelope signature's status against the trust; fills res. Everything the
@@ -135,31 +245,42 @@ def _check_entry(entry: dsse.EnvelopeSignature, pae: bytes, hashtype: int, trust
     except ChainError as e:
         res.status, res.reason = UNTRUSTED, str(e)
         return
+    res.embedded, res.tokens, res.sig = tuple(embedded), tuple(entry.timestamps), entry.sig
     cands = _signer_candidates(entry, embedded[:1] + list(trust.certs), res)
     hints = list(trust.intermediates) + embedded[1:]
     if not cands:
         res.status = UNTRUSTED
         res.reason = res.reason or f"no certificate for the signing key (keyid {entry.keyid or 'none'})"
         return
+    res.signed_at = _timestamps(entry, trust, res, memo)
+    fallback = None
     for leaf in cands:
         res.algorithm = keys.algorithm(leaf.public_key())
         ok = keys.verify(leaf.public_key(), entry.sig, pae, hashtype)
-        try:
-            path = build_path(leaf, hints, list(trust.roots), trust.at, limits=trust.limits, memo=memo)
-        except ChainError as e:
-            res.status, res.reason, res.signer = UNTRUSTED, str(e), identity(leaf)
-            if ok:
-                return
-            continue
-        res.signer, res.chain = identity(leaf, path), tuple(path)
+        res.checks = {}
+        path = _judge_path(leaf, hints, trust, res, memo)
         if ok:
-            res.status, res.reason = VERIFIED, "signature verified; certificate chains to a trusted root"
+            res.checks = {"integrity": (True, "signature verifies with the certificate's key"), **res.checks}
+            if path is None:
+                res.status, res.reason = UNTRUSTED, res.checks["authenticity"][1]
+            elif not res.passed("expiry"):
+                res.status, res.reason = UNTRUSTED, res.checks["expiry"][1]
+            else:
+                res.status, res.reason = VERIFIED, (
+                    "signature verified; certificate chains to a trusted root"
+                    + (f" (valid at the time-stamped {res.signed_at.as_dict()['gen_time']})"
+                       if res.signed_at is not None else ""))
             return
-        if entry.keyid:
+        if path is not None and entry.keyid:
+            res.checks = {"integrity": (False, "signature does not verify"), **res.checks}
             res.status, res.reason = INVALID, f"signature does not verify with the trusted certificate {leaf.subject.rfc4514_string()}"
             return
+        fallback = fallback or (path is not None)
+    res.checks = {"integrity": (False, "signature does not verify with the embedded certificate")}
+    res.signer, res.chain, res.signed_at, res.time_basis = res.signer, (), None, ""
+    if fallback:
         res.status, res.reason = UNTRUSTED, "keyid-less signature not made by a trusted certificate"
-    if res.status != UNTRUSTED:
+    else:
         res.status, res.reason = UNTRUSTED, "signature does not verify with the embedded certificate"
 
 
@@ -215,10 +336,13 @@ def _check_signature_object(img: SifImage, g: int, gobjs: list[Descriptor], so: 
             res.status, res.reason = INVALID, f"signature descriptor has invalid hash type {hashtype}"
         else:
             _check_entry(entry, pae, hashtype, trust, res, memo)
-        if res.status == VERIFIED:
+        if res.passed("integrity") or (res.status == VERIFIED and not res.checks):
             problem = md_err or _integrity(img, gobjs, md, cache)
             if problem:
-                res.status, res.reason = TAMPERED, problem
+                if res.checks:
+                    res.checks["integrity"] = (False, problem)
+                if res.status == VERIFIED or res.passed("authenticity"):
+                    res.status, res.reason = TAMPERED, problem
         out.append(res)
     if not out:
         out.append(SignatureResult(g, so.id, 0, "dsse", UNTRUSTED, "envelope holds no signature"))

@@ -95,10 +95,12 @@ def load_embedded(ders, limits: PathLimits = DEFAULT_LIMITS) -> list[x509.Certif
     return out
 
 
-def _check_common(cert: x509.Certificate, at: dt.datetime) -> None:
-    if at < cert.not_valid_before_utc:
+def _check_common(cert: x509.Certificate, at: dt.datetime | None) -> None:
+    """Validity at `at` (None: validity is judged elsewhere, see build_path's `at`) and no
+    unknown critical extension."""
+    if at is not None and at < cert.not_valid_before_utc:
         raise ChainError(f"certificate {_name(cert)!r} is not valid before {cert.not_valid_before_utc:%Y-%m-%d %H:%M:%SZ}")
-    if at > cert.not_valid_after_utc:
+    if at is not None and at > cert.not_valid_after_utc:
         raise ChainError(f"certificate {_name(cert)!r} expired {cert.not_valid_after_utc:%Y-%m-%d %H:%M:%SZ}")
     for e in cert.extensions:
         if e.critical and e.oid not in _KNOWN_CRITICAL:
@@ -117,7 +119,8 @@ def _check_signature_algorithm(cert: x509.Certificate) -> None:
         raise ChainError(f"certificate {_name(cert)!r}: {problem}")
 
 
-def _check_issuer(ca: x509.Certificate, below: int, is_root: bool) -> None:
+def _check_issuer(ca: x509.Certificate, below: int, is_root: bool,
+                  purpose: x509.ObjectIdentifier | None = ExtendedKeyUsageOID.CODE_SIGNING) -> None:
     bc = _ext(ca, x509.BasicConstraints)
     if bc is None and not (is_root and ca.version == x509.Version.v1):
         raise ChainError(f"certificate {_name(ca)!r} is used as a CA but has no basicConstraints")
@@ -130,9 +133,9 @@ def _check_issuer(ca: x509.Certificate, below: int, is_root: bool) -> None:
     if ku is not None and not ku.key_cert_sign:
         raise ChainError(f"CA {_name(ca)!r} lacks keyCertSign")
     eku = _ext(ca, x509.ExtendedKeyUsage)
-    if eku is not None and ExtendedKeyUsageOID.CODE_SIGNING not in eku \
+    if purpose is not None and eku is not None and purpose not in eku \
             and ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE not in eku:
-        raise ChainError(f"CA {_name(ca)!r} restricts its extended key usage and excludes codeSigning")
+        raise ChainError(f"CA {_name(ca)!r} restricts its extended key usage and excludes {purpose._name}")
 
 
 def _check_name_constraints(ca: x509.Certificate, below: list[x509.Certificate]) -> None:
@@ -215,8 +218,9 @@ class _Cert:
 
 
 class _Search:
-    def __init__(self, roots, intermediates, at: dt.datetime, limits: PathLimits, memo: SignatureMemo):
-        self.at, self.limits, self.memo = at, limits, memo
+    def __init__(self, roots, intermediates, at: dt.datetime | None, limits: PathLimits, memo: SignatureMemo,
+                 ca_purpose: x509.ObjectIdentifier | None = ExtendedKeyUsageOID.CODE_SIGNING):
+        self.at, self.limits, self.memo, self.ca_purpose = at, limits, memo, ca_purpose
         self.by_subject: dict[x509.Name, list[_Cert]] = {}
         seen: set[bytes] = set()
         for cert, anchor in [(r, True) for r in roots] + [(c, False) for c in intermediates]:
@@ -250,7 +254,7 @@ class _Search:
             _check_common(cand.cert, self.at)
             if not cand.anchor:
                 _check_key(cand.cert)
-            _check_issuer(cand.cert, len(path) - 1, is_root=cand.anchor)
+            _check_issuer(cand.cert, len(path) - 1, is_root=cand.anchor, purpose=self.ca_purpose)
             _check_name_constraints(cand.cert, [p.cert for p in path])
         except ChainError as e:
             self.reasons.append(str(e))
@@ -287,18 +291,30 @@ class _Search:
         return None
 
 
+_NOW = object()
+
+
 def build_path(leaf: x509.Certificate, intermediates: list[x509.Certificate],
-               roots: list[x509.Certificate], at: dt.datetime | None = None, *,
-               limits: PathLimits = DEFAULT_LIMITS, memo: SignatureMemo | None = None) -> list[x509.Certificate]:
+               roots: list[x509.Certificate], at: "dt.datetime | None | object" = _NOW, *,
+               limits: PathLimits = DEFAULT_LIMITS, memo: SignatureMemo | None = None,
+               leaf_check=None, ca_purpose: x509.ObjectIdentifier | None = ExtendedKeyUsageOID.CODE_SIGNING,
+               ) -> list[x509.Certificate]:
     """Return [leaf, …, root] or raise ChainError with the most specific reason found, or the
     bound that stopped the search. Re-validating a known path (e.g. a cached one) is
-    build_path(path[0], path[1:], roots, at): len(path)-1 signature checks, fewer with a memo."""
-    at = at or dt.datetime.now(dt.timezone.utc)
+    build_path(path[0], path[1:], roots, at): len(path)-1 signature checks, fewer with a memo.
+
+    `at`: the instant every certificate must be valid at; omitted: now; None: validity is
+    not judged here (the caller checks it with `validity_problem` — expiry as a check of
+    its own, reported apart from authenticity). `leaf_check`: the leaf's profile (default
+    code signing, `check_leaf`); `ca_purpose`: the extended key usage a CA that restricts
+    its own must include (None: CA EKUs are not nested, as OpenSSL treats time stamping)."""
+    if at is _NOW:
+        at = dt.datetime.now(dt.timezone.utc)
     if not roots:
         raise ChainError("no trust roots given")
-    check_leaf(leaf)
+    (leaf_check or check_leaf)(leaf)
     _check_common(leaf, at)
-    search = _Search(roots, intermediates, at, limits, memo or SignatureMemo())
+    search = _Search(roots, intermediates, at, limits, memo or SignatureMemo(), ca_purpose)
     path = search.extend([_Cert(leaf, anchor=False)])
     if path is None:
         if search.reasons:
@@ -306,6 +322,17 @@ def build_path(leaf: x509.Certificate, intermediates: list[x509.Certificate],
         raise ChainError(f"certificate {_name(leaf)!r} (issuer {leaf.issuer.rfc4514_string()}) "
                          "does not chain to a trusted root")
     return [c.cert for c in path]
+
+
+def validity_problem(path, at: dt.datetime, slack: dt.timedelta = dt.timedelta(0)) -> str | None:
+    """Why some certificate of `path` is not valid over [at - slack, at + slack], or None.
+    A trust anchor's own validity counts too (Go and OpenSSL check it)."""
+    for c in path:
+        if at - slack < c.not_valid_before_utc:
+            return f"certificate {_name(c)!r} is not valid before {c.not_valid_before_utc:%Y-%m-%d %H:%M:%SZ}"
+        if at + slack > c.not_valid_after_utc:
+            return f"certificate {_name(c)!r} expired {c.not_valid_after_utc:%Y-%m-%d %H:%M:%SZ}"
+    return None
 
 
 @dataclass(frozen=True)
