@@ -30,7 +30,15 @@ def add_parsers(sub) -> None:
     p.add_argument("--object-id", action="append", type=int, default=[], metavar="ID",
                    help="sign only these objects (repeatable)")
     _passphrase_args(p)
+    _tsa_args(p, required=False)
     p.set_defaults(func=cmd_sign)
+
+    p = sub.add_parser("timestamp", help="add RFC 3161 time-stamps to an image's existing signatures")
+    p.add_argument("image")
+    p.add_argument("--group-id", action="append", type=int, default=[], metavar="N",
+                   help="only the signatures of this object group (repeatable)")
+    _tsa_args(p, required=True)
+    p.set_defaults(func=cmd_timestamp)
 
     p = sub.add_parser("verify", help="verify signatures against keys, X.509 roots, or a site policy")
     p.add_argument("image")
@@ -42,10 +50,45 @@ def add_parsers(sub) -> None:
                    help="signer certificate, for images that do not carry one")
     p.add_argument("--intermediates", action="append", default=[], metavar="F",
                    help="intermediate certificates to build the path with")
+    p.add_argument("--tsa-roots", action="append", default=[], metavar="F",
+                   help="roots trusted to vouch for RFC 3161 time-stamps (default: --roots)")
     p.add_argument("--group-id", action="append", type=int, default=[], metavar="N",
                    help="verify only this object group (default: all)")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p.set_defaults(func=cmd_verify)
+
+
+def _tsa_args(p, required: bool) -> None:
+    p.add_argument("--tsa", required=required, metavar="URL",
+                   help="RFC 3161 time-stamping authority (e.g. https://ca.example.org/tsa): each new "
+                        "signature gets a token, so it can be verified after its certificate expires")
+    p.add_argument("--tsa-roots", action="append", default=[], metavar="ROOTS.pem",
+                   help="check the TSA's tokens against these roots before writing (default: trust "
+                        "is decided at verification)")
+    p.add_argument("--tsa-policy", metavar="OID", help="ask the TSA for this policy")
+    p.add_argument("--tsa-timeout", type=float, default=10.0, metavar="S", help="seconds per request (default 10)")
+
+
+def _stamper(args):
+    """A function signature value -> token DER, or None without --tsa."""
+    if not getattr(args, "tsa", None):
+        return None
+    from sifguard.errors import BadInputError
+    from sifguard.tsp import request, token
+    from sifguard.x509 import keys
+    if not 0 < args.tsa_timeout <= 300:
+        raise BadInputError("--tsa-timeout must be between 0 and 300 seconds")
+    roots = [c for p in args.tsa_roots for c in keys.load_certificates(p, "TSA roots")]
+
+    def stamp(sig: bytes) -> bytes:
+        der = request.fetch_token(args.tsa, sig, timeout=args.tsa_timeout, policy=args.tsa_policy)
+        if roots:
+            try:
+                token.verify(token.parse(der), sig, roots)
+            except token.TimestampError as e:
+                raise request.TsaError(f"{args.tsa}: token not trusted by --tsa-roots: {e}") from None
+        return der
+    return stamp
 
 
 def _passphrase_args(p) -> None:
@@ -146,11 +189,24 @@ def cmd_sign(args) -> int:
     passphrase = keys.read_passphrase(args.passphrase_file, args.passphrase_env)
     signers = load_signers(args.key, args.cert, args.chain, passphrase)
     bar = ProgressBar(args.image, "hashing")
-    ids = sign_image(args.image, signers, args.group_id or None, args.object_id or None, bar)
+    ids = sign_image(args.image, signers, args.group_id or None, args.object_id or None, bar, _stamper(args))
     bar.finish()
     who = ", ".join(s.chain[0].subject.rfc4514_string() if s.chain else keys.keyid(s.key.public_key())
                     for s in signers)
-    print(f"signed {args.image}: added signature object(s) {', '.join(map(str, ids))} by {who}")
+    print(f"signed {args.image}: added signature object(s) {', '.join(map(str, ids))} by {who}"
+          + (f", time-stamped by {args.tsa}" if args.tsa else ""))
+    return 0
+
+
+def cmd_timestamp(args) -> int:
+    from sifguard.integrity.stamp import timestamp_image
+    done = timestamp_image(args.image, _stamper(args), args.group_id or None)
+    for st in done:
+        if st.entries:
+            print(f"group {st.group}: signature object {st.old_object} -> {st.new_object}: time-stamped "
+                  f"{', '.join(st.entries)}")
+        for why in st.skipped:
+            print(f"group {st.group}: signature object {st.old_object}: not time-stamped: {why}")
     return 0
 
 
@@ -164,7 +220,9 @@ def trust_from_args(args):
         if args.cert or args.intermediates:
             raise KeyMaterialError("--cert/--intermediates go with --roots, not --key")
         return Trust(keys=tuple(keys.load_public_key(k) for k in args.key))
+    tsa = getattr(args, "tsa_roots", None)
     return Trust(
+        tsa_roots=tuple(c for p in tsa for c in keys.load_certificates(p, "TSA roots")) if tsa else None,
         roots=tuple(c for p in args.roots for c in keys.load_certificates(p, "roots")),
         intermediates=tuple(c for p in args.intermediates for c in keys.load_certificates(p, "intermediates")),
         certs=tuple(keys.load_certificates(p, "certificate")[0] for p in args.cert))
@@ -187,6 +245,9 @@ def cmd_verify(args) -> int:
             who = s.signer.subject if s.signer else (s.key or s.keyid or s.kind)
             print(f"group {s.group}, signature object {s.object_id}[{s.index}] ({s.kind}"
                   f"{', ' + s.algorithm if s.algorithm else ''}): {s.status} — {who}: {s.reason}")
+            if s.time_basis:
+                t = s.time_dict()
+                print(f"  judged at {'genTime ' + t['gen_time'] + ' (time-stamped by ' + t['tsa'] + ')' if t['basis'] == 'timestamp' else 'now: ' + t['why']}")
     if not rep.verified:
         raise SignatureError(f"{args.image}: refused: {rep.reason}")
     if not args.json:

@@ -27,10 +27,13 @@ class Signer:
             raise KeyMaterialError(
                 f"certificate {self.chain[0].subject.rfc4514_string()} does not match the signing key")
 
-    def entry(self, pae: bytes) -> dsse.EnvelopeSignature:
+    def entry(self, pae: bytes, stamp=None) -> dsse.EnvelopeSignature:
+        """`stamp(signature value) -> token DER`: a time-stamp for the new signature."""
+        sig = keys.sign(self.key, pae)
         return dsse.EnvelopeSignature(
-            keyid=keys.keyid(self.key.public_key()), sig=keys.sign(self.key, pae),
-            x5c=tuple(c.public_bytes(serialization.Encoding.DER) for c in self.chain))
+            keyid=keys.keyid(self.key.public_key()), sig=sig,
+            x5c=tuple(c.public_bytes(serialization.Encoding.DER) for c in self.chain),
+            timestamps=(stamp(sig),) if stamp is not None else ())
 
 
 def _targets(img: SifImage, groups: list[int] | None,
@@ -58,8 +61,10 @@ def _targets(img: SifImage, groups: list[int] | None,
 
 
 def plan(img: SifImage, signers: list[Signer], groups: list[int] | None = None,
-         object_ids: list[int] | None = None, progress: Progress | None = None) -> list[NewObject]:
-    """The signature objects to append; reads the image, writes nothing."""
+         object_ids: list[int] | None = None, progress: Progress | None = None,
+         stamp=None) -> list[NewObject]:
+    """The signature objects to append; reads the image, writes nothing. `stamp`: see
+    Signer.entry (every new signature gets a token, or the plan fails)."""
     if not signers:
         raise KeyMaterialError("no signing key given")
     cache = DigestCache(img, progress)
@@ -67,16 +72,18 @@ def plan(img: SifImage, signers: list[Signer], groups: list[int] | None = None,
     for group, ods in _targets(img, groups, object_ids):
         payload = image_metadata(img, ods, cache).encode()
         pae = dsse.pae(dsse.PAYLOAD_TYPE, payload)
-        env = dsse.Envelope(dsse.PAYLOAD_TYPE, payload, tuple(s.entry(pae) for s in signers))
+        env = dsse.Envelope(dsse.PAYLOAD_TYPE, payload, tuple(s.entry(pae, stamp) for s in signers))
         objs.append(NewObject(datatype=DT_SIGNATURE, data=env.encode(),
                               linked_id=group | GROUP_MASK, extra=signature_extra(1)))
     return objs
 
 
 def sign_image(path: str, signers: list[Signer], groups: list[int] | None = None,
-               object_ids: list[int] | None = None, progress: Progress | None = None) -> list[int]:
-    """Sign in place. Every signature is computed before the first byte is written, under
-    an exclusive lock, so a failure leaves the image untouched. Returns new object ids."""
+               object_ids: list[int] | None = None, progress: Progress | None = None,
+               stamp=None) -> list[int]:
+    """Sign in place. Every signature (and time-stamp) is had before the first byte is
+    written, under an exclusive lock, so a failure leaves the image untouched. Returns new
+    object ids."""
     with SifImage(path, writable=True) as img:
-        objs = plan(img, signers, groups, object_ids, progress)
+        objs = plan(img, signers, groups, object_ids, progress, stamp)
         return [img.append(o).id for o in objs]
