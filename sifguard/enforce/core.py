@@ -161,13 +161,12 @@ def _answers(s: Signer, lookup: Lookup, now: dt.datetime) -> tuple[list, str]:
         n = len(tsa) - 1
         for i in range(n):
             a = lookup(tsa[i], tsa[i + 1], n - i)
-            if a.status == "revoked":
-                reason = getattr(a, "revocation_reason", None)
-                revoked_at = getattr(a, "revoked_at", None)
-                if reason in COMPROMISE_REASONS or revoked_at is None or revoked_at <= signed_at.gen_time.timestamp():
-                    signed_at = None
-                    note = f"time-stamp void: TSA certificate {a.subject} is revoked: {a.reason}"
-                    break
+            if a.status == "revoked" and revocation_spares(a, signed_at) is None:
+                # the same rule as for signers: the TSA's revocation reaches the token unless it
+                # is benign and dated (invalidityDate included) after the latest instant the token allows
+                signed_at = None
+                note = f"time-stamp void: TSA certificate {a.subject} is revoked: {a.reason}"
+                break
     if signed_at is None and s.signed_at is not None:
         from sifguard.x509.chain import validity_problem
         problem = validity_problem(s.path, now)

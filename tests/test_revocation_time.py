@@ -1,0 +1,139 @@
+"""The decision core on revocation × signing time, table-driven (enforce/core.py is pure:
+findings and revocation answers in, a verdict out). Certificates are real (cryptography's
+builders); the answers are the duck-typed objects the core documents. The same matrix runs
+end to end against `sifguard ca serve` (OCSP and CRL) in tests/test_lifecycle.py."""
+import datetime as dt
+from dataclasses import dataclass
+
+import pytest
+
+from pki import SiteChain
+
+from sifguard.enforce import core
+from sifguard.enforce.decide import _signer
+from sifguard.policy.model import Rule
+from sifguard.tsp.token import TrustedTime
+from sifguard.x509.chain import build_path
+
+NOW = dt.datetime.now(dt.timezone.utc)
+REASONS = ["unspecified", None, "keyCompromise", "cACompromise", "aACompromise", "affiliationChanged", "superseded",
+           "cessationOfOperation", "certificateHold", "privilegeWithdrawn"]
+BENIGN = {"affiliationChanged", "superseded", "cessationOfOperation", "certificateHold", "privilegeWithdrawn"}
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: str
+    source: str = "ocsp"
+    reason: str = ""
+    subject: str = "CN=x"
+    revoked_at: float | None = None
+    revocation_reason: str | None = None
+    invalidity_date: float | None = None
+
+    def as_dict(self):
+        return {"status": self.status, "source": self.source, "reason": self.reason, "subject": self.subject}
+
+
+@pytest.fixture(scope="module")
+def chains(tmp_path_factory):
+    d = tmp_path_factory.mktemp("rt")
+    signer = SiteChain(d, cn="signer")
+    tsa = SiteChain(d, cn="tsa")
+    return signer, tsa
+
+
+def findings(signer_chain, signed_at):
+    path = build_path(signer_chain.leaf, [signer_chain.inter], [signer_chain.root])
+    s = _signer(1, path)
+    s = core.Signer(**{**s.__dict__, "signed_at": signed_at})
+    return core.Findings(True, groups=((1, (s,), ()),))
+
+
+def stamp(tsa_chain, at):
+    return TrustedTime(at, dt.timedelta(seconds=1), "1.2.3", 7, (tsa_chain.leaf, tsa_chain.inter, tsa_chain.root))
+
+
+def decide(f, answers):
+    def lookup(cert, issuer, links_left=1):
+        return answers.get(cert.serial_number, Answer("good"))
+    return core.decide((Rule(name="r"),), "/img.sif", f, lookup, "enforce")
+
+
+@pytest.mark.parametrize("reason", REASONS)
+@pytest.mark.parametrize("when", ["before", "after", "none"])
+@pytest.mark.parametrize("invalidity", [None, "before-signing", "after-signing"])
+def test_signer_revocation_matrix(chains, reason, when, invalidity):
+    signer, tsa = chains
+    gen = NOW - dt.timedelta(days=2)
+    signed_at = None if when == "none" else stamp(tsa, gen)
+    revoked_at = (gen + dt.timedelta(days=1) if when != "after" else gen - dt.timedelta(days=1)).timestamp()
+    inv = {None: None, "before-signing": (gen - dt.timedelta(hours=1)).timestamp(),
+           "after-signing": (gen + dt.timedelta(hours=1)).timestamp()}[invalidity]
+    ans = Answer("revoked", reason=f"revoked ({reason})", revoked_at=revoked_at, revocation_reason=reason,
+                 invalidity_date=inv, subject=signer.leaf.subject.rfc4514_string())
+    v = decide(findings(signer, signed_at), {signer.leaf.serial_number: ans})
+    # the signature stands only with a token, a benign reason, the revocation after the
+    # signing time, and no invalidity date at or before it
+    stands = when == "before" and reason in BENIGN and invalidity != "before-signing"
+    # "when=before" means the signing happened before the revocation
+    assert v.allowed is stands, (reason, when, invalidity, v.reason)
+    if stands:
+        assert v.revocation[0]["spared"] and "the signature stands" in v.revocation[0]["reason"]
+    else:
+        assert "revoked" in v.reason
+
+
+def test_revoked_intermediate_spares_like_a_leaf(chains):
+    signer, tsa = chains
+    gen = NOW - dt.timedelta(days=2)
+    later = (gen + dt.timedelta(days=1)).timestamp()
+    for reason, ok in (("superseded", True), ("cACompromise", False), ("keyCompromise", False)):
+        ans = Answer("revoked", revoked_at=later, revocation_reason=reason, subject="CN=Site Issuing CA")
+        v = decide(findings(signer, stamp(tsa, gen)), {signer.inter.serial_number: ans})
+        assert v.allowed is ok, (reason, v.reason)
+
+
+@pytest.mark.parametrize("reason,tsa_revoked,allowed", [
+    ("keyCompromise", "after", False),          # a compromised TSA key could have dated anything
+    ("superseded", "after", True),              # retired after it made the token: the token stands
+    ("superseded", "before", False),            # the token was made after the TSA was revoked
+    ("cessationOfOperation", "after", True),
+])
+def test_tsa_revocation_voids_or_keeps_the_token(chains, reason, tsa_revoked, allowed):
+    """The signer's own certificate was revoked (superseded) after signing: only a token that
+    still counts can spare it; a void token leaves the signature judged at now = revoked."""
+    signer, tsa = chains
+    gen = NOW - dt.timedelta(days=2)
+    t = (gen + dt.timedelta(days=1) if tsa_revoked == "after" else gen - dt.timedelta(days=1)).timestamp()
+    answers = {
+        signer.leaf.serial_number: Answer("revoked", revoked_at=(gen + dt.timedelta(hours=5)).timestamp(),
+                                          revocation_reason="superseded"),
+        tsa.leaf.serial_number: Answer("revoked", revoked_at=t, revocation_reason=reason, subject="CN=tsa",
+                                       reason=f"revoked ({reason})"),
+    }
+    v = decide(findings(signer, stamp(tsa, gen)), answers)
+    assert v.allowed is allowed, v.reason
+    if not allowed:
+        assert "revoked" in v.reason
+
+
+def test_unknown_and_error_are_not_softened_by_a_token(chains):
+    signer, tsa = chains
+    f = findings(signer, stamp(tsa, NOW - dt.timedelta(days=1)))
+    v = decide(f, {signer.leaf.serial_number: Answer("unknown")})
+    assert not v.allowed and "unknown" in v.reason
+    v = decide(f, {signer.leaf.serial_number: Answer("error", reason="down")})
+    assert not v.allowed and "could not be established" in v.reason
+
+
+def test_accuracy_counts_against_the_signer(chains):
+    """A revocation inside the token's accuracy window does not spare the signature."""
+    signer, tsa = chains
+    gen = NOW - dt.timedelta(days=2)
+    st = TrustedTime(gen, dt.timedelta(minutes=10), "1.2.3", 7, (tsa.leaf, tsa.inter, tsa.root))
+    inside = (gen + dt.timedelta(minutes=5)).timestamp()
+    outside = (gen + dt.timedelta(minutes=15)).timestamp()
+    for t, ok in ((inside, False), (outside, True)):
+        ans = Answer("revoked", revoked_at=t, revocation_reason="superseded")
+        assert decide(findings(signer, st), {signer.leaf.serial_number: ans}).allowed is ok
