@@ -137,3 +137,24 @@ def test_accuracy_counts_against_the_signer(chains):
     for t, ok in ((inside, False), (outside, True)):
         ans = Answer("revoked", revoked_at=t, revocation_reason="superseded")
         assert decide(findings(signer, st), {signer.leaf.serial_number: ans}).allowed is ok
+
+
+@pytest.mark.parametrize("status,mode,expired,allowed", [
+    ("unknown", "enforce", False, True),      # token void; the certificate is still valid now
+    ("unknown", "enforce", True, False),      # token void; expired now
+    ("error", "enforce", True, False),
+    ("error", "soft-fail", True, True),       # soft-fail forgives an unreachable responder, logged
+    ("unknown", "soft-fail", True, False),    # unknown is never forgiven
+])
+def test_tsa_status_not_established(tmp_path, status, mode, expired, allowed):
+    start = NOW - dt.timedelta(days=10)
+    signer = SiteChain(tmp_path, cn="s", start=start, days=5 if expired else 30)
+    tsa = SiteChain(tmp_path, cn="t")
+    path = [signer.leaf, signer.inter, signer.root]
+    s = _signer(1, path)
+    f = core.Findings(True, groups=((1, (core.Signer(**{**s.__dict__, "signed_at": stamp(tsa, start + dt.timedelta(days=1))}),), ()),))
+
+    def lookup(cert, issuer, links_left=1):
+        return Answer(status, reason="no answer") if cert == tsa.leaf else Answer("good")
+    v = core.decide((Rule(name="r"),), "/i.sif", f, lookup, mode)
+    assert v.allowed is allowed, v.reason

@@ -151,7 +151,7 @@ class _Spared:
         return self.answer.as_dict() | {"status": "revoked", "spared": True, "reason": self.why}
 
 
-def _answers(s: Signer, lookup: Lookup, now: dt.datetime) -> tuple[list, str]:
+def _answers(s: Signer, lookup: Lookup, now: dt.datetime, mode: str = "enforce") -> tuple[list, str]:
     """The revocation answers for one signer's path (revocations that spare its time-stamped
     signature turned into `_Spared`), plus a note when the TSA's own revocation voided the
     token and the signer had to be judged at now instead."""
@@ -166,6 +166,10 @@ def _answers(s: Signer, lookup: Lookup, now: dt.datetime) -> tuple[list, str]:
                 # is benign and dated (invalidityDate included) after the latest instant the token allows
                 signed_at = None
                 note = f"time-stamp void: TSA certificate {a.subject} is revoked: {a.reason}"
+                break
+            if a.status == "unknown" or (a.status not in ("good", "revoked") and mode != "soft-fail"):
+                signed_at = None    # a token whose TSA's standing is not established dates nothing
+                note = f"time-stamp void: revocation status of TSA certificate {a.subject} is {a.status}: {a.reason}"
                 break
     if signed_at is None and s.signed_at is not None:
         from sifguard.x509.chain import validity_problem
@@ -206,7 +210,7 @@ def evaluate(rule: Rule, findings: Findings, lookup: Lookup, default_mode: str) 
             continue
         checked, voided = [], []
         for s in allowed:
-            answers, note = _answers(s, lookup, now)
+            answers, note = _answers(s, lookup, now, mode)
             if note and not answers:
                 voided.append(note)
                 continue
