@@ -3,6 +3,15 @@ answers) → a frozen Verdict. No files, no network, no clock of its own: the en
 (enforce/decide.py) gathers the inputs; tests feed them directly, so every policy and
 revocation case is decided here without servers or sleeps.
 
+A rule weighs four checks, each with the action its verification level (and overrides)
+gives it — enforce (a failure refuses), log (a failure is recorded; the image runs, the
+decision says `audit`) or skip (not evaluated): *integrity* (every group has a signature
+over intact content), *authenticity* (a signer chaining to the roots, allowed by the rule's
+`signers`, and — with a quorum — enough distinct signers filling the named sets), *expiry*
+(the signer's certificates valid at the signing time; `timestamp: required` makes a
+signature without a counting token fail it) and *revocation*. Each check's outcome is in
+the verdict (`checks`) and so in the audit log.
+
 Revocation answers come through `lookup(cert, issuer, links_left) -> answer` (an object with
 `status` good|revoked|unknown|error, `source`, `reason`, `subject`, `as_dict()`); the
 engine passes a memoised checker bound to one deadline, tests pass a dict's `get`.
@@ -25,12 +34,11 @@ from cryptography import x509
 
 import datetime as dt
 
-from sifguard.policy.decide import signer_allowed
+from sifguard.enforce.revocation_time import answers_for
+from sifguard.policy.decide import signer_allowed, signer_matches
 from sifguard.policy.model import Rule
 from sifguard.x509.chain import SignerIdentity
 
-# revocation reasons that date the key's misuse to no known instant: nothing it signed stands
-COMPROMISE_REASONS = frozenset({"keyCompromise", "cACompromise", "aACompromise", "unspecified", None})
 
 
 @dataclass(frozen=True)
@@ -89,6 +97,7 @@ class Verdict:
     candidates: tuple[str, ...] = ()    # rules weighed together when the job context was incomplete
     elapsed_ms: float = 0.0
     digests: tuple[tuple[str, str], ...] = ()
+    checks: tuple[tuple[str, str, str, str], ...] = ()   # (check, action, result pass|fail|skipped, reason)
 
     def as_dict(self) -> dict:
         d = {"image": self.image, "allowed": self.allowed, "verified": self.allowed,
@@ -98,6 +107,8 @@ class Verdict:
              "context": dict(self.context), "elapsed_ms": round(self.elapsed_ms, 1)}
         if len(self.candidates) > 1:
             d["candidates"] = list(self.candidates)
+        if self.checks:
+            d["checks"] = {c: {"action": a, "result": r, "reason": why} for c, a, r, why in self.checks}
         return d
 
 
@@ -108,144 +119,237 @@ class _Outcome:
     signers: tuple[dict, ...] = ()
     revocation: tuple[dict, ...] = ()
     revocation_source: str = ""
+    checks: tuple[tuple[str, str, str, str], ...] = ()
+    logged: tuple[str, ...] = ()          # failures of checks whose action is `log`
 
 
 Lookup = Callable[[x509.Certificate, x509.Certificate, int], object]   # links_left: of this path, this one included
 
 
-def _stamp(t: float) -> str:
-    return dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+STRICT = {"integrity": "enforce", "authenticity": "enforce", "expiry": "enforce", "revocation": "enforce"}
+CHECK_ORDER = ("integrity", "authenticity", "expiry", "timestamp", "revocation")
 
 
-def revocation_spares(answer, signed_at) -> str | None:
-    """Why a `revoked` answer leaves a signature made at `signed_at` (a TrustedTime) standing,
-    or None when it refuses: see the module docstring."""
-    if signed_at is None:
-        return None
-    reason = getattr(answer, "revocation_reason", None)
-    revoked_at = getattr(answer, "revoked_at", None)
-    if reason in COMPROMISE_REASONS or revoked_at is None:
-        return None
-    latest = signed_at.latest.timestamp()
-    if latest >= revoked_at:
-        return None
-    invalid = getattr(answer, "invalidity_date", None)
-    if invalid is not None and latest >= invalid:
-        return None
-    return (f"revoked {_stamp(revoked_at)} ({reason}) after the time-stamped signing time "
-            f"{_stamp(signed_at.gen_time.timestamp())}" + (f", invalid since {_stamp(invalid)}" if invalid else "")
-            + ": the signature stands")
+def rule_actions(rule: Rule) -> dict[str, str]:
+    """check -> enforce | log | skip for this rule (strict when it says nothing)."""
+    v = getattr(rule, "verification", None)
+    if v is None:
+        return dict(STRICT)
+    from sifguard.policy.levels import actions
+    return actions(v)
 
 
-class _Spared:
-    """A revoked answer that does not touch this signature, shown as such in the verdict."""
-
-    status = "good"
-
-    def __init__(self, answer, why: str):
-        self.answer, self.why = answer, why
-        self.source, self.subject = answer.source, answer.subject
-        self.reason = why
-
-    def as_dict(self) -> dict:
-        return self.answer.as_dict() | {"status": "revoked", "spared": True, "reason": self.why}
+def _timestamp_required(rule: Rule) -> bool:
+    v = getattr(rule, "verification", None)
+    return v is not None and getattr(v, "timestamp", "optional") == "required"
 
 
-def _answers(s: Signer, lookup: Lookup, now: dt.datetime, mode: str = "enforce") -> tuple[list, str]:
-    """The revocation answers for one signer's path (revocations that spare its time-stamped
-    signature turned into `_Spared`), plus a note when the TSA's own revocation voided the
-    token and the signer had to be judged at now instead."""
-    signed_at, note = s.signed_at, ""
-    if signed_at is not None:
-        tsa = tuple(signed_at.tsa_path)
-        n = len(tsa) - 1
-        for i in range(n):
-            a = lookup(tsa[i], tsa[i + 1], n - i)
-            if a.status == "revoked" and revocation_spares(a, signed_at) is None:
-                # the same rule as for signers: the TSA's revocation reaches the token unless it
-                # is benign and dated (invalidityDate included) after the latest instant the token allows
-                signed_at = None
-                note = f"time-stamp void: TSA certificate {a.subject} is revoked: {a.reason}"
-                break
-            if a.status == "unknown" or (a.status not in ("good", "revoked") and mode != "soft-fail"):
-                signed_at = None    # a token whose TSA's standing is not established dates nothing
-                note = f"time-stamp void: revocation status of TSA certificate {a.subject} is {a.status}: {a.reason}"
-                break
-    if signed_at is None and s.signed_at is not None:
-        from sifguard.x509.chain import validity_problem
-        problem = validity_problem(s.path, now)
-        if problem:
-            return [], f"{note}; at now: {problem}"
-    links = len(s.path) - 1
-    out = []
-    for i in range(links):
-        a = lookup(s.path[i], s.path[i + 1], links - i)
-        if a.status == "revoked":
-            why = revocation_spares(a, signed_at)
-            if why:
-                a = _Spared(a, why)
-        out.append(a)
-    return out, note
+def _who(s: Signer) -> str:
+    return s.identity.subject + (f" <{', '.join(s.identity.emails)}>" if s.identity.emails else "")
 
 
-def evaluate(rule: Rule, findings: Findings, lookup: Lookup, default_mode: str) -> _Outcome:
-    """One rule's answer for this image."""
+class _Tally:
+    """Each check's outcome for one rule, in the order they were weighed."""
+
+    def __init__(self, acts: dict[str, str], timestamp: str):
+        self.acts, self.timestamp = acts, timestamp
+        self.results: dict[str, tuple[str, str]] = {}
+        self.logged: list[str] = []
+
+    def ok(self, check: str, why: str = "") -> None:
+        if self.results.get(check, ("pass",))[0] == "pass":
+            self.results[check] = ("pass", why)
+
+    def fail(self, check: str, why: str) -> bool:
+        """Record a failure; True when it refuses (action enforce)."""
+        if self.results.get(check, ("",))[0] != "fail":
+            self.results[check] = ("fail", why)
+        if self.acts.get(check, "enforce") == "log":
+            self.logged.append(f"{check}: {why}")
+            return False
+        return self.acts.get(check, "enforce") == "enforce"
+
+    def rows(self) -> tuple:
+        out = []
+        for c in CHECK_ORDER:
+            action = self.timestamp if c == "timestamp" else self.acts.get(c, "enforce")
+            if c != "timestamp" and action == "skip":
+                out.append((c, action, "skipped", ""))
+            elif c in self.results:
+                out.append((c, action, *self.results[c]))
+            elif c != "timestamp":
+                out.append((c, action, "skipped", "not reached"))
+        return tuple(out)
+
+    def outcome(self, allowed: bool, reason: str, **kw) -> _Outcome:
+        return _Outcome(allowed, reason, checks=self.rows(), logged=tuple(self.logged), **kw)
+
+
+def _authenticity_problem(rule: Rule, s: Signer) -> str | None:
+    if not s.authentic:
+        return s.authenticity or "certificate does not chain to a trusted root"
+    if not signer_allowed(rule, s.identity, s.issuers):
+        return f"signer {_who(s)} is not allowed by rule '{rule.name}'"
+    return None
+
+
+def _expiry_problem(rule: Rule, s: Signer) -> str | None:
+    if _timestamp_required(rule) and s.signed_at is None:
+        why = dict(s.time).get("why", "no time-stamp token")
+        return f"rule '{rule.name}' requires a time-stamp; {_who(s)}: {why}"
+    if not s.expiry[0]:
+        return s.expiry[1]
+    return None
+
+
+def _quorum(rule: Rule, signer_sets, signers: list[Signer]):
+    """(assigned signers, problem) for the rule's quorum over these signers."""
+    q = getattr(rule, "quorum", None)
+    if q is None:
+        return None, None
+    from sifguard.policy.quorum import satisfy
+    sets = dict(signer_sets)
+    slots = [tuple(sets.get(name, ())) for name in q.slots]
+    pool = [s for s in signers if s.authentic]
+    ok, assignment = satisfy(slots, pool, q.count, lambda p, s: signer_matches(p, s.identity, s.issuers))
+    chosen = [pool[j] for _, j in assignment]
+    if ok:
+        return chosen, None
+    filled = ", ".join(f"{q.slots[i]}: {_who(pool[j])}" for i, j in assignment) or "none"
+    return chosen, (f"rule '{rule.name}' needs {q.count} distinct signers of [{', '.join(q.slots)}]; "
+                    f"{len(assignment)} found ({filled})")
+
+
+def evaluate(rule: Rule, findings: Findings, lookup: Lookup, default_mode: str, signer_sets=()) -> _Outcome:
+    """One rule's answer for this image, check by check (see the module docstring)."""
+    acts = rule_actions(rule)
+    tally = _Tally(acts, "required" if _timestamp_required(rule) else "optional")
     if rule.require == "any":
-        return _Outcome(True, f"rule '{rule.name}' does not require a signature", revocation_source="none")
-    if not findings.verified:
-        return _Outcome(False, findings.reason, signers=findings.reported)
-    mode = rule.revocation_mode or default_mode
+        tally.acts = {c: "skip" for c in acts}
+        return tally.outcome(True, f"rule '{rule.name}' does not require a signature", revocation_source="none")
+    if acts["integrity"] == "skip":
+        return tally.outcome(True, f"rule '{rule.name}' skips verification (level skip)", revocation_source="none")
+    if not findings.integrity:
+        tally.fail("integrity", findings.reason)
+        return tally.outcome(False, findings.reason, signers=findings.reported)
+    tally.ok("integrity", "every group has a signature over intact content")
+    strict = acts == STRICT and getattr(rule, "quorum", None) is None and not _timestamp_required(rule)
+    if strict and not findings.verified:
+        # the verifier's own words (which signer, which certificate, why)
+        tally.fail("authenticity" if "expired" not in findings.reason and "not valid before" not in findings.reason
+                   else "expiry", findings.reason)
+        return tally.outcome(False, findings.reason, signers=findings.reported)
+    mode = "off" if acts["revocation"] == "skip" else (rule.revocation_mode or default_mode)
     now = dt.datetime.now(dt.timezone.utc)
     chosen, revocation, soft = [], [], []
+    stamped = []
     for g, signers, problems in findings.groups:
-        valid = [s for s in signers if s.valid]
-        allowed = [s for s in valid if signer_allowed(rule, s.identity, s.issuers)]
-        if not allowed:
-            seen = [s.identity.subject + (f" <{', '.join(s.identity.emails)}>" if s.identity.emails else "")
-                    for s in valid] + list(problems)
-            return _Outcome(False, f"group {g}: signed by {'; '.join(seen)}, which rule '{rule.name}' does not allow"
-                            if seen else f"group {g}: no trusted signature")
+        signers = list(signers)
+        auth = {id(s): _authenticity_problem(rule, s) for s in signers}
+        exp = {id(s): _expiry_problem(rule, s) for s in signers}
+
+        def acceptable(s) -> bool:
+            return (acts["authenticity"] != "enforce" or auth[id(s)] is None) and \
+                   (acts["expiry"] != "enforce" or exp[id(s)] is None)
+        # best first: passes everything, then fewer failures (stable within)
+        ranked = sorted(signers, key=lambda s: (auth[id(s)] is not None, exp[id(s)] is not None))
+        pool = [s for s in ranked if acceptable(s)]
+        if not pool:
+            authentic = [s for s in signers if s.authentic]
+            valid = [s for s in authentic if s.expiry[0]]
+            if acts["authenticity"] == "enforce" and all(auth[id(s)] for s in signers):
+                if valid and not any(signer_allowed(rule, s.identity, s.issuers) for s in valid):
+                    why = (f"group {g}: signed by {'; '.join([_who(s) for s in valid] + list(problems))}, "
+                           f"which rule '{rule.name}' does not allow")
+                else:
+                    why = f"group {g}: no trusted signature ({next(iter(auth.values())) or 'none'})"
+                tally.fail("authenticity", why)
+            else:
+                why = f"group {g}: " + next(exp[id(s)] for s in ranked if exp[id(s)])
+                tally.ok("authenticity")
+                tally.fail("expiry", why)
+            return tally.outcome(False, why, signers=findings.reported)
+        # authenticity: the quorum (when the rule has one), else the best acceptable signer
+        assigned, qproblem = _quorum(rule, signer_sets or (), pool)
+        if qproblem:
+            if tally.fail("authenticity", f"group {g}: {qproblem}"):
+                return tally.outcome(False, f"group {g}: {qproblem}")
+        need = assigned if assigned else pool[:1]
+        for s in need:
+            (tally.fail("authenticity", f"group {g}: {auth[id(s)]}") if auth[id(s)] else tally.ok(
+                "authenticity", "signer chains to a trusted root and is allowed by the rule"))
+            if exp[id(s)]:
+                tally.fail("expiry", f"group {g}: {exp[id(s)]}")
+            else:
+                tally.ok("expiry", dict(s.time).get("why") or ("certificates valid at the time-stamped signing time"
+                                                                if s.signed_at is not None else "certificates valid now"))
+            if s.signed_at is not None:
+                stamped.append(s)
         if mode == "off":
-            chosen.append(allowed[0].as_dict())
+            chosen += [s.as_dict() for s in need]
             continue
-        checked, voided = [], []
-        for s in allowed:
-            answers, note = _answers(s, lookup, now, mode)
-            if note and not answers:
-                voided.append(note)
-                continue
-            if all(a.status == "good" for a in answers):
-                chosen.append(s.as_dict() | ({"time_note": note} if note else {}))
-                revocation += [a.as_dict() for a in answers]
+        # revocation: every needed signer; without a quorum, the next acceptable signer may stand in
+        spare = [s for s in pool if s not in need] if not assigned else []
+        for s in list(need):
+            while True:
+                answers, note = answers_for(s, lookup, now, mode)
+                if note and not answers:
+                    bad_note = note
+                    answers = None
+                else:
+                    bad_note = ""
+                if answers is not None and all(a.status == "good" for a in answers):
+                    chosen.append(s.as_dict() | ({"time_note": note} if note else {}))
+                    revocation += [a.as_dict() for a in answers]
+                    break
+                if spare:          # another acceptable signer may carry the group
+                    s = spare.pop(0)
+                    continue
+                if answers is None:
+                    if tally.fail("expiry", f"group {g}: {bad_note}"):
+                        return tally.outcome(False, f"group {g}: {bad_note}", revocation=tuple(revocation))
+                    chosen.append(s.as_dict())
+                    break
+                bad = [a for a in answers if a.status != "good"]
+                revocation += [a.as_dict() for a in bad]
+                revoked = [a for a in bad if a.status == "revoked"]
+                unknown = [a for a in bad if a.status == "unknown"]
+                if revoked:
+                    why = f"group {g}: signer certificate {revoked[0].subject} is revoked: {revoked[0].reason}"
+                elif unknown:
+                    why = f"group {g}: revocation status of {unknown[0].subject} is unknown to its responder"
+                elif mode == "soft-fail":
+                    soft.append(f"{bad[0].subject}: {bad[0].reason}")
+                    chosen.append(s.as_dict())
+                    break
+                else:
+                    why = (f"group {g}: revocation status of {bad[0].subject} could not be established "
+                           f"(revocation.mode {mode}): {bad[0].reason}")
+                if tally.fail("revocation", why):
+                    return tally.outcome(False, why, revocation=tuple(revocation), revocation_source=_sources(revocation))
+                chosen.append(s.as_dict())
                 break
-            checked.append((s, answers))
-        else:
-            if not checked:
-                return _Outcome(False, f"group {g}: {voided[0]}")
-            bad = [a for _, answers in checked for a in answers if a.status != "good"]
-            revocation += [a.as_dict() for a in bad]
-            revoked = [a for a in bad if a.status == "revoked"]
-            unknown = [a for a in bad if a.status == "unknown"]
-            if revoked:
-                return _Outcome(False, f"group {g}: signer certificate {revoked[0].subject} is revoked: "
-                                f"{revoked[0].reason}", revocation=tuple(revocation),
-                                revocation_source=_sources(revocation))
-            if unknown:
-                return _Outcome(False, f"group {g}: revocation status of {unknown[0].subject} is unknown to "
-                                "its responder", revocation=tuple(revocation), revocation_source=_sources(revocation))
-            if mode != "soft-fail":
-                return _Outcome(False, f"group {g}: revocation status of {bad[0].subject} could not be "
-                                f"established (revocation.mode {mode}): {bad[0].reason}",
-                                revocation=tuple(revocation), revocation_source=_sources(revocation))
-            soft.append(f"{bad[0].subject}: {bad[0].reason}")
-            chosen.append(checked[0][0].as_dict())
-    reason = f"signed by {'; '.join(s['subject'] for s in chosen)}; rule '{rule.name}'"
+    if mode != "off" and "revocation" not in tally.results:
+        tally.ok("revocation", "no certificate on the signers' paths is revoked" + (
+            " (some revocations predate nothing they could reach: see revocation)" if any(
+                r.get("spared") for r in revocation) else ""))
+    if stamped:
+        tally.results["timestamp"] = ("pass", "; ".join(sorted({f"{s.signed_at.as_dict()['gen_time']} by {s.signed_at.tsa}"
+                                                              for s in stamped})))
+    elif tally.timestamp == "required":
+        tally.results.setdefault("timestamp", ("fail", "no time-stamp token counts"))
+    reason = f"signed by {'; '.join(dict.fromkeys(s['subject'] for s in chosen))}; rule '{rule.name}'"
+    if tally.logged:
+        reason += f"; logged: {'; '.join(tally.logged)}"
     if soft:
-        return _Outcome(True, reason + f"; revocation not established (soft-fail): {'; '.join(soft)}",
-                        tuple(chosen), tuple(revocation), "soft-fail")
+        return tally.outcome(True, reason + f"; revocation not established (soft-fail): {'; '.join(soft)}",
+                             signers=tuple(chosen), revocation=tuple(revocation), revocation_source="soft-fail")
     if mode == "off":
-        return _Outcome(True, reason + "; revocation not checked (mode off)", tuple(chosen), (), "off")
-    return _Outcome(True, reason, tuple(chosen), tuple(revocation), _sources(revocation) or "none")
+        return tally.outcome(True, reason + ("; revocation not checked (mode off)" if acts["revocation"] != "skip"
+                                             else "; revocation skipped (verification level)"),
+                             signers=tuple(chosen), revocation_source="off")
+    return tally.outcome(True, reason, signers=tuple(chosen), revocation=tuple(revocation),
+                         revocation_source=_sources(revocation) or "none")
 
 
 def _sources(revocation: list | tuple) -> str:
@@ -253,13 +357,14 @@ def _sources(revocation: list | tuple) -> str:
 
 
 def decide(rules: tuple[Rule, ...], image: str, findings: Findings, lookup: Lookup, default_mode: str,
-           context: dict | None = None) -> Verdict:
+           context: dict | None = None, signer_sets=()) -> Verdict:
     """The verdict under every candidate rule at once: refused if any enforcing candidate
     refuses, `audit` if only audit candidates would refuse, allowed otherwise."""
-    outcomes = [(r, evaluate(r, findings, lookup, default_mode)) for r in rules]
+    outcomes = [(r, evaluate(r, findings, lookup, default_mode, signer_sets)) for r in rules]
     refusing = [(r, o) for r, o in outcomes if not o.allowed and r.action != "audit"]
     auditing = [(r, o) for r, o in outcomes if not o.allowed and r.action == "audit"]
-    rule, out = (refusing or auditing or outcomes)[0]
+    logging = [(r, o) for r, o in outcomes if o.allowed and o.logged]
+    rule, out = (refusing or auditing or logging or outcomes)[0]
     reason = out.reason
     if len(rules) > 1 and (refusing or auditing):
         reason += (f" (job context not established from Slurm: rule '{rule.name}' is one of "
@@ -269,13 +374,13 @@ def decide(rules: tuple[Rule, ...], image: str, findings: Findings, lookup: Look
     elif auditing:
         allowed, decision = True, "audit"
         reason = f"audit rule '{rule.name}': would refuse: {reason}"
-    else:
-        allowed, decision = True, "allow"
+    else:   # allowed; `audit` when a check whose action is `log` failed (it would refuse under strict)
+        allowed, decision = True, ("audit" if logging else "allow")
     return Verdict(image=image, allowed=allowed, decision=decision, rule=rule.name, action=rule.action,
                    reason=reason, signers=out.signers, revocation=out.revocation,
                    revocation_source=out.revocation_source, image_cache=findings.image_cache,
                    context=tuple(sorted((context or {}).items())), candidates=tuple(r.name for r in rules),
-                   digests=findings.digests)
+                   digests=findings.digests, checks=out.checks)
 
 
 def refusal(image: str, reason: str, context: dict | None = None, rule: str = "") -> Verdict:

@@ -125,11 +125,13 @@ class Engine:
         t0 = time.monotonic()
         real = os.path.realpath(image) if fd is None else image
         rules = candidate_rules(self.policy, real, ctx)
-        if all(r.require == "any" for r in rules):
-            findings = Findings(verified=False, reason="not read: no candidate rule requires a signature")
+        if all(r.require == "any" or core.rule_actions(r)["integrity"] == "skip" for r in rules):
+            findings = Findings(verified=False, reason="not read: no candidate rule requires a signature",
+                                integrity=False)
         else:
             findings = self.findings(image, fd, progress, cache)
-        v = core.decide(rules, real, findings, self._lookup(), self.policy.revocation.mode, ctx.as_dict())
+        v = core.decide(rules, real, findings, self._lookup(), self.policy.revocation.mode, ctx.as_dict(),
+                        getattr(self.policy, "signer_sets", ()))
         v = dataclasses.replace(v, elapsed_ms=(time.monotonic() - t0) * 1000)
         if log:
             self.log(v, hook="verify")
@@ -209,7 +211,8 @@ class Engine:
         """The verdict for `image` (the path that chooses the rules) with these findings."""
         t0 = time.monotonic()
         rules = rules if rules is not None else candidate_rules(self.policy, image, ctx)
-        v = core.decide(rules, image, findings, self._lookup(), self.policy.revocation.mode, ctx.as_dict())
+        v = core.decide(rules, image, findings, self._lookup(), self.policy.revocation.mode, ctx.as_dict(),
+                        getattr(self.policy, "signer_sets", ()))
         return dataclasses.replace(v, elapsed_ms=(time.monotonic() - t0) * 1000)
 
     @staticmethod

@@ -1,0 +1,92 @@
+"""Revocation answers weighed against the signing time (pure).
+
+A `revoked` answer refuses — unless the signature carries a time-stamp that counts and the
+revocation cannot touch it (`revocation_spares`): a benign reason (affiliationChanged,
+superseded, cessationOfOperation, certificateHold, privilegeWithdrawn) dated — invalidityDate
+included, when given — after the latest instant the token allows (genTime + accuracy).
+keyCompromise, cACompromise, aACompromise, unspecified or no reason refuse whatever the
+time: they date the key's misuse to no known instant. The TSA's own certificates are asked
+about too, by the same rule: a revocation that reaches the token, or a status that is
+unknown (or unreachable outside soft-fail), voids it, and the signer is judged at now.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+COMPROMISE_REASONS = frozenset({"keyCompromise", "cACompromise", "aACompromise", "unspecified", None})
+
+
+def _stamp(t: float) -> str:
+    return dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def revocation_spares(answer, signed_at) -> str | None:
+    """Why a `revoked` answer leaves a signature made at `signed_at` (a TrustedTime) standing,
+    or None when it refuses: see the module docstring."""
+    if signed_at is None:
+        return None
+    reason = getattr(answer, "revocation_reason", None)
+    revoked_at = getattr(answer, "revoked_at", None)
+    if reason in COMPROMISE_REASONS or revoked_at is None:
+        return None
+    latest = signed_at.latest.timestamp()
+    if latest >= revoked_at:
+        return None
+    invalid = getattr(answer, "invalidity_date", None)
+    if invalid is not None and latest >= invalid:
+        return None
+    return (f"revoked {_stamp(revoked_at)} ({reason}) after the time-stamped signing time "
+            f"{_stamp(signed_at.gen_time.timestamp())}" + (f", invalid since {_stamp(invalid)}" if invalid else "")
+            + ": the signature stands")
+
+
+class _Spared:
+    """A revoked answer that does not touch this signature, shown as such in the verdict."""
+
+    status = "good"
+
+    def __init__(self, answer, why: str):
+        self.answer, self.why = answer, why
+        self.source, self.subject = answer.source, answer.subject
+        self.reason = why
+
+    def as_dict(self) -> dict:
+        return self.answer.as_dict() | {"status": "revoked", "spared": True, "reason": self.why}
+
+
+def answers_for(s, lookup, now: dt.datetime, mode: str = "enforce") -> tuple[list, str]:
+    """The revocation answers for one signer's path (revocations that spare its time-stamped
+    signature turned into `_Spared`), plus a note when the TSA's own revocation voided the
+    token and the signer had to be judged at now instead."""
+    signed_at, note = s.signed_at, ""
+    if signed_at is not None:
+        tsa = tuple(signed_at.tsa_path)
+        n = len(tsa) - 1
+        for i in range(n):
+            a = lookup(tsa[i], tsa[i + 1], n - i)
+            if a.status == "revoked" and revocation_spares(a, signed_at) is None:
+                # the same rule as for signers: the TSA's revocation reaches the token unless it
+                # is benign and dated (invalidityDate included) after the latest instant the token allows
+                signed_at = None
+                note = f"time-stamp void: TSA certificate {a.subject} is revoked: {a.reason}"
+                break
+            if a.status == "unknown" or (a.status not in ("good", "revoked") and mode != "soft-fail"):
+                signed_at = None    # a token whose TSA's standing is not established dates nothing
+                note = f"time-stamp void: revocation status of TSA certificate {a.subject} is {a.status}: {a.reason}"
+                break
+    if signed_at is None and s.signed_at is not None:
+        from sifguard.x509.chain import validity_problem
+        problem = validity_problem(s.path, now)
+        if problem:
+            return [], f"{note}; at now: {problem}"
+    links = len(s.path) - 1
+    out = []
+    for i in range(links):
+        a = lookup(s.path[i], s.path[i + 1], links - i)
+        if a.status == "revoked":
+            why = revocation_spares(a, signed_at)
+            if why:
+                a = _Spared(a, why)
+        out.append(a)
+    return out, note
