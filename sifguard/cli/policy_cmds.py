@@ -64,6 +64,8 @@ def cmd_check(args) -> int:
             print(f"       verification {levels.describe(rule.verification)}")
     print(f"    *. default (built-in): everything else -> enforce, require signed\n"
           f"       verification {levels.describe(DEFAULT_RULE.verification)}")
+    if any(r.verification.overrides for r in pol.rules if r.require != "any"):
+        print("  (* an action the rule's verification.override sets)")
     for w in _never_matching_paths(pol) + _unused_signer_sets(pol):
         print(f"sifguard: warning: {args.file}: {w}", file=sys.stderr)
     return 0

@@ -259,6 +259,8 @@ def _rule_problem(rule: m.Rule, set_names) -> str | None:
             return "verification level skip with signers or a quorum"
         if dict(ver.overrides).get("authenticity") == "skip":
             return "authenticity skipped with signers or a quorum"
+    if rule.revocation_mode == "off" and dict(ver.overrides).get("revocation") in ("enforce", "log"):
+        return "revocation off with a revocation override"
     return None
 
 
@@ -524,7 +526,7 @@ def _rule(v: _V, n, names: set, sets: dict) -> m.Rule:
         kw["action"] = v.choice(r["action"], f"{where} action", m.ACTIONS)
     if "require" in r:
         if isinstance(r["require"], yaml.MappingNode):
-            kw["quorum"] = _quorum(v, r["require"], where, sets)
+            kw["quorum"] = _quorum(v, r["require"], r.at["require"], where, sets)
         else:
             kw["require"] = v.choice(r["require"], f"{where} require", m.REQUIRES)
     if "revocation" in r:
@@ -542,16 +544,20 @@ def _rule(v: _V, n, names: set, sets: dict) -> m.Rule:
         if kw.get("require") == "any":
             v.err(r.at["verification"], f"{where}: 'require: any' with 'verification' is contradictory "
                                         "(nothing is verified)")
-        kw["verification"] = _verification(v, r["verification"], where, "signers" in kw or "quorum" in kw)
+        kw["verification"] = ver = _verification(v, r["verification"], where, "signers" in kw or "quorum" in kw)
+        if kw.get("revocation_mode") == "off" and dict(ver.overrides).get("revocation") in ("enforce", "log"):
+            v.err(r.at["verification"], f"{where}: 'revocation: off' with a revocation override "
+                                        f"'{dict(ver.overrides)['revocation']}' is contradictory (off checks nothing)")
     return m.Rule(name=name, match=match, line=n.start_mark.line + 1, **kw)
 
 
-def _quorum(v: _V, node, where: str, sets: dict) -> m.Quorum:
-    """`require: {count: N, signers: [set, ...]}`: N distinct signers filling the named slots."""
+def _quorum(v: _V, node, key_node, where: str, sets: dict) -> m.Quorum:
+    """`require: {count: N, signers: [set, ...]}`: N distinct signers filling the named slots.
+    `key_node`: the `require` key (where a missing part is reported)."""
     q = v.mapping(node, f"{where} require", {"count": 1, "signers": 1})
     for k, what in (("signers", "the signer sets to fill"), ("count", "how many of them must be filled")):
         if k not in q:
-            v.err(node, f"{where} require needs '{k}' ({what})")
+            v.err(key_node, f"{where} require needs '{k}' ({what})")
     if not sets:
         v.err(q["signers"], f"{where} require.signers names signer sets, but the policy defines none "
                             "(a top-level 'signers:' mapping)")

@@ -36,8 +36,9 @@ def satisfy(slot_patterns: list[tuple[SignerPattern, ...]], signers: list, count
     The assignment is a maximum matching as (slot index, signer index) pairs sorted by slot;
     it may fill more than `count` slots. Each distinct key appears at most once, as the
     earliest of its signers that matches that slot. Deterministic: slots are augmented in
-    order, trying signers (by the first index of their key) in order, so earlier signers are
-    preferred. Bounded: only the first MAX_SIGNERS (64) signers are considered — later ones
+    order, each taking the earliest free matching signer (by the first index of its key) and
+    only then moving an earlier slot's signer along an augmenting path, so earlier signers
+    are preferred. Bounded: only the first MAX_SIGNERS (64) signers are considered — later ones
     are ignored, which can only make the quorum harder to meet; more than MAX_QUORUM_SLOTS
     (16) slots, or a count below 1, is never satisfied (the loader refuses both).
     """
@@ -64,11 +65,18 @@ def satisfy(slot_patterns: list[tuple[SignerPattern, ...]], signers: list, count
     owner: dict[int, int] = {}           # key-node → slot it fills
 
     def augment(slot: int, seen: set) -> bool:
-        for node in edge[slot]:          # dicts keep insertion order: key nodes in signer order
+        """Kuhn's augmenting path; a free signer first, then one whose slot can move on
+        (dicts keep insertion order: key nodes in signer order)."""
+        for node in edge[slot]:
+            if node not in owner and node not in seen:
+                seen.add(node)
+                owner[node] = slot
+                return True
+        for node in edge[slot]:
             if node in seen:
                 continue
             seen.add(node)
-            if node not in owner or augment(owner[node], seen):
+            if augment(owner[node], seen):
                 owner[node] = slot
                 return True
         return False
