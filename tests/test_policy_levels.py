@@ -632,6 +632,45 @@ def test_quorum_with_real_certificates_two_certs_of_one_key(tmp_path):
     assert by_cert[0] is True                         # what keying by certificate would wrongly allow
 
 
+@dataclasses.dataclass(frozen=True)
+class CoreSigner:
+    """The shape of enforce.core.Signer that decide.quorum_met reads."""
+
+    identity: SignerIdentity
+    issuers: tuple[str, ...]
+    key: str
+
+
+def core(s: Sig, issuers=()) -> CoreSigner:
+    return CoreSigner(s.who, issuers, s.key)
+
+
+@pytest.mark.parametrize("inline,signers,holds,assignment", [
+    # no inline signers: the quorum alone
+    ("", [b1, x1, s1], True, [(0, 0), (1, 2)]),
+    # inline signers filter who counts: only signers issued by the CA with fingerprint F
+    ("signers: [{issuer: 'sha256:" + "ab" * 32 + "'}]", [b1, x1, s1], False, []),
+    ("signers: [{email: '*@sec.example.org'}]", [b1, x1, s1, both], True, [(0, 3), (1, 2)]),
+    ("signers: [{subject: 'CN=builder*'}]", [x1, b1, s1], False, [(0, 1)]),
+])
+def test_quorum_met_counts_only_signers_the_rule_allows(tmp_path, root, inline, signers, holds, assignment):
+    pol = load(write(tmp_path, qpolicy(root, "require: {count: 2, signers: [builders, security-team]}\n" + inline)))
+    got = pd.quorum_met(pol, pol.rules[0], [core(s) for s in signers], key=lambda s: s.key)
+    assert got == (holds, assignment)          # indexes into the signers given, not the filtered list
+
+
+def test_quorum_met_with_issuer_fingerprints_and_without_a_quorum(tmp_path, root):
+    fp = "cd" * 32
+    pol = load(write(tmp_path, qpolicy(root, f"require: {{count: 2, signers: [builders, builders]}}\n"
+                                              f"signers: [{{issuer: 'sha256:{fp}'}}]",
+                                       more_rules="  - name: plain\n    require: signed\n")))
+    ours = [core(b1, (fp,)), core(b2, (fp,))]
+    assert pd.quorum_met(pol, pol.rules[0], ours, key=lambda s: s.key) == (True, [(0, 0), (1, 1)])
+    mixed = [core(b1, (fp,)), core(b2, ("ee" * 32,))]             # b2 chains to another issuing CA
+    assert pd.quorum_met(pol, pol.rules[0], mixed, key=lambda s: s.key) == (False, [(0, 0)])
+    assert pd.quorum_met(pol, pol.rules[1], [], key=lambda s: s.key) == (True, [])
+
+
 def brute_force(edges, keys_, n_slots, n_signers) -> int:
     """The largest number of slots distinct keys can fill, over every assignment."""
     best = 0
