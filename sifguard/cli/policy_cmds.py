@@ -28,15 +28,26 @@ def add_parsers(sub) -> None:
 
 
 def cmd_check(args) -> int:
-    from sifguard.enforce.decide import Engine
+    from sifguard.enforce.decide import Engine, load_certs
+    from sifguard.policy import levels
     from sifguard.policy.loader import load
+    from sifguard.policy.model import DEFAULT_RULE
     pol = load(args.file)
     eng = Engine(pol)     # loads the roots: a missing root file is an error here too
+    tsa = load_certs(pol.tsa_roots)
     r = pol.revocation
     print(f"{args.file}: valid (version {pol.version})")
     print(f"  trust roots: {len(eng.roots)} certificate(s) from {', '.join(pol.roots)}")
     for c in eng.roots:
         print(f"    {c.subject.rfc4514_string()} (until {c.not_valid_after_utc:%Y-%m-%d})")
+    if pol.tsa_roots:
+        print(f"  TSA roots: {len(tsa)} certificate(s) from {', '.join(pol.tsa_roots)}")
+        for c in tsa:
+            print(f"    {c.subject.rfc4514_string()} (until {c.not_valid_after_utc:%Y-%m-%d})")
+    else:
+        print("  TSA roots: the trust roots (trust.tsa_roots not set)")
+    if pol.signer_sets:
+        print("  signer sets: " + ", ".join(f"{n} ({len(p)} pattern(s))" for n, p in pol.signer_sets))
     print(f"  revocation: mode {r.mode}, timeout {r.timeout:g} s, retries {r.retries}, "
           f"CRL fallback {'on' if r.crl_fallback else 'off'}, cache {r.cache_dir}"
           + (f" + shared {r.shared_cache_dir}" if r.shared_cache_dir else "")
@@ -48,13 +59,34 @@ def cmd_check(args) -> int:
         m = rule.match
         cond = ", ".join(f"{k} {'|'.join(getattr(m, k))}" for k in ("path", "user", "group", "account", "partition")
                          if getattr(m, k)) or "everything"
-        who = f", signers: {len(rule.signers)} pattern(s)" if rule.signers else ""
-        rev = f", revocation {rule.revocation_mode}" if rule.revocation_mode else ""
-        print(f"    {i}. {rule.name} (line {rule.line}): {cond} -> {rule.action}, require {rule.require}{who}{rev}")
-    print("    *. default (built-in): everything else -> enforce, require signed")
-    for w in _never_matching_paths(pol):
+        print(f"    {i}. {rule.name} (line {rule.line}): {cond} -> {rule.action}, require {_require(rule)}")
+        if rule.require != "any":
+            print(f"       verification {levels.describe(rule.verification)}")
+    print(f"    *. default (built-in): everything else -> enforce, require signed\n"
+          f"       verification {levels.describe(DEFAULT_RULE.verification)}")
+    if any(r.verification.overrides for r in pol.rules if r.require != "any"):
+        print("  (* an action the rule's verification.override sets)")
+    for w in _never_matching_paths(pol) + _unused_signer_sets(pol):
         print(f"sifguard: warning: {args.file}: {w}", file=sys.stderr)
     return 0
+
+
+def _require(rule) -> str:
+    """`signed`, `any`, or the quorum, with the rule's own signer patterns and revocation mode."""
+    out = rule.require
+    q = rule.quorum
+    if q is not None:
+        out = f"{q.count} of [{', '.join(q.slots)}] (distinct signers)"
+    if rule.signers:
+        out += f", signers: {len(rule.signers)} pattern(s)" + (" (every quorum signer must match one)" if q else "")
+    if rule.revocation_mode:
+        out += f", revocation {rule.revocation_mode}"
+    return out
+
+
+def _unused_signer_sets(pol) -> list[str]:
+    used = {s for r in pol.rules if r.quorum for s in r.quorum.slots}
+    return [f"signer set '{n}' is used by no rule" for n, _ in pol.signer_sets if n not in used]
 
 
 def _never_matching_paths(pol) -> list[str]:

@@ -150,3 +150,21 @@ def signer_matches(p: SignerPattern, who: SignerIdentity, issuer_fingerprints: t
 def signer_allowed(rule: Rule, who: SignerIdentity, issuer_fingerprints: tuple[str, ...] = ()) -> bool:
     """No `signers` list: any signer chaining to the trust roots; else any pattern must match."""
     return not rule.signers or any(signer_matches(p, who, issuer_fingerprints) for p in rule.signers)
+
+
+def quorum_met(policy: Policy, rule: Rule, signers: list, key) -> tuple[bool, list[tuple[int, int]]]:
+    """Whether the rule's N-of-M quorum holds for these signers (objects with `.identity` and
+    `.issuers`, as enforce.core.Signer), with the assignment (slot index, index into `signers`).
+
+    Only signers the rule's inline `signers:` patterns allow count (`signer_allowed`): a quorum
+    signer must match its slot's set AND the rule's `signers`, if given. `key(signer)` is the
+    distinctness key (the SHA-256 of the signer's public key: two certificates of one key
+    count once). A rule without a quorum: (True, []). See policy/quorum.satisfy for the bounds."""
+    if rule.quorum is None:
+        return True, []
+    from sifguard.policy import quorum
+    idx = [i for i, s in enumerate(signers) if signer_allowed(rule, s.identity, s.issuers)]
+    ok, assignment = quorum.satisfy(quorum.slot_patterns(policy, rule.quorum), [signers[i] for i in idx],
+                                    rule.quorum.count, lambda p, s: signer_matches(p, s.identity, s.issuers),
+                                    key=key)
+    return ok, [(slot, idx[j]) for slot, j in assignment]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 
 from sifguard.errors import BadInputError
 from sifguard.policy import globs
@@ -26,6 +27,18 @@ class SnapshotError(PolicyError):
     """A compiled snapshot (or a hand-built Policy) breaks an invariant `load` guarantees."""
 
 
+class _Map(dict):
+    """A validated mapping: key → value node, and `at[key]` → the key's own node (its line)."""
+
+    at: dict
+
+
+def _did_you_mean(word, choices) -> str:
+    import difflib
+    hint = difflib.get_close_matches(str(word), list(choices), 1)
+    return f" (did you mean '{hint[0]}'?)" if hint else ""
+
+
 class _V:
     def __init__(self, path: str):
         self.path = path
@@ -34,20 +47,23 @@ class _V:
         line = node.start_mark.line + 1 if node is not None else 1
         raise PolicyError(f"{self.path}:{line}: {msg}")
 
-    def mapping(self, node, where: str, allowed: dict) -> dict:
+    def mapping(self, node, where: str, allowed) -> _Map:
+        """`allowed`: the keys allowed (any iterable of names), or None: any plain scalar key."""
         if not isinstance(node, yaml.MappingNode):
             self.err(node, f"{where} must be a mapping")
-        out = {}
+        out = _Map()
+        out.at = {}
         for k, v in node.value:
             key = k.value if isinstance(k, yaml.ScalarNode) else None
-            if key not in allowed:
-                import difflib
-                hint = difflib.get_close_matches(str(key), list(allowed), 1)
-                self.err(k, f"unknown key '{key}' in {where}" + (f" (did you mean '{hint[0]}'?)" if hint else "")
+            if key is None and allowed is None:
+                self.err(k, f"a key in {where} must be a single value")
+            if allowed is not None and key not in allowed:
+                self.err(k, f"unknown key '{key}' in {where}" + _did_you_mean(key, allowed)
                          + f"; allowed: {', '.join(allowed)}")
             if key in out:
                 self.err(k, f"duplicate key '{key}' in {where}")
             out[key] = v
+            out.at[key] = k
         return out
 
     def scalar(self, node, where: str) -> str:
@@ -121,7 +137,9 @@ SIGNER_GLOBS = ("subject", "email", "issuer")
 
 
 COMPILED_SUFFIX = ".sifguard-compiled.json"
-COMPILED_VERSION = 3     # 2: globs re-validated on load; 3: runtime.direct
+COMPILED_VERSION = 4     # 2: globs re-validated on load; 3: runtime.direct; 4: verification levels,
+                         # quorum, signer sets, trust.tsa_roots
+SET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 
 
 def _stat_key(st: os.stat_result) -> list:
@@ -147,10 +165,26 @@ def check_model(pol: m.Policy) -> None:
         if not isinstance(x, str) or not x.strip():
             raise SnapshotError(f"snapshot: {x!r} is not a non-empty string")
         return x
-    for x in pol.roots:
-        text(x)
+    for kind in ("roots", "intermediates", "tsa_roots"):
+        if not isinstance(getattr(pol, kind), tuple):
+            raise SnapshotError(f"snapshot: {kind} must be a list")
+        for x in getattr(pol, kind):
+            text(x)
     if not pol.roots:
         raise SnapshotError("snapshot: no trust roots")
+    if not isinstance(pol.signer_sets, tuple):
+        raise SnapshotError("snapshot: signer_sets must be a list")
+    names = set()
+    for entry in pol.signer_sets:
+        if not isinstance(entry, tuple) or len(entry) != 2:
+            raise SnapshotError("snapshot: a signer set is not (name, patterns)")
+        name, pats = entry
+        if not isinstance(name, str) or not SET_NAME.match(name) or name in names:
+            raise SnapshotError(f"snapshot: bad or duplicate signer set name {name!r}")
+        names.add(name)
+        if not pats:
+            raise SnapshotError(f"snapshot: signer set {name!r} is empty")
+        _check_patterns(pats, text)
     for rule in pol.rules:
         text(rule.name)
         if rule.action not in m.ACTIONS or rule.require not in m.REQUIRES or \
@@ -162,38 +196,97 @@ def check_model(pol: m.Policy) -> None:
                 raise SnapshotError("snapshot: match values must be lists")
             for g in vals:
                 (globs.compile_path if k == "path" else globs.compile_name)(text(g))
-        for p in rule.signers:
-            given = {k: getattr(p, k) for k in ("subject", "email", "fingerprint", "issuer")
-                     if getattr(p, k) is not None}
-            if not given:
-                raise SnapshotError("snapshot: an empty signer pattern")
-            for k, g in given.items():
-                text(g)
-                if k == "fingerprint":
-                    if not _is_sha256("sha256:" + g):
-                        raise SnapshotError("snapshot: bad signer fingerprint")
-                elif k == "issuer" and g.lower().startswith("sha256:"):
-                    if not _is_sha256(g):
-                        raise SnapshotError("snapshot: bad signer issuer fingerprint")
-                else:
-                    globs.compile_name(g)
+        _check_patterns(rule.signers, text)
+        problem = _rule_problem(rule, names)
+        if problem:
+            raise SnapshotError(f"snapshot: rule {rule.name!r}: {problem}")
     if pol.revocation.mode not in m.MODES:
         raise SnapshotError("snapshot: invalid revocation mode")
     if pol.runtime.direct not in m.DIRECT:
         raise SnapshotError("snapshot: invalid runtime.direct")
 
 
+def _check_patterns(pats, text) -> None:
+    if not isinstance(pats, tuple):
+        raise SnapshotError("snapshot: signer patterns must be a list")
+    for p in pats:
+        if not isinstance(p, m.SignerPattern):
+            raise SnapshotError("snapshot: a signer pattern is not a mapping")
+        given = {k: getattr(p, k) for k in ("subject", "email", "fingerprint", "issuer")
+                 if getattr(p, k) is not None}
+        if not given:
+            raise SnapshotError("snapshot: an empty signer pattern")
+        for k, g in given.items():
+            text(g)
+            if k == "fingerprint":
+                if not _is_sha256("sha256:" + g):
+                    raise SnapshotError("snapshot: bad signer fingerprint")
+            elif k == "issuer" and g.lower().startswith("sha256:"):
+                if not _is_sha256(g):
+                    raise SnapshotError("snapshot: bad signer issuer fingerprint")
+            else:
+                globs.compile_name(g)
+
+
+def _rule_problem(rule: m.Rule, set_names) -> str | None:
+    """What is wrong with a rule's verification and quorum (None: nothing) — the same
+    conditions the YAML loader reports with their lines."""
+    ver = rule.verification
+    if not isinstance(ver, m.Verification) or ver.level not in m.LEVELS or ver.timestamp not in m.TIMESTAMP \
+            or not isinstance(ver.overrides, tuple):
+        return "invalid verification"
+    seen = set()
+    for o in ver.overrides:
+        if not isinstance(o, tuple) or len(o) != 2 or o[0] not in m.CHECKS or o[0] == "integrity" \
+                or o[1] not in m.CHECK_ACTIONS or o[0] in seen:
+            return f"invalid verification override {o!r}"
+        seen.add(o[0])
+    if ver.level == "skip" and (ver.overrides or ver.timestamp == "required"):
+        return "verification level skip with overrides or a required timestamp"
+    q = rule.quorum
+    if q is not None:
+        if not isinstance(q, m.Quorum) or type(q.count) is not int or not isinstance(q.slots, tuple) \
+                or not 1 <= q.count <= len(q.slots) <= m.MAX_QUORUM_SLOTS:
+            return "invalid quorum"
+        if any(s not in set_names for s in q.slots):
+            return "quorum names an unknown signer set"
+        if rule.require != "signed":
+            return "a quorum with require any"
+    if rule.require == "any" and (ver != m.Verification() or rule.signers):
+        return "require any with verification or signers"
+    if rule.signers or q is not None:
+        if ver.level == "skip":
+            return "verification level skip with signers or a quorum"
+        if dict(ver.overrides).get("authenticity") == "skip":
+            return "authenticity skipped with signers or a quorum"
+    if rule.revocation_mode == "off" and dict(ver.overrides).get("revocation") in ("enforce", "log"):
+        return "revocation off with a revocation override"
+    return None
+
+
 def _build(d: dict) -> m.Policy:
+    def patterns(v) -> tuple:
+        return tuple(m.SignerPattern(**p) for p in _tuple(v))
+
+    def rule(r: dict) -> m.Rule:
+        ver = dict(r["verification"])
+        ver["overrides"] = tuple(_tuple(o) for o in _tuple(ver["overrides"]))
+        q = r["quorum"]
+        if q is not None:
+            q = m.Quorum(**{**q, "slots": _tuple(q["slots"])})
+        return m.Rule(**{**r, "match": m.Match(**{k: _tuple(v) for k, v in r["match"].items()}),
+                         "signers": patterns(r["signers"]), "verification": m.Verification(**ver),
+                         "quorum": q})
     rev = dict(d["revocation"])
     rev["responders"] = tuple(m.Responder(**r) for r in _tuple(rev["responders"]))
-    rules = tuple(m.Rule(**{**r, "match": m.Match(**{k: _tuple(v) for k, v in r["match"].items()}),
-                            "signers": tuple(m.SignerPattern(**p) for p in _tuple(r["signers"]))})
-                  for r in _tuple(d["rules"]))
+    rules = tuple(rule(r) for r in _tuple(d["rules"]))
     rt = dict(d["runtime"])
     rt["allow_sources"] = _tuple(rt["allow_sources"])
+    sets = tuple((name, patterns(pats)) for name, pats in (_tuple(e) for e in _tuple(d["signer_sets"])))
     return m.Policy(path=d["path"], version=d["version"], roots=_tuple(d["roots"]),
                     intermediates=_tuple(d["intermediates"]), revocation=m.Revocation(**rev), rules=rules,
-                    runtime=m.Runtime(**rt), audit_log=d["audit_log"], image_cache=d["image_cache"])
+                    runtime=m.Runtime(**rt), audit_log=d["audit_log"], image_cache=d["image_cache"],
+                    tsa_roots=_tuple(d["tsa_roots"]), signer_sets=sets)
 
 
 def load_fast(path: str) -> m.Policy:
@@ -253,7 +346,7 @@ def load(path: str) -> m.Policy:
     if root is None:
         raise PolicyError(f"{path}:1: empty policy")
     top = v.mapping(root, "the top level", {"version": 1, "trust": 1, "revocation": 1, "audit": 1,
-                                              "rules": 1, "runtime": 1, "cache": 1})
+                                              "rules": 1, "runtime": 1, "cache": 1, "signers": 1})
     if "version" not in top:
         v.err(root, "missing 'version: 1'")
     version = int(v.number(top["version"], "version", 1, 1, integer=True))
@@ -262,7 +355,7 @@ def load(path: str) -> m.Policy:
 
     if "trust" not in top:
         v.err(root, "missing 'trust' (trust.roots lists the site's root certificates)")
-    trust = v.mapping(top["trust"], "trust", {"roots": 1, "intermediates": 1})
+    trust = v.mapping(top["trust"], "trust", {"roots": 1, "intermediates": 1, "tsa_roots": 1})
     if "roots" not in trust:
         v.err(top["trust"], "missing 'trust.roots'")
     if isinstance(trust["roots"], yaml.SequenceNode) and not trust["roots"].value:
@@ -272,6 +365,9 @@ def load(path: str) -> m.Policy:
         v.err(trust["roots"], "trust.roots is empty: nothing would be trusted")
     inters = tuple(absolute(p) for p in v.strings(trust["intermediates"], "trust.intermediates")) \
         if "intermediates" in trust else ()
+    tsa_roots = tuple(absolute(p) for p in v.strings(
+        trust["tsa_roots"], "trust.tsa_roots", "omit the key to let the site roots vouch for time-stamping "
+        "authorities")) if "tsa_roots" in trust else ()
 
     rev = m.Revocation()
     if "revocation" in top:
@@ -351,19 +447,66 @@ def load(path: str) -> m.Policy:
             kw["direct"] = v.choice(rt["direct"], "runtime.direct", m.DIRECT)
         runtime = m.Runtime(**kw)
 
+    sets = _signer_sets(v, top["signers"]) if "signers" in top else ()
     rules = []
     if "rules" in top:
         if not isinstance(top["rules"], yaml.SequenceNode):
             v.err(top["rules"], "rules must be a list")
         names = set()
         for n in top["rules"].value:
-            rules.append(_rule(v, n, names))
+            rules.append(_rule(v, n, names, dict(sets)))
     return m.Policy(path=path, version=version, roots=roots, intermediates=inters, revocation=rev,
-                    rules=tuple(rules), runtime=runtime, audit_log=audit_log, image_cache=image_cache)
+                    rules=tuple(rules), runtime=runtime, audit_log=audit_log, image_cache=image_cache,
+                    tsa_roots=tsa_roots, signer_sets=sets)
 
 
-def _rule(v: _V, n, names: set) -> m.Rule:
-    r = v.mapping(n, "a rule", {"name": 1, "match": 1, "action": 1, "require": 1, "signers": 1, "revocation": 1})
+def _signer_sets(v: _V, node) -> tuple:
+    """The top-level `signers:` mapping: set name → non-empty list of signer patterns."""
+    sm = v.mapping(node, "signers (named signer sets)", None)
+    if not sm:
+        v.err(node, "signers is empty: it names no signer set (omit it)")
+    out = []
+    for name, pn in sm.items():
+        if sm.at[name].tag == NULL_TAG or not SET_NAME.match(name):
+            v.err(sm.at[name], f"signer set name '{name}' is not a plain name (letters, digits, '_', '.', '-'; "
+                               "at most 64, starting with a letter or digit)")
+        out.append((name, _patterns(v, pn, f"signer set '{name}'", f"signer set '{name}' must be a non-empty "
+                                                                    "list of signer patterns", {})))
+    return tuple(out)
+
+
+def _patterns(v: _V, node, where: str, not_list: str, sets: dict) -> tuple[m.SignerPattern, ...]:
+    """A non-empty list of signer patterns (a rule's `signers:` or a named set); `not_list`:
+    the error when it is not one; `sets`: the signer set names (a set named here is a mistake)."""
+    if not isinstance(node, yaml.SequenceNode) or not node.value:
+        v.err(node, not_list)
+    pats = []
+    for sn in node.value:
+        if isinstance(sn, yaml.ScalarNode) and sn.value in sets:
+            v.err(sn, f"'{sn.value}' in {where} signers is a signer set: a rule names sets in "
+                      f"'require: {{count: N, signers: [{sn.value}, ...]}}'")
+        s = v.mapping(sn, f"a signer of {where}", {"subject": 1, "email": 1, "fingerprint": 1, "issuer": 1})
+        if not s:
+            v.err(sn, f"an empty signer pattern in {where} would match anyone")
+        vals = {k: v.string(x, f"{where} signer {k}") for k, x in s.items()}
+        if "fingerprint" in vals:
+            fp = vals["fingerprint"].lower().replace(":", "")
+            fp = fp[6:] if fp.startswith("sha256") else fp
+            if len(fp) != 64 or any(c not in "0123456789abcdef" for c in fp):
+                v.err(s["fingerprint"], f"{where} signer fingerprint must be sha256:<64 hex digits>")
+            vals["fingerprint"] = fp
+        for k in SIGNER_GLOBS:
+            if k in vals and not (k == "issuer" and vals[k].lower().startswith("sha256:")):
+                v.glob(s[k], vals[k], f"{where} signer {k}", path=False)
+        if vals.get("issuer", "").lower().startswith("sha256:") and not _is_sha256(vals["issuer"]):
+            v.err(s["issuer"], f"{where} signer issuer must be a DN glob or sha256:<64 hex digits>")
+        pats.append(m.SignerPattern(line=sn.start_mark.line + 1, **vals))
+    return tuple(pats)
+
+
+def _rule(v: _V, n, names: set, sets: dict) -> m.Rule:
+    r = v.mapping(n, "a rule", {"name": 1, "match": 1, "action": 1, "require": 1, "signers": 1, "revocation": 1,
+                                "verification": 1})
     if "name" not in r:
         v.err(n, "a rule needs a 'name'")
     name = v.string(r["name"], "rule name")
@@ -382,7 +525,10 @@ def _rule(v: _V, n, names: set) -> m.Rule:
     if "action" in r:
         kw["action"] = v.choice(r["action"], f"{where} action", m.ACTIONS)
     if "require" in r:
-        kw["require"] = v.choice(r["require"], f"{where} require", m.REQUIRES)
+        if isinstance(r["require"], yaml.MappingNode):
+            kw["quorum"] = _quorum(v, r["require"], r.at["require"], where, sets)
+        else:
+            kw["require"] = v.choice(r["require"], f"{where} require", m.REQUIRES)
     if "revocation" in r:
         node = r["revocation"]
         if isinstance(node, yaml.MappingNode):
@@ -391,30 +537,83 @@ def _rule(v: _V, n, names: set) -> m.Rule:
         else:
             kw["revocation_mode"] = v.choice(node, f"{where} revocation", m.MODES)
     if "signers" in r:
-        if not isinstance(r["signers"], yaml.SequenceNode) or not r["signers"].value:
-            v.err(r["signers"], f"{where} signers must be a non-empty list")
-        pats = []
-        for sn in r["signers"].value:
-            s = v.mapping(sn, f"a signer of {where}", {"subject": 1, "email": 1, "fingerprint": 1, "issuer": 1})
-            if not s:
-                v.err(sn, f"an empty signer pattern in {where} would match anyone")
-            vals = {k: v.string(x, f"{where} signer {k}") for k, x in s.items()}
-            if "fingerprint" in vals:
-                fp = vals["fingerprint"].lower().replace(":", "")
-                fp = fp[6:] if fp.startswith("sha256") else fp
-                if len(fp) != 64 or any(c not in "0123456789abcdef" for c in fp):
-                    v.err(s["fingerprint"], f"{where} signer fingerprint must be sha256:<64 hex digits>")
-                vals["fingerprint"] = fp
-            for k in SIGNER_GLOBS:
-                if k in vals and not (k == "issuer" and vals[k].lower().startswith("sha256:")):
-                    v.glob(s[k], vals[k], f"{where} signer {k}", path=False)
-            if vals.get("issuer", "").lower().startswith("sha256:") and not _is_sha256(vals["issuer"]):
-                v.err(s["issuer"], f"{where} signer issuer must be a DN glob or sha256:<64 hex digits>")
-            pats.append(m.SignerPattern(line=sn.start_mark.line + 1, **vals))
-        kw["signers"] = tuple(pats)
+        kw["signers"] = _patterns(v, r["signers"], where, f"{where} signers must be a non-empty list", sets)
     if kw.get("require") == "any" and "signers" in kw:
         v.err(n, f"{where}: 'require: any' with 'signers' is contradictory")
+    if "verification" in r:
+        if kw.get("require") == "any":
+            v.err(r.at["verification"], f"{where}: 'require: any' with 'verification' is contradictory "
+                                        "(nothing is verified)")
+        kw["verification"] = ver = _verification(v, r["verification"], where, "signers" in kw or "quorum" in kw)
+        if kw.get("revocation_mode") == "off" and dict(ver.overrides).get("revocation") in ("enforce", "log"):
+            v.err(r.at["verification"], f"{where}: 'revocation: off' with a revocation override "
+                                        f"'{dict(ver.overrides)['revocation']}' is contradictory (off checks nothing)")
     return m.Rule(name=name, match=match, line=n.start_mark.line + 1, **kw)
+
+
+def _quorum(v: _V, node, key_node, where: str, sets: dict) -> m.Quorum:
+    """`require: {count: N, signers: [set, ...]}`: N distinct signers filling the named slots.
+    `key_node`: the `require` key (where a missing part is reported)."""
+    q = v.mapping(node, f"{where} require", {"count": 1, "signers": 1})
+    for k, what in (("signers", "the signer sets to fill"), ("count", "how many of them must be filled")):
+        if k not in q:
+            v.err(key_node, f"{where} require needs '{k}' ({what})")
+    if not sets:
+        v.err(q["signers"], f"{where} require.signers names signer sets, but the policy defines none "
+                            "(a top-level 'signers:' mapping)")
+    slots = v.strings(q["signers"], f"{where} require.signers", "a quorum needs at least one signer set")
+    items = q["signers"].value if isinstance(q["signers"], yaml.SequenceNode) else [q["signers"]]
+    for s, sn in zip(slots, items):
+        if s not in sets:
+            v.err(sn, f"{where} require.signers: unknown signer set '{s}'" + _did_you_mean(s, sets)
+                  + f"; defined: {', '.join(sets)}")
+    if len(slots) > m.MAX_QUORUM_SLOTS:
+        v.err(q["signers"], f"{where} require.signers names {len(slots)} slots, at most "
+                            f"{m.MAX_QUORUM_SLOTS} are allowed")
+    count = int(v.number(q["count"], f"{where} require.count", 1, m.MAX_QUORUM_SLOTS, integer=True))
+    if count > len(slots):
+        v.err(q["count"], f"{where} require.count {count} is more than the {len(slots)} signer set slot(s) "
+                          "named: it could never be met")
+    return m.Quorum(count=count, slots=slots)
+
+
+def _verification(v: _V, node, where: str, constrained: bool) -> m.Verification:
+    """`verification: {level, override, timestamp}` (or `verification: LEVEL`). `constrained`:
+    the rule names signers or a quorum, which only authenticity checking can honour."""
+    if not isinstance(node, yaml.MappingNode):
+        level_node, vm = node, _Map()
+        vm.at = {}
+    else:
+        vm = v.mapping(node, f"{where} verification", {"level": 1, "override": 1, "timestamp": 1})
+        level_node = vm.get("level")
+    kw = {}
+    if level_node is not None:
+        kw["level"] = v.choice(level_node, f"{where} verification.level", m.LEVELS)
+    if "timestamp" in vm:
+        kw["timestamp"] = v.choice(vm["timestamp"], f"{where} verification.timestamp", m.TIMESTAMP)
+    skip = kw.get("level") == "skip"
+    if skip and constrained:
+        v.err(level_node, f"{where}: verification level skip with signers or a quorum is contradictory "
+                          "(skip checks no signature)")
+    if skip and kw.get("timestamp") == "required":
+        v.err(vm["timestamp"], f"{where}: verification level skip with 'timestamp: required' is "
+                               "contradictory (skip checks nothing)")
+    if "override" in vm:
+        if skip:
+            v.err(vm.at["override"], f"{where}: verification level skip takes no override (it skips every "
+                                     "check)")
+        om = v.mapping(vm["override"], f"{where} verification.override", m.CHECKS)
+        if not om:
+            v.err(vm["override"], f"{where} verification.override is empty (omit it)")
+        if "integrity" in om:
+            v.err(om.at["integrity"], f"{where}: integrity cannot be overridden (only 'level: skip' skips it)")
+        overrides = tuple((c, v.choice(x, f"{where} verification.override.{c}", m.CHECK_ACTIONS))
+                          for c, x in om.items())
+        if constrained and dict(overrides).get("authenticity") == "skip":
+            v.err(om.at["authenticity"], f"{where}: 'authenticity: skip' with signers or a quorum is "
+                                         "contradictory (no signer would be checked)")
+        kw["overrides"] = overrides
+    return m.Verification(**kw)
 
 
 def _is_sha256(s: str) -> bool:

@@ -9,6 +9,15 @@ ACTIONS = ("enforce", "audit")
 REQUIRES = ("signed", "any")
 SOURCES = ("local", "docker", "library", "oras", "shub", "http", "https", "instance")
 
+# Verification levels, after notation's trust policy: which checks a rule enforces (a
+# failure refuses), logs (a failure is recorded, the image allowed) or skips (not done).
+# sifguard.policy.levels.actions() maps a Verification to one action per check.
+CHECKS = ("integrity", "authenticity", "expiry", "revocation")
+LEVELS = ("strict", "permissive", "audit", "skip")
+CHECK_ACTIONS = ("enforce", "log", "skip")
+TIMESTAMP = ("optional", "required")
+MAX_QUORUM_SLOTS = 16
+
 
 @dataclass(frozen=True)
 class SignerPattern:
@@ -51,6 +60,25 @@ class Match:
 
 
 @dataclass(frozen=True)
+class Verification:
+    """A rule's verification level, per-check overrides and RFC 3161 timestamp requirement."""
+
+    level: str = "strict"
+    overrides: tuple[tuple[str, str], ...] = ()   # (check, action) as given in the YAML, checks in CHECKS
+    timestamp: str = "optional"                    # required: a signature needs a valid RFC 3161 token;
+                                                   # optional: a valid token is used when present
+
+
+@dataclass(frozen=True)
+class Quorum:
+    """N-of-M: `count` of the `slots` must be filled, each by a distinct signer (by public
+    key) matching the slot's named signer set (Policy.signer_sets). See policy/quorum.py."""
+
+    count: int                                     # distinct signers needed, >= 1, <= len(slots)
+    slots: tuple[str, ...]                         # names of signer sets; may repeat
+
+
+@dataclass(frozen=True)
 class Rule:
     name: str
     match: Match = field(default_factory=Match)
@@ -59,6 +87,8 @@ class Rule:
     signers: tuple[SignerPattern, ...] = ()
     revocation_mode: str | None = None
     line: int = 0
+    verification: Verification = field(default_factory=Verification)
+    quorum: Quorum | None = None       # with `signers` too: a quorum signer must also match them
 
 
 DEFAULT_RULE = Rule(name="default (built-in)", require="signed", action="enforce")
@@ -88,3 +118,9 @@ class Policy:
     runtime: Runtime = field(default_factory=Runtime)
     audit_log: str | None = None
     image_cache: str | None = "/var/cache/sifguard/images"
+    tsa_roots: tuple[str, ...] = ()    # trust.tsa_roots; empty: the site roots also vouch for TSAs
+    signer_sets: tuple[tuple[str, tuple[SignerPattern, ...]], ...] = ()   # top-level `signers:`, in order
+
+    def signer_set(self, name: str) -> tuple[SignerPattern, ...] | None:
+        """The patterns of a named signer set, None if there is no such set."""
+        return next((pats for n, pats in self.signer_sets if n == name), None)

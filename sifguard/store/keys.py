@@ -58,13 +58,14 @@ def decision_key(digest: str, policy_fp: str, candidates: tuple[str, ...]) -> st
 
 LOCAL_ONLY = ("path", "audit_log", "image_cache")     # top-level settings that never change a decision
 LOCAL_ONLY_REVOCATION = ("cache_dir", "shared_cache_dir")
+TRUST_KINDS = ("roots", "intermediates", "tsa_roots")   # hashed by content, never by path
 
 
 def policy_fingerprint(policy) -> str:
     """SHA-256 over what a decision depends on: the compiled policy without its node-local
     settings (where the file, the caches and the audit log are; source line numbers) and the
-    bytes of its trust material (roots and intermediates, files or directories — content,
-    not paths). Nodes whose policies differ only in local paths share decisions; any change
+    bytes of its trust material (roots, intermediates and TSA roots, files or directories —
+    content, not paths). Nodes whose policies differ only in local paths share decisions; any change
     to a rule, a mode or a trusted certificate makes new keys. Reads only small files; the
     caller must be able to read them (OSError otherwise)."""
     import dataclasses
@@ -78,13 +79,13 @@ def policy_fingerprint(policy) -> str:
     doc = strip(dataclasses.asdict(policy))
     for k in LOCAL_ONLY:
         doc.pop(k, None)
-    doc.pop("roots", None)
-    doc.pop("intermediates", None)
+    for k in TRUST_KINDS:
+        doc.pop(k, None)
     for k in LOCAL_ONLY_REVOCATION:
         doc.get("revocation", {}).pop(k, None)
-    h = hashlib.sha256(b"sifguard-store-policy-v2\0")
+    h = hashlib.sha256(b"sifguard-store-policy-v3\0")     # v3: verification levels, quorum, TSA roots
     h.update(json.dumps(doc, sort_keys=True, default=str).encode())
-    for kind in ("roots", "intermediates"):
+    for kind in TRUST_KINDS:
         digests = []
         for p in getattr(policy, kind):
             files = sorted(os.path.join(p, f) for f in os.listdir(p) if f.endswith((".pem", ".crt", ".cer"))) \
