@@ -202,6 +202,13 @@ def _expiry_problem(rule: Rule, s: Signer) -> str | None:
     return None
 
 
+def _key_of(s: Signer) -> bytes:
+    """The distinctness of a signer: its public key (renewed certificates of one key are one signer)."""
+    from cryptography.hazmat.primitives import serialization
+    return s.path[0].public_key().public_bytes(serialization.Encoding.DER,
+                                                serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
 def _quorum(rule: Rule, signer_sets, signers: list[Signer]):
     """(assigned signers, problem) for the rule's quorum over these signers."""
     q = getattr(rule, "quorum", None)
@@ -210,14 +217,27 @@ def _quorum(rule: Rule, signer_sets, signers: list[Signer]):
     from sifguard.policy.quorum import satisfy
     sets = dict(signer_sets)
     slots = [tuple(sets.get(name, ())) for name in q.slots]
-    pool = [s for s in signers if s.authentic]
-    ok, assignment = satisfy(slots, pool, q.count, lambda p, s: signer_matches(p, s.identity, s.issuers))
+    # only authentic signers the rule's own `signers` allow may fill a slot; one key counts once
+    pool = [s for s in signers if s.authentic and signer_allowed(rule, s.identity, s.issuers)]
+    ok, assignment = satisfy(slots, pool, q.count, lambda p, s: signer_matches(p, s.identity, s.issuers),
+                             key=_key_of)
     chosen = [pool[j] for _, j in assignment]
     if ok:
         return chosen, None
     filled = ", ".join(f"{q.slots[i]}: {_who(pool[j])}" for i, j in assignment) or "none"
     return chosen, (f"rule '{rule.name}' needs {q.count} distinct signers of [{', '.join(q.slots)}]; "
                     f"{len(assignment)} found ({filled})")
+
+
+def _fills_same(rule: Rule, signer_sets, a: Signer, b: Signer) -> bool:
+    """Whether `b` matches every named set `a` matches (so it can take a's place in a quorum)."""
+    sets = dict(signer_sets or ())
+    for name in dict.fromkeys(getattr(rule, "quorum").slots):
+        pats = sets.get(name, ())
+        if any(signer_matches(p, a.identity, a.issuers) for p in pats) and \
+                not any(signer_matches(p, b.identity, b.issuers) for p in pats):
+            return False
+    return _key_of(a) != _key_of(b) and b.authentic
 
 
 def evaluate(rule: Rule, findings: Findings, lookup: Lookup, default_mode: str, signer_sets=()) -> _Outcome:
@@ -236,13 +256,44 @@ def evaluate(rule: Rule, findings: Findings, lookup: Lookup, default_mode: str, 
     strict = acts == STRICT and getattr(rule, "quorum", None) is None and not _timestamp_required(rule)
     if strict and not findings.verified:
         # the verifier's own words (which signer, which certificate, why)
-        tally.fail("authenticity" if "expired" not in findings.reason and "not valid before" not in findings.reason
-                   else "expiry", findings.reason)
+        short = next((ss for _, ss, _ in findings.groups if not any(x.valid for x in ss)), ())
+        if any(x.authentic for x in short):
+            tally.ok("authenticity")
+            tally.fail("expiry", findings.reason)
+        else:
+            tally.fail("authenticity", findings.reason)
         return tally.outcome(False, findings.reason, signers=findings.reported)
     mode = "off" if acts["revocation"] == "skip" else (rule.revocation_mode or default_mode)
     now = dt.datetime.now(dt.timezone.utc)
     chosen, revocation, soft = [], [], []
     stamped = []
+    rev_memo: dict[int, tuple] = {}
+
+    def revoked_why(s: Signer, g: int) -> tuple:
+        """(refusal reason or None, answers to show, soft-fail note, time note) for one signer's path."""
+        if id(s) not in rev_memo:
+            answers, note = answers_for(s, lookup, now, mode)
+            if note and not answers:
+                rev_memo[id(s)] = (f"group {g}: {note}", [], "", note)
+            elif all(a.status == "good" for a in answers):
+                rev_memo[id(s)] = (None, answers, "", note)
+            else:
+                bad = [a for a in answers if a.status != "good"]
+                revoked = [a for a in bad if a.status == "revoked"]
+                unknown = [a for a in bad if a.status == "unknown"]
+                if revoked:
+                    why = f"group {g}: signer certificate {revoked[0].subject} is revoked: {revoked[0].reason}"
+                elif unknown:
+                    why = f"group {g}: revocation status of {unknown[0].subject} is unknown to its responder"
+                elif mode == "soft-fail":
+                    rev_memo[id(s)] = (None, answers, f"{bad[0].subject}: {bad[0].reason}", note)
+                    return rev_memo[id(s)]
+                else:
+                    why = (f"group {g}: revocation status of {bad[0].subject} could not be established "
+                           f"(revocation.mode {mode}): {bad[0].reason}")
+                rev_memo[id(s)] = (why, bad, "", note)
+        return rev_memo[id(s)]
+
     for g, signers, problems in findings.groups:
         signers = list(signers)
         auth = {id(s): _authenticity_problem(rule, s) for s in signers}
@@ -255,8 +306,7 @@ def evaluate(rule: Rule, findings: Findings, lookup: Lookup, default_mode: str, 
         ranked = sorted(signers, key=lambda s: (auth[id(s)] is not None, exp[id(s)] is not None))
         pool = [s for s in ranked if acceptable(s)]
         if not pool:
-            authentic = [s for s in signers if s.authentic]
-            valid = [s for s in authentic if s.expiry[0]]
+            valid = [s for s in signers if s.valid]
             if acts["authenticity"] == "enforce" and all(auth[id(s)] for s in signers):
                 if valid and not any(signer_allowed(rule, s.identity, s.issuers) for s in valid):
                     why = (f"group {g}: signed by {'; '.join([_who(s) for s in valid] + list(problems))}, "
@@ -265,73 +315,60 @@ def evaluate(rule: Rule, findings: Findings, lookup: Lookup, default_mode: str, 
                     why = f"group {g}: no trusted signature ({next(iter(auth.values())) or 'none'})"
                 tally.fail("authenticity", why)
             else:
-                why = f"group {g}: " + next(exp[id(s)] for s in ranked if exp[id(s)])
+                s = next(s for s in ranked if exp[id(s)])
+                why = f"group {g}: {exp[id(s)]}"
                 tally.ok("authenticity")
                 tally.fail("expiry", why)
+                if _timestamp_required(rule) and s.signed_at is None:
+                    tally.results["timestamp"] = ("fail", exp[id(s)])
             return tally.outcome(False, why, signers=findings.reported)
-        # authenticity: the quorum (when the rule has one), else the best acceptable signer
+
         assigned, qproblem = _quorum(rule, signer_sets or (), pool)
         if qproblem:
-            if tally.fail("authenticity", f"group {g}: {qproblem}"):
-                return tally.outcome(False, f"group {g}: {qproblem}")
-        need = assigned if assigned else pool[:1]
+            relaxed, rproblem = _quorum(rule, signer_sets or (), [s for s in ranked if s.authentic])
+            if not rproblem and acts["expiry"] == "enforce":
+                check, why = "expiry", f"group {g}: {qproblem}: " + "; ".join(
+                    exp[id(s)] for s in relaxed if exp[id(s)])
+            else:
+                check, why = "authenticity", f"group {g}: {qproblem}"
+            if tally.fail(check, why):
+                return tally.outcome(False, why, revocation=tuple(revocation), revocation_source=_sources(revocation))
+        need = list(assigned) if assigned else pool[:1]
+        spare = [s for s in pool if s not in need]
+        for i, s in enumerate(list(need) if mode != "off" else []):
+            while True:
+                why, answers, softnote, _ = revoked_why(s, g)
+                if why is None:
+                    break
+                # another acceptable signer may stand in: any one without a quorum; with one,
+                # a signer that fills the same set
+                sub = next((x for x in spare if assigned is None or _fills_same(rule, signer_sets, s, x)), None)
+                if sub is None:
+                    break
+                spare.remove(sub)
+                s = need[i] = sub
+            why, answers, softnote, _ = revoked_why(s, g)
+            revocation += [a.as_dict() for a in answers]
+            if why is not None:
+                if tally.fail("expiry" if not answers else "revocation", why):
+                    return tally.outcome(False, why, revocation=tuple(revocation),
+                                         revocation_source=_sources(revocation))
+            if softnote:
+                soft.append(softnote)
         for s in need:
             (tally.fail("authenticity", f"group {g}: {auth[id(s)]}") if auth[id(s)] else tally.ok(
                 "authenticity", "signer chains to a trusted root and is allowed by the rule"))
             if exp[id(s)]:
                 tally.fail("expiry", f"group {g}: {exp[id(s)]}")
             else:
-                tally.ok("expiry", dict(s.time).get("why") or ("certificates valid at the time-stamped signing time"
-                                                                if s.signed_at is not None else "certificates valid now"))
+                tally.ok("expiry", s.expiry[1] or "certificates valid at the signing time")
             if s.signed_at is not None:
                 stamped.append(s)
-        if mode == "off":
-            chosen += [s.as_dict() for s in need]
-            continue
-        # revocation: every needed signer; without a quorum, the next acceptable signer may stand in
-        spare = [s for s in pool if s not in need] if not assigned else []
-        for s in list(need):
-            while True:
-                answers, note = answers_for(s, lookup, now, mode)
-                if note and not answers:
-                    bad_note = note
-                    answers = None
-                else:
-                    bad_note = ""
-                if answers is not None and all(a.status == "good" for a in answers):
-                    chosen.append(s.as_dict() | ({"time_note": note} if note else {}))
-                    revocation += [a.as_dict() for a in answers]
-                    break
-                if spare:          # another acceptable signer may carry the group
-                    s = spare.pop(0)
-                    continue
-                if answers is None:
-                    if tally.fail("expiry", f"group {g}: {bad_note}"):
-                        return tally.outcome(False, f"group {g}: {bad_note}", revocation=tuple(revocation))
-                    chosen.append(s.as_dict())
-                    break
-                bad = [a for a in answers if a.status != "good"]
-                revocation += [a.as_dict() for a in bad]
-                revoked = [a for a in bad if a.status == "revoked"]
-                unknown = [a for a in bad if a.status == "unknown"]
-                if revoked:
-                    why = f"group {g}: signer certificate {revoked[0].subject} is revoked: {revoked[0].reason}"
-                elif unknown:
-                    why = f"group {g}: revocation status of {unknown[0].subject} is unknown to its responder"
-                elif mode == "soft-fail":
-                    soft.append(f"{bad[0].subject}: {bad[0].reason}")
-                    chosen.append(s.as_dict())
-                    break
-                else:
-                    why = (f"group {g}: revocation status of {bad[0].subject} could not be established "
-                           f"(revocation.mode {mode}): {bad[0].reason}")
-                if tally.fail("revocation", why):
-                    return tally.outcome(False, why, revocation=tuple(revocation), revocation_source=_sources(revocation))
-                chosen.append(s.as_dict())
-                break
+            tnote = rev_memo.get(id(s), (None, [], "", ""))[3]
+            chosen.append(s.as_dict() | ({"time_note": tnote} if tnote else {}))
     if mode != "off" and "revocation" not in tally.results:
         tally.ok("revocation", "no certificate on the signers' paths is revoked" + (
-            " (some revocations predate nothing they could reach: see revocation)" if any(
+            " (revocations dated after the time-stamped signing time spare it: see revocation)" if any(
                 r.get("spared") for r in revocation) else ""))
     if stamped:
         tally.results["timestamp"] = ("pass", "; ".join(sorted({f"{s.signed_at.as_dict()['gen_time']} by {s.signed_at.tsa}"
