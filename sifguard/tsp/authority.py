@@ -216,6 +216,15 @@ def _response_type():
     return _RESPONSE_TYPE
 
 
+def _parameters(alg) -> bytes | None:
+    """The DER of an AlgorithmIdentifier's parameters, None when absent; asn1crypto refuses
+    parameters other than NULL for the SHA-2 OIDs: those are reported as b"invalid" (badAlg)."""
+    try:
+        return alg["parameters"].dump() or None
+    except (ValueError, TypeError):
+        return b"invalid"
+
+
 def _parse(der: bytes) -> dict:
     """Every field of a DER TimeStampReq, fully decoded, or _Reject(badDataFormat).
     asn1crypto decodes lazily: every field is read here, inside the one guard."""
@@ -227,7 +236,7 @@ def _parse(der: bytes) -> dict:
         out = {
             "version": int(req["version"]),
             "hash_alg": alg["algorithm"].native,
-            "hash_params": alg["parameters"].dump() or None,      # absent: b""
+            "hash_params": _parameters(alg),
             "digest": imprint["hashed_message"].native,
             "policy": req["req_policy"].dotted if req["req_policy"].native is not None else None,
             "nonce": req["nonce"].native,
