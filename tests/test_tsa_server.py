@@ -625,6 +625,29 @@ class TestAuthority:
             pub.verify(sig, signed, ec.ECDSA(hashes.SHA256()))
         assert len(sd["certificates"]) == 2
 
+    def test_every_token_size_verifies(self, tsa):
+        """Nonces of 1 to 60 bytes move every length in the token across the sizes where DER
+        length octets end in 0x80 (128, 384 bytes): each token still carries the exact bytes signed."""
+        now = dt.datetime.now(dt.timezone.utc)
+        for n in range(1, 61):
+            der = tsa.respond(_request(nonce=(1 << (8 * n - 2)) + n), now, (1 << 150) + n)
+            tst, sd = token_parts(der)
+            assert tst["nonce"].native == (1 << (8 * n - 2)) + n
+            si = sd["signer_infos"][0]
+            attrs = {a["type"].native: a["values"][0].native for a in si["signed_attrs"]}
+            content = sd["encap_content_info"]["content"].contents
+            assert content == tst.dump()
+            digest = si["digest_algorithm"]["algorithm"].native
+            assert attrs["message_digest"] == hashlib.new(digest, content).digest()
+            signed, sig, pub = b"\x31" + si["signed_attrs"].dump()[1:], si["signature"].native, tsa.cert.public_key()
+            if isinstance(pub, ed25519.Ed25519PublicKey):
+                pub.verify(sig, signed)
+            elif isinstance(pub, rsa.RSAPublicKey):
+                pub.verify(sig, signed, padding.PKCS1v15(), hashes.SHA256())
+            else:
+                pub.verify(sig, signed, ec.ECDSA(hashes.SHA256()))
+            assert _status(der)[0] == "granted"
+
     def test_rejections(self, tsa):
         now = dt.datetime.now(dt.timezone.utc)
         cases = [

@@ -96,17 +96,14 @@ class Authority:
         self._sid = cms.SignerIdentifier({"issuer_and_serial_number": {
             "issuer": acert.issuer, "serial_number": acert.serial_number}})
         self._certificates = cms.CertificateSet(
-            [cms.CertificateChoices({"certificate": ax509.Certificate.load(c.public_bytes(der))})
+            [cms.CertificateChoices({"certificate": _frozen(ax509.Certificate.load(c.public_bytes(der)))})
              for c in self.chain])
         self._signing_certificate = cms.CMSAttribute({"type": "signing_certificate_v2", "values": [{
             "certs": [{"cert_hash": hashlib.sha256(cert_der).digest(),        # hashAlgorithm SHA-256 (DEFAULT)
                        "issuer_serial": {"issuer": [ax509.GeneralName({"directory_name": acert.issuer})],
                                          "serial_number": acert.serial_number}}]}]})
         self._not_before, self._not_after = cert.not_valid_before_utc, cert.not_valid_after_utc
-        # Re-loaded from their DER: asn1crypto re-encodes a built value (names included) on every
-        # dump of a structure holding it (~1.7 ms for the attribute), a loaded one never.
-        self._sid, self._certificates, self._signing_certificate = (
-            type(v).load(v.dump()) for v in (self._sid, self._certificates, self._signing_certificate))
+        self._sid, self._signing_certificate = _frozen(self._sid), _frozen(self._signing_certificate)
 
     # --- the one operation ---------------------------------------------------------------
     def respond(self, request_der: bytes, now: dt.datetime, serial: int) -> bytes:
@@ -151,7 +148,7 @@ class Authority:
 
     # --- the token --------------------------------------------------------------------------
     def _grant(self, req: dict, now: dt.datetime, serial: int) -> bytes:
-        from asn1crypto import algos, cms, core, tsp
+        from asn1crypto import cms, core, tsp
         from cryptography.hazmat.primitives import hashes
         from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding
 
@@ -175,14 +172,14 @@ class Authority:
             signature = self.key.sign(to_sign, ec.ECDSA(hashes.SHA256()))
         else:
             signature = self.key.sign(to_sign, padding.PKCS1v15(), hashes.SHA256())
-        digest_alg = algos.DigestAlgorithm({"algorithm": self._digest})
+        signer_info = cms.SignerInfo({
+            "version": "v1", "sid": self._sid, "digest_algorithm": {"algorithm": self._digest},
+            "signed_attrs": attrs, "signature_algorithm": {"algorithm": self._sig_alg}, "signature": signature})
         signed = {
             "version": "v3",
-            "digest_algorithms": [digest_alg],
+            "digest_algorithms": [{"algorithm": self._digest}],
             "encap_content_info": {"content_type": "tst_info", "content": core.ParsableOctetString(tst_der)},
-            "signer_infos": [{
-                "version": "v1", "sid": self._sid, "digest_algorithm": digest_alg, "signed_attrs": attrs,
-                "signature_algorithm": {"algorithm": self._sig_alg}, "signature": signature}],
+            "signer_infos": [_frozen(signer_info)],
         }
         if req["cert_req"]:
             signed["certificates"] = self._certificates
@@ -200,6 +197,17 @@ def rejection(fail_info: str, text: str) -> bytes:
 
 
 _RESPONSE_TYPE = None
+
+
+def _frozen(value):
+    """`value` (a finished part that no parent retags) as an instance of a subclass whose dump()
+    returns its DER, computed once. asn1crypto re-encodes a whole subtree on the dump of any
+    structure holding it, and forces that whenever a length ends in byte 0x80 (it takes the
+    definite lengths 128, 384, … for indefinite ones): 20-40 ms a token, at random, for a
+    SignerInfo or certificate of such a size. The class carries the DER, so copies keep it."""
+    der = value.dump()
+    cls = type(f"Frozen{type(value).__name__}", (type(value),), {"dump": lambda self, force=False: der})
+    return cls.load(der)
 
 
 def _response_type():
