@@ -107,7 +107,8 @@ def main():
             ab(url, 200, 2, q)         # warm-up
             for c in (1, 8):
                 rps = ab(url, a.requests, c, q)
-                print(f"{'sifguard ca serve /tsa, ab -k c=' + str(c):<48} {rps:8.0f} replies/s  ratio {rps / ossl:5.2f}")
+                name = f"sifguard ca serve /tsa, ab -k c={c}"
+                print(f"{name:<48} {rps:8.0f} replies/s  ratio {rps / ossl:5.2f}")
 
 
 if __name__ == "__main__":
