@@ -648,6 +648,19 @@ class TestAuthority:
                 pub.verify(sig, signed, ec.ECDSA(hashes.SHA256()))
             assert _status(der)[0] == "granted"
 
+    def test_no_objects_retained_per_token(self, tsa):
+        """A long-running worker signs millions of tokens: nothing may accumulate per token."""
+        import gc
+        now = dt.datetime.now(dt.timezone.utc)
+        body = _request(nonce=5)
+        counts = []
+        for _ in range(3):
+            for i in range(300):
+                tsa.respond(body, now, i + 1)
+            gc.collect()
+            counts.append(len(gc.get_objects()))
+        assert counts[2] - counts[1] < 100, counts
+
     def test_rejections(self, tsa):
         now = dt.datetime.now(dt.timezone.utc)
         cases = [

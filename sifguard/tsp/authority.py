@@ -199,15 +199,31 @@ def rejection(fail_info: str, text: str) -> bytes:
 _RESPONSE_TYPE = None
 
 
+_FROZEN_TYPES: dict = {}
+
+
 def _frozen(value):
     """`value` (a finished part that no parent retags) as an instance of a subclass whose dump()
     returns its DER, computed once. asn1crypto re-encodes a whole subtree on the dump of any
     structure holding it, and forces that whenever a length ends in byte 0x80 (it takes the
     definite lengths 128, 384, … for indefinite ones): 20-40 ms a token, at random, for a
-    SignerInfo or certificate of such a size. The class carries the DER, so copies keep it."""
+    SignerInfo or certificate of such a size. One subclass per asn1crypto type (asn1crypto
+    keeps every class it has set up); its copies keep the DER."""
+    base = type(value)
+    cls = _FROZEN_TYPES.get(base)
+    if cls is None:
+        def dump(self, force=False):
+            return self._frozen_der
+
+        def _copy(self, other, copy_func):
+            base._copy(self, other, copy_func)
+            self._frozen_der = other._frozen_der
+
+        cls = _FROZEN_TYPES[base] = type(f"Frozen{base.__name__}", (base,), {"dump": dump, "_copy": _copy})
     der = value.dump()
-    cls = type(f"Frozen{type(value).__name__}", (type(value),), {"dump": lambda self, force=False: der})
-    return cls.load(der)
+    out = cls.load(der)
+    out._frozen_der = der
+    return out
 
 
 def _response_type():
