@@ -16,7 +16,7 @@ from sifguard.errors import BadInputError
 
 UB_COMMON_NAME = 64            # RFC 5280 ub-common-name (enforced on characters and UTF-8 bytes)
 UB_ORGANIZATION_NAME = 64      # RFC 5280 ub-organization-name
-CA_CN_SUFFIXES = (" Root CA", " Issuing CA", " OCSP Responder")   # the CA's own CNs: "<site><suffix>"
+CA_CN_SUFFIXES = (" Root CA", " Issuing CA", " OCSP Responder", " TSA")   # the CA's own CNs: "<site><suffix>"
 MAX_SITE_NAME = UB_COMMON_NAME - max(map(len, CA_CN_SUFFIXES))
 MAX_DAYS = 36500               # leaves: bounded again by the issuing CA's own validity
 MAX_CRL_HOURS = 24 * 366

@@ -1,8 +1,9 @@
 """Certificate profiles of the site CA: pure builders, no I/O.
 
 root (self-signed, CA, pathlen 1) → issuing intermediate (CA, pathlen 0, EKU
-codeSigning + OCSPSigning) → code-signing leaves and the delegated OCSP responder
-(EKU OCSPSigning, id-pkix-ocsp-nocheck).
+codeSigning + OCSPSigning) → code-signing leaves, the delegated OCSP responder
+(EKU OCSPSigning, id-pkix-ocsp-nocheck) and the Time-Stamping Authority (EKU
+timeStamping only, critical: RFC 3161 2.3).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from sifguard.ca.names import KEY_TYPES, REASON_NAMES
 from sifguard.errors import BadInputError
 
 BACKDATE = dt.timedelta(minutes=5)   # tolerate node clock skew on notBefore
+TSA_DAYS = 1826                      # 5 years, never beyond the issuing CA
 
 
 def generate_key(kind: str):
@@ -69,10 +71,11 @@ def _name(site: str, cn: str) -> x509.Name:
                       x509.NameAttribute(NameOID.COMMON_NAME, cn)])
 
 
-def _base(subject: x509.Name, issuer: x509.Name, pub, serial: int, now: dt.datetime, days: int):
+def _base(subject: x509.Name, issuer: x509.Name, pub, serial: int, now: dt.datetime, days: int,
+          not_after: dt.datetime | None = None):
     return (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer).public_key(pub)
             .serial_number(serial).not_valid_before(now - BACKDATE)
-            .not_valid_after(now + dt.timedelta(days=days))
+            .not_valid_after(not_after or now + dt.timedelta(days=days))
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(pub), critical=False))
 
 
@@ -140,6 +143,33 @@ def code_signing_cert(pub, cn: str, email: str | None, issuer: x509.Certificate,
         raise BadInputError(f"--days {days} would outlive the issuing CA "
                             f"(valid until {issuer.not_valid_after_utc:%Y-%m-%d})")
     return b.sign(issuer_key, sig_hash(issuer_key))
+
+
+def tsa_key_type(ca_key_type: str) -> str:
+    """The TSA key follows the CA's key type, except Ed25519: OpenSSL's `ts -verify` (and
+    many RFC 3161 verifiers) cannot check Ed25519 SignerInfos, so that TSA gets EC P-256."""
+    return "ec-p256" if ca_key_type == "ed25519" else ca_key_type
+
+
+def tsa_cert(key, issuer: x509.Certificate, issuer_key, site: str, urls: SiteURLs, now: dt.datetime,
+             days: int = TSA_DAYS, serial: int | None = None) -> x509.Certificate:
+    """The Time-Stamping Authority: EKU timeStamping alone and critical (RFC 3161 2.3), AIA
+    and CRL DP like code-signing leaves (its revocation is checked with the site's OCSP/CRL).
+    Valid for `days`, cut at the issuing CA's notAfter."""
+    not_after = min(now + dt.timedelta(days=days), issuer.not_valid_after_utc)
+    return (_base(_name(site, f"{site} TSA"), issuer.subject, key.public_key(), serial or random_serial(), now,
+                  days, not_after)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.KeyUsage(True, True, False, False, False, False, False, False, False), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.TIME_STAMPING]), critical=True)
+            .add_extension(_aki(issuer), critical=False)
+            .add_extension(x509.AuthorityInformationAccess([
+                x509.AccessDescription(AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(urls.ocsp)),
+                x509.AccessDescription(AuthorityInformationAccessOID.CA_ISSUERS,
+                                       x509.UniformResourceIdentifier(urls.intermediate))]), critical=False)
+            .add_extension(x509.CRLDistributionPoints([x509.DistributionPoint(
+                [x509.UniformResourceIdentifier(urls.crl)], None, None, None)]), critical=False)
+            .sign(issuer_key, sig_hash(issuer_key)))
 
 
 REASONS = dict(zip(REASON_NAMES, (

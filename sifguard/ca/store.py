@@ -36,10 +36,13 @@ ROOT_KEY, INT_KEY, OCSP_KEY = "root.key", "intermediate.key", "ocsp-responder.ke
 ROOT_PEM, INT_PEM, OCSP_PEM = "root.pem", "intermediate.pem", "ocsp-responder.pem"
 CRL_PEM, CRL_DER, ROOT_CRL_DER = "crl.pem", "crl.der", "root-crl.der"
 CHAIN_PEM = "chain.pem"
+TSA_KEY, TSA_PEM = "tsa.key", "tsa.pem"   # the Time-Stamping Authority (sifguard/ca/tsa.py)
+TSA_PROFILE = "tsa"                         # its profile in the certificates table (issued by the intermediate)
 PUBLISH_LOCK = "publish.lock"      # flock: CRL numbers are taken and published in one critical section
 # what `init` writes: a directory holding only these (an interrupted init) may be initialised
 INIT_FILES = frozenset({DB, CONFIG, ROOT_KEY, INT_KEY, OCSP_KEY, ROOT_PEM, INT_PEM, OCSP_PEM, CRL_PEM, CRL_DER,
-                        ROOT_CRL_DER, CHAIN_PEM, PUBLISH_LOCK, DB + "-wal", DB + "-shm", DB + "-journal"})
+                        ROOT_CRL_DER, CHAIN_PEM, PUBLISH_LOCK, DB + "-wal", DB + "-shm", DB + "-journal",
+                        TSA_KEY, TSA_PEM})
 
 MIGRATIONS = [
     # 1: certificates and CRLs
@@ -49,7 +52,7 @@ MIGRATIONS = [
         subject     TEXT NOT NULL,
         cn          TEXT NOT NULL,
         sans        TEXT NOT NULL DEFAULT '[]',-- JSON list of e-mail SANs
-        profile     TEXT NOT NULL,             -- code-signing | ocsp-responder | intermediate
+        profile     TEXT NOT NULL,             -- code-signing | ocsp-responder | intermediate | tsa
         not_before  INTEGER NOT NULL,          -- unix seconds
         not_after   INTEGER NOT NULL,
         status      TEXT NOT NULL DEFAULT 'valid' CHECK (status IN ('valid', 'revoked')),
@@ -530,10 +533,13 @@ def migrate(db: sqlite3.Connection) -> None:
 
 
 def init(path: str, name: str, url: str, key_type: str = "ec-p256", passphrase: bytes | None = None,
-         crl_hours: int = 24, ocsp_validity_hours: int = 4) -> CAStore:
-    """Create a new CA directory. Refuses to touch an existing CA or a directory holding
+         crl_hours: int = 24, ocsp_validity_hours: int = 4, tsa_policy: str | None = None) -> CAStore:
+    """Create a new CA directory (with its Time-Stamping Authority: `tsa_policy`, a dotted
+    OID, or a new 2.25.<uuid> one). Refuses to touch an existing CA or a directory holding
     anything but the files of an interrupted `init`."""
+    from sifguard.ca import tsa
     name = inputs.site_name(name)
+    tsa_policy = tsa.policy_oid(tsa_policy)
     url = inputs.base_url(url)
     crl_hours = inputs.whole_number(crl_hours, "--crl-hours", 1, inputs.MAX_CRL_HOURS)
     ocsp_validity_hours = inputs.whole_number(ocsp_validity_hours, "--ocsp-validity-hours", 1, inputs.MAX_OCSP_HOURS)
@@ -563,14 +569,17 @@ def init(path: str, name: str, url: str, key_type: str = "ec-p256", passphrase: 
     root = profiles.root_cert(root_key, name, now)
     inter = profiles.intermediate_cert(int_key, root, root_key, name, urls, now)
     resp = profiles.ocsp_responder_cert(resp_key, inter, int_key, name, now)
-    for fname, key in ((ROOT_KEY, root_key), (INT_KEY, int_key), (OCSP_KEY, resp_key)):
+    tsa_key = profiles.generate_key(profiles.tsa_key_type(key_type))
+    tsa_cert = profiles.tsa_cert(tsa_key, inter, int_key, name, urls, now)
+    for fname, key in ((ROOT_KEY, root_key), (INT_KEY, int_key), (OCSP_KEY, resp_key), (TSA_KEY, tsa_key)):
         write_private(os.path.join(path, fname), key_bytes(key, passphrase))
-    for fname, cert in ((ROOT_PEM, root), (INT_PEM, inter), (OCSP_PEM, resp)):
+    for fname, cert in ((ROOT_PEM, root), (INT_PEM, inter), (OCSP_PEM, resp), (TSA_PEM, tsa_cert)):
         write_public(os.path.join(path, fname), pem(cert))
     write_public(os.path.join(path, CHAIN_PEM), pem(inter) + pem(root))
     write_public(os.path.join(path, CONFIG), json.dumps({
         "name": name, "url": url, "key_type": key_type, "crl_hours": crl_hours,
         "ocsp_validity_hours": ocsp_validity_hours, "encrypted": bool(passphrase), "created": _ts(now),
+        "tsa_policy": tsa_policy, "tsa_accuracy_seconds": tsa.DEFAULT_ACCURACY,
     }, indent=2).encode(), 0o600)
     # The database is created last and complete (certificates and CRL numbers inside) under a
     # temporary name: a CA directory whose ca.db exists is always a whole CA.
@@ -578,7 +587,7 @@ def init(path: str, name: str, url: str, key_type: str = "ec-p256", passphrase: 
     db = connect(tmp_db)
     os.chmod(tmp_db, stat.S_IRUSR | stat.S_IWUSR)
     with db:
-        for cert, profile in ((inter, "intermediate"), (resp, "ocsp-responder")):
+        for cert, profile in ((inter, "intermediate"), (resp, "ocsp-responder"), (tsa_cert, TSA_PROFILE)):
             _insert_row(db, cert, profile, now)
     db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     db._db.execute("PRAGMA journal_mode=DELETE")

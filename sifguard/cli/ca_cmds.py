@@ -15,7 +15,7 @@ from sifguard.errors import BadInputError, KeyMaterialError
 
 
 def add_parsers(sub) -> None:
-    ca = sub.add_parser("ca", help="site certificate authority: init, issue, revoke, crl, serve")
+    ca = sub.add_parser("ca", help="site certificate authority: init, issue, revoke, crl, serve, tsa-init")
     cs = ca.add_subparsers(dest="ca_command", metavar="CA_COMMAND", parser_class=type(ca))
     ca.set_defaults(func=lambda a: (ca.print_help(), 2)[1])
 
@@ -34,6 +34,13 @@ def add_parsers(sub) -> None:
                    help="base URL of `ca serve`, baked into certificates (OCSP, caIssuers, CRL)")
     p.add_argument("--crl-hours", type=int, default=24, help="CRL nextUpdate (hours)")
     p.add_argument("--ocsp-validity-hours", type=int, default=4, help="OCSP response validity (hours)")
+    p.add_argument("--tsa-policy", metavar="OID", help="time-stamping policy OID (default: a new 2.25.<uuid>)")
+
+    p = p_("tsa-init", "issue the RFC 3161 time-stamping authority's key and certificate", cmd_tsa_init)
+    p.add_argument("--tsa-policy", metavar="OID", help="policy OID (default: the CA's, else a new 2.25.<uuid>)")
+    p.add_argument("--days", type=int, help="validity (default 5 years, cut at the issuing CA's end)")
+    p.add_argument("--force", action="store_true",
+                   help="replace an existing TSA (its certificate stays valid: tokens it signed stay verifiable)")
 
     p = p_("issue", "issue a code-signing certificate", cmd_issue)
     p.add_argument("--cn", required=True, help="subject common name (the CA decides the subject)")
@@ -127,12 +134,26 @@ def _out_path(path: str, what: str, new: bool = False) -> str:
 def cmd_init(args) -> int:
     from sifguard.ca import store as castore
     s = castore.init(args.ca, args.name, args.url, args.key_type, _passphrase(args),
-                     args.crl_hours, args.ocsp_validity_hours)
+                     args.crl_hours, args.ocsp_validity_hours, args.tsa_policy)
     print(f"created CA '{args.name}' in {args.ca}")
     print(f"  root:          {s.file(castore.ROOT_PEM)}  (distribute to verifiers as the trust root)")
     print(f"  intermediate:  {s.file(castore.INT_PEM)}")
     print(f"  OCSP responder {s.file(castore.OCSP_PEM)}")
+    print(f"  TSA:           {s.file(castore.TSA_PEM)}  (policy {s.config['tsa_policy']}, served at /tsa)")
     print(f"  URLs in certificates: OCSP {s.urls.ocsp}  CRL {s.urls.crl}")
+    return 0
+
+
+def cmd_tsa_init(args) -> int:
+    from sifguard.ca import inputs, store as castore, tsa
+    policy = tsa.policy_oid(args.tsa_policy) if args.tsa_policy is not None else None
+    days = inputs.days(args.days) if args.days is not None else None
+    s = _open(args, settle=True)
+    replaced = tsa.present(s)
+    cert, policy = tsa.install(s, policy, days, args.force)
+    print(f"{'replaced the' if replaced else 'issued a'} TSA certificate: {cert.subject.rfc4514_string()} serial "
+          f"{castore.serial_hex(cert.serial_number)} valid until {cert.not_valid_after_utc:%Y-%m-%d}, policy {policy} "
+          f"-> {s.file(castore.TSA_PEM)}" + (" (the old certificate stays valid)" if replaced else ""))
     return 0
 
 
@@ -284,7 +305,8 @@ def cmd_serve(args) -> int:
         raise BadInputError(f"--listen wants HOST:PORT (port 1-65535), not {args.listen!r}")
     inputs.whole_number(args.workers, "--workers", 0, 256)
     app = make_app(args.ca, _passphrase(args), args.sign_with)   # keys load (or fail) before the fork
-    print(f"sifguard ca serve: OCSP, CRL and CA certificates for '{app.store.config['name']}' "
+    tsa = ", time-stamping (/tsa)" if app.tsa.authority is not None else ""
+    print(f"sifguard ca serve: OCSP, CRL{tsa} and CA certificates for '{app.store.config['name']}' "
           f"on http://{args.listen}/", file=sys.stderr, flush=True)
     server.serve(app, args.listen, args.workers or server.default_workers(), access_log=args.access_log)
     return 0

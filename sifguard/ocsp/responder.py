@@ -1,5 +1,6 @@
 """The CA's HTTP service as a WSGI application: OCSP (RFC 6960 POST, RFC 5019 GET),
-CRLs and CA certificates at the URLs baked into issued certificates.
+CRLs and CA certificates at the URLs baked into issued certificates, and RFC 3161
+time-stamping at /tsa (sifguard.tsp.service).
 
 `make_app(ca_dir)` is importable for any WSGI server; `sifguard ca serve` runs it behind
 its own asyncio front (sifguard/ocsp/server.py, front.py). Every request reads the certificate's current status from SQLite (one
@@ -28,6 +29,7 @@ from sifguard.ca import ocsp_response as oc
 from sifguard.ca import store as castore
 
 OCSP_TYPE = "application/ocsp-response"
+TSA_PATHS = frozenset({"/tsa", "/tsa/", "/tsa.pem"})   # sifguard.tsp.service; every other POST is OCSP
 
 
 _validators: dict[bytes, tuple[str, str, str]] = {}   # per worker: der -> (ETag, Expires, Last-Modified)
@@ -93,6 +95,8 @@ class ResponderApp:
             "/intermediate.pem": (castore.pem(issuer), "application/x-pem-file"),
             "/ocsp-responder.pem": (castore.pem(self.store.responder), "application/x-pem-file"),
         }
+        from sifguard.tsp.service import TsaEndpoint
+        self.tsa = TsaEndpoint(self.store, self.lock)      # RFC 3161 at /tsa (its key loads here too)
 
     # --- OCSP ---------------------------------------------------------------
     def lookup(self, serial: int, by_root: bool = False):
@@ -162,6 +166,8 @@ class ResponderApp:
         self.store.reconnect_after_fork()
         method = environ.get("REQUEST_METHOD", "GET")
         path = environ.get("PATH_INFO", "/") or "/"
+        if path in TSA_PATHS:
+            return self.tsa(environ, start_response, "/tsa.pem" if path == "/tsa.pem" else "/tsa")
         if method == "POST":
             return self._ocsp(start_response, self.answer(self._body(environ)))
         if method not in ("GET", "HEAD"):

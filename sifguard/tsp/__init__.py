@@ -1,0 +1,5 @@
+"""RFC 3161 time-stamping: the site Time-Stamping Authority and the client side.
+
+authority  the TSA core: a DER TimeStampReq in, a DER TimeStampResp (token or rejection) out
+service    `ca serve`'s /tsa endpoint: the Authority loaded from a CA directory, HTTP in and out
+"""
