@@ -272,7 +272,8 @@ def evaluate(rule: Rule, findings: Findings, lookup: Lookup, default_mode: str, 
     def revoked_why(s: Signer, g: int) -> tuple:
         """(refusal reason or None, answers to show, soft-fail note, time note) for one signer's path."""
         if id(s) not in rev_memo:
-            answers, note = answers_for(s, lookup, now, mode)
+            answers, note, tsa_asked = answers_for(s, lookup, now, mode)
+            revocation.extend(x for x in tsa_asked if x not in revocation)
             if note and not answers:
                 rev_memo[id(s)] = (f"group {g}: {note}", [], "", note)
             elif all(a.status == "good" for a in answers):

@@ -55,16 +55,17 @@ class _Spared:
         return self.answer.as_dict() | {"status": "revoked", "spared": True, "reason": self.why}
 
 
-def answers_for(s, lookup, now: dt.datetime, mode: str = "enforce") -> tuple[list, str]:
+def answers_for(s, lookup, now: dt.datetime, mode: str = "enforce") -> tuple[list, str, list]:
     """The revocation answers for one signer's path (revocations that spare its time-stamped
     signature turned into `_Spared`), plus a note when the TSA's own revocation voided the
     token and the signer had to be judged at now instead."""
-    signed_at, note = s.signed_at, ""
+    signed_at, note, asked = s.signed_at, "", []
     if signed_at is not None:
         tsa = tuple(signed_at.tsa_path)
         n = len(tsa) - 1
         for i in range(n):
             a = lookup(tsa[i], tsa[i + 1], n - i)
+            asked.append(a.as_dict() | {"role": "tsa"})
             if a.status == "revoked" and revocation_spares(a, signed_at) is None:
                 # the same rule as for signers: the TSA's revocation reaches the token unless it
                 # is benign and dated (invalidityDate included) after the latest instant the token allows
@@ -79,7 +80,7 @@ def answers_for(s, lookup, now: dt.datetime, mode: str = "enforce") -> tuple[lis
         from sifguard.x509.chain import validity_problem
         problem = validity_problem(s.path, now)
         if problem:
-            return [], f"{note}; at now: {problem}"
+            return [], f"{note}; at now: {problem}", asked
     links = len(s.path) - 1
     out = []
     for i in range(links):
@@ -89,4 +90,4 @@ def answers_for(s, lookup, now: dt.datetime, mode: str = "enforce") -> tuple[lis
             if why:
                 a = _Spared(a, why)
         out.append(a)
-    return out, note
+    return out, note, asked

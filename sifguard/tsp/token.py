@@ -187,7 +187,7 @@ def _parse(der: bytes) -> Token:
                     i_der = i_serial = None
                     if iss.native is not None:
                         names = [g for g in iss["issuer"] if g.name == "directory_name"]
-                        i_der = names[0].chosen.dump() if names else b""
+                        i_der = names[0].chosen.untag().dump() if names else b""   # [4] EXPLICIT Name
                         i_serial = iss["serial_number"].native
                     ess.append((alg, cid["cert_hash"].native, i_der, i_serial))
                 break                      # the first ESSCertID names the signer (RFC 5035 §5.4)
