@@ -293,3 +293,62 @@ def test_malformed_tokens_are_reasons_not_crashes(tmp_path, site, tsa):
             T.verify(T.parse(bytes(b)), b"m", [site.root])
         except T.TimestampError:
             pass
+
+
+@pytest.mark.parametrize("peer", ["trickle", "huge-announced", "huge-streamed", "http-500", "silent"])
+def test_hostile_tsa_peers_are_bounded(tmp_path, cli, site, copy_vector, peer):
+    """A TSA that trickles, floods, errs or never answers: `sign --tsa` ends by its timeout
+    with one line and exit 2, and the image is untouched."""
+    import socket
+    import threading
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    stop = threading.Event()
+
+    def serve():
+        srv.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                c, _ = srv.accept()
+            except OSError:
+                continue
+            def talk(c=c):
+                try:
+                    c.recv(65536)
+                    if peer == "trickle":
+                        for b in b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"x" * 100:
+                            if stop.wait(0.5):
+                                break
+                            c.send(bytes([b]))
+                    elif peer == "huge-announced":
+                        c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000000\r\n\r\n" + b"x" * 65536)
+                    elif peer == "huge-streamed":
+                        c.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")
+                        for _ in range(200):
+                            c.sendall(b"x" * 65536)
+                    elif peer == "http-500":
+                        c.sendall(b"HTTP/1.1 500 Oops\r\nContent-Length: 0\r\n\r\n")
+                    else:
+                        stop.wait(30)
+                except OSError:
+                    pass
+                finally:
+                    c.close()
+            threading.Thread(target=talk, daemon=True).start()
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        p = copy_vector("apptainer/images/one-group.sif", "h.sif")
+        with open(p, "rb") as f:
+            before = hashlib.sha256(f.read()).hexdigest()
+        url = f"http://127.0.0.1:{srv.getsockname()[1]}/tsa"
+        r = cli("sign", p, "--key", site.key_pem, "--cert", site.bundle_pem, "--tsa", url, "--tsa-timeout", "2",
+                timeout=60)
+        assert r.rc == 2 and len(r.err.strip().splitlines()) == 1, r
+        assert {"trickle": "timeout", "silent": "timeout", "huge-announced": "limit", "huge-streamed": "limit",
+                "http-500": "HTTP 500"}[peer] in r.err, r
+        with open(p, "rb") as f:
+            assert hashlib.sha256(f.read()).hexdigest() == before
+    finally:
+        stop.set()
+        srv.close()

@@ -134,6 +134,25 @@ def parse(der: bytes) -> Token:
         raise TimestampError(f"malformed time-stamp token ({type(e).__name__})") from None
 
 
+def _signed_bytes(der: bytes) -> tuple[bytes, bytes]:
+    """(TSTInfo DER, signed attributes as a SET OF) exactly as they are in the token."""
+    from sifguard.tsp import der as D
+    ci = D.children(D.element(der))                    # contentType, [0] content
+    sd = D.children(D.children(ci[1])[0])              # SignedData fields
+    eci = D.children(sd[2])                            # eContentType, [0] eContent
+    octets = D.children(eci[1])[0]
+    if octets.tag != 0x04:
+        raise TimestampError("the TSTInfo is not a primitive OCTET STRING")
+    signer_infos = D.children(sd[-1])
+    if len(signer_infos) != 1:
+        raise TimestampError(f"time-stamp token has {len(signer_infos)} signers (exactly one expected)")
+    fields = D.children(signer_infos[0])
+    attrs = next((f for f in fields if f.tag == 0xA0), None)
+    if attrs is None:
+        raise TimestampError("time-stamp token has no signed attributes (RFC 3161 needs the ESS signing certificate)")
+    return octets.contents, b"\x31" + attrs.raw[1:]    # signed as an explicit SET OF (RFC 5652 §5.4)
+
+
 def _parse(der: bytes) -> Token:
     from asn1crypto import cms, core, tsp   # noqa: F401 - tsp registers TSTInfo and the ESS attributes
     ci = cms.ContentInfo.load(der, strict=True)
@@ -146,7 +165,7 @@ def _parse(der: bytes) -> Token:
     raw = eci["content"]
     if raw is None or raw.native is None:
         raise TimestampError("time-stamp token has no TSTInfo content")
-    econtent = raw.contents
+    econtent, signed = _signed_bytes(der)
     tst = tsp.TSTInfo.load(econtent, strict=True)
     sis = list(sd["signer_infos"])
     if len(sis) != 1:
@@ -169,7 +188,6 @@ def _parse(der: bytes) -> Token:
     attrs = si["signed_attrs"]
     if attrs is None or not len(attrs):
         raise TimestampError("time-stamp token has no signed attributes (RFC 3161 needs the ESS signing certificate)")
-    signed = b"\x31" + attrs.dump()[1:]           # signed as an explicit SET OF (RFC 5652 §5.4)
     ctype = mdigest = None
     ess = []
     for a in attrs:
