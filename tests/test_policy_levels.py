@@ -514,7 +514,7 @@ def test_example_policy_keeps_its_meaning_and_its_examples_load(tmp_path):
     p = load(write(tmp_path, enabled, "example.yaml"))
     assert p.tsa_roots == ("/etc/sifguard/roots/tsa-root.pem",)
     assert [n for n, _ in p.signer_sets] == ["builders", "security-team"]
-    assert [r.name for r in p.rules] == ["prod-apps"] + [r.name for r in plain.rules]
+    assert [r.name for r in p.rules] == ["prod-apps", "legacy-apps"] + [r.name for r in plain.rules]
     prod = p.rules[0]
     assert prod.quorum == m.Quorum(2, ("builders", "builders", "security-team"))
     assert prod.verification == m.Verification("strict", (("revocation", "log"),), "required")
