@@ -517,8 +517,10 @@ def test_example_policy_keeps_its_meaning_and_its_examples_load(tmp_path):
     assert [r.name for r in p.rules] == ["prod-apps", "legacy-apps"] + [r.name for r in plain.rules]
     prod = p.rules[0]
     assert prod.quorum == m.Quorum(2, ("builders", "builders", "security-team"))
-    assert prod.verification == m.Verification("strict", (("revocation", "log"),), "required")
-    assert [dataclasses.replace(r, line=0) for r in p.rules[1:]] == [dataclasses.replace(r, line=0)
+    assert prod.verification == m.Verification("strict", (), "required")
+    legacy = p.rules[1]
+    assert legacy.verification == m.Verification("permissive", (("revocation", "enforce"),), "optional")
+    assert [dataclasses.replace(r, line=0) for r in p.rules[2:]] == [dataclasses.replace(r, line=0)
                                                                     for r in plain.rules]
 
 
