@@ -141,6 +141,15 @@ def verify_with_policy(args) -> int:
     else:
         print(f"{v.image}: {v.decision.upper()} (rule '{v.rule}', action {v.action}, "
               f"revocation {v.revocation_source or 'n/a'}, image cache {v.image_cache}) — {v.reason}")
+        for s in v.signers:
+            t = s.get("time") or {}
+            if t.get("basis") == "timestamp":
+                print(f"  {s['subject']}: judged at genTime {t['gen_time']} (time-stamped by {t['tsa']})")
+            elif t:
+                print(f"  {s['subject']}: judged now ({t.get('why', '')})")
+        for c, action, result, why in v.checks:
+            if result == "fail" or action not in ("enforce", "optional"):
+                print(f"  check {c} ({action}): {result}" + (f" — {why}" if why and result == "fail" else ""))
     if not v.allowed:
         raise RefusedError(f"{args.image}: refused by rule '{v.rule}': {v.reason}")
     return 0
