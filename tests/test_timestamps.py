@@ -352,3 +352,27 @@ def test_hostile_tsa_peers_are_bounded(tmp_path, cli, site, copy_vector, peer):
     finally:
         stop.set()
         srv.close()
+
+
+def test_token_counts_are_bounded(tmp_path, site, tsa, copy_vector):
+    """12 tokens on one signature: 8 are weighed, the rest reported as ignored; the signature
+    still stands on the ones that count. Tokens are weighed only for a signature that verifies."""
+    from dataclasses import replace
+    from sifguard.integrity.sign import Signer, sign_image
+    from sifguard.integrity.verify import Trust, verify_image
+    from sifguard.sif.image import NewObject
+    p = copy_vector("apptainer/images/one-group.sif", "many.sif")
+    sign_image(p, [Signer(site.leaf_key, (site.leaf, site.inter))], stamp=tsa.token)
+    with SifImage(p, writable=True) as img:
+        so = next(d for d in img.objects if d.is_signature)
+        env = dsse.decode(img.read_object(so))
+        e = env.signatures[0]
+        many = replace(env, signatures=(replace(e, timestamps=e.timestamps * 12),))
+        img.append(NewObject(datatype=so.datatype, data=many.encode(), linked_id=so.linked_id, extra=so.extra))
+        img.remove(so.id, zero=True)
+    with SifImage(p) as img:
+        rep = verify_image(img, Trust(roots=(site.root,), at=utcnow() + dt.timedelta(days=40)))
+    s = rep.signatures[0]
+    assert rep.verified and s.time_basis == "timestamp"
+    assert [t["status"] for t in s.timestamps] == ["valid"] * 8 + ["invalid"]
+    assert "the rest ignored" in s.timestamps[-1]["reason"]

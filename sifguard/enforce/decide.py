@@ -28,6 +28,8 @@ from sifguard.x509.chain import ChainError, SignatureMemo, build_path, fingerpri
 
 __all__ = ["Engine", "Verdict", "load_certs"]
 
+MAX_RECORDED_SIGNERS = 16     # per group, in a findings record
+
 
 def load_certs(paths) -> tuple[x509.Certificate, ...]:
     out = []
@@ -75,8 +77,11 @@ def _record(rep) -> dict:
     use, at the signing time), the object digests, and strict verification's outcome."""
     reported = [s.signer.as_dict() | {"group": s.group, "status": s.status} for s in rep.signatures if s.signer]
     groups: dict[str, list] = {}
-    for s in rep.signatures:
-        if s.kind == "dsse" and s.passed("integrity") and (s.chain or s.embedded):
+    # strictly verified signatures first; at most MAX_RECORDED_SIGNERS a group (an image may
+    # carry thousands of signatures that verify with keys of its own making)
+    for s in sorted(rep.signatures, key=lambda s: s.status != VERIFIED):
+        if s.kind == "dsse" and s.passed("integrity") and (s.chain or s.embedded) \
+                and len(groups.get(str(s.group), ())) < MAX_RECORDED_SIGNERS:
             groups.setdefault(str(s.group), []).append({
                 "chain": encode_chain(s.chain or s.embedded), "authentic": bool(s.chain),
                 "sig": base64.b64encode(s.sig).decode(),
@@ -181,8 +186,9 @@ class Engine:
         if not rec["integrity"]:
             return Findings(False, rep.reason, reported=tuple(rec["reported"]), image_cache=how, integrity=False)
         groups: dict[int, list[Signer]] = {}
-        for s in rep.signatures:
-            if s.kind == "dsse" and s.passed("integrity") and (s.chain or s.embedded):
+        for s in sorted(rep.signatures, key=lambda s: s.status != VERIFIED):
+            if s.kind == "dsse" and s.passed("integrity") and (s.chain or s.embedded) \
+                    and len(groups.get(s.group, ())) < MAX_RECORDED_SIGNERS:
                 groups.setdefault(s.group, []).append(_signer(s.group, s.chain or s.embedded, s))
         return Findings(rep.verified, rep.reason if not rep.verified else "",
                         groups=tuple((g, tuple(ss), ()) for g, ss in sorted(groups.items())),
@@ -234,14 +240,14 @@ class Engine:
         return life
 
     def _from_record(self, rec: dict, how: str) -> Findings:
-        groups, refusal = [], ""
+        groups, refusal, budget = [], "", {}
         for g, sigs in sorted(rec["groups"].items(), key=lambda kv: int(kv[0])):
             signers, problems = [], []
-            for s in sigs:
+            for s in sigs[:MAX_RECORDED_SIGNERS]:
                 chain = decode_chain(s["chain"])
                 res = judge(chain[0], list(chain[1:]) + list(self.intermediates), self.trust,
                             [base64.b64decode(t) for t in s.get("tokens", ())], base64.b64decode(s.get("sig", "")),
-                            self._memo)
+                            self._memo, budget)
                 res.checks = {"integrity": (True, "recorded"), **res.checks}
                 signer = _signer(int(g), chain, res)
                 signers.append(signer)

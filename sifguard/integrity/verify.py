@@ -36,7 +36,8 @@ from sifguard.x509.chain import (
     validity_problem,
 )
 
-MAX_TOKENS = 8     # time-stamp tokens considered per signature
+MAX_TOKENS = 8             # time-stamp tokens considered per signature
+MAX_IMAGE_TOKENS = 64      # ... and per image (each costs a CMS check and a TSA path search)
 
 VERIFIED, INVALID, UNTRUSTED, UNSUPPORTED, TAMPERED = (
     "verified", "invalid", "untrusted", "unsupported", "tampered")
@@ -165,7 +166,8 @@ def _signer_candidates(entry: dsse.EnvelopeSignature, leaves, res: SignatureResu
     return out
 
 
-def _timestamps(entry: dsse.EnvelopeSignature, trust: Trust, res: SignatureResult, memo: SignatureMemo):
+def _timestamps(entry: dsse.EnvelopeSignature, trust: Trust, res: SignatureResult, memo: SignatureMemo,
+                budget: dict):
     """The earliest trusted time the entry's tokens give its signature value, or None;
     every token's outcome lands in res.timestamps."""
     if not entry.timestamps or not trust.timestamps:
@@ -175,6 +177,11 @@ def _timestamps(entry: dsse.EnvelopeSignature, trust: Trust, res: SignatureResul
     for i, der in enumerate(entry.timestamps):
         if i >= MAX_TOKENS:
             res.timestamps.append({"status": "invalid", "reason": f"more than {MAX_TOKENS} tokens: the rest ignored"})
+            break
+        budget["tokens"] = budget.get("tokens", 0) + 1
+        if budget["tokens"] > MAX_IMAGE_TOKENS:
+            res.timestamps.append({"status": "invalid",
+                                   "reason": f"the image carries more than {MAX_IMAGE_TOKENS} tokens: the rest ignored"})
             break
         try:
             tok = T.parse(der)
@@ -188,11 +195,12 @@ def _timestamps(entry: dsse.EnvelopeSignature, trust: Trust, res: SignatureResul
     return T.earliest(good)
 
 
-def judge(leaf, hints, trust: Trust, tokens, sig: bytes, memo: SignatureMemo) -> SignatureResult:
+def judge(leaf, hints, trust: Trust, tokens, sig: bytes, memo: SignatureMemo, budget: dict) -> SignatureResult:
     """Authenticity, expiry and the signing time of a signature whose integrity is known
-    (a recorded one): the tokens re-verified, the path rebuilt at the signing time."""
+    (a recorded one): the tokens re-verified, the path rebuilt at the signing time.
+    `budget`: shared by the judgements of one image (bounds the tokens weighed)."""
     res = SignatureResult(0, 0, 0, "dsse", UNTRUSTED, "")
-    res.signed_at = _timestamps(dsse.EnvelopeSignature("", sig, (), tuple(tokens)), trust, res, memo)
+    res.signed_at = _timestamps(dsse.EnvelopeSignature("", sig, (), tuple(tokens)), trust, res, memo, budget)
     _judge_path(leaf, hints, trust, res, memo)
     return res
 
@@ -233,7 +241,7 @@ def _judge_path(leaf, hints, trust: Trust, res: SignatureResult, memo: Signature
 
 
 def _check_entry(entry: dsse.EnvelopeSignature, pae: bytes, hashtype: int, trust: Trust,
-                 res: SignatureResult, memo: SignatureMemo) -> None:
+                 res: SignatureResult, memo: SignatureMemo, budget: dict | None = None) -> None:
     """Decide one envelope signature's status against the trust; fills res. Everything the
     image supplies is hostile: problems become this signature's status, never exceptions."""
     res.keyid = entry.keyid
@@ -252,11 +260,13 @@ def _check_entry(entry: dsse.EnvelopeSignature, pae: bytes, hashtype: int, trust
         res.status = UNTRUSTED
         res.reason = res.reason or f"no certificate for the signing key (keyid {entry.keyid or 'none'})"
         return
-    res.signed_at = _timestamps(entry, trust, res, memo)
-    fallback = None
+    fallback, stamped = None, False
+    budget = {} if budget is None else budget
     for leaf in cands:
         res.algorithm = keys.algorithm(leaf.public_key())
         ok = keys.verify(leaf.public_key(), entry.sig, pae, hashtype)
+        if ok and not stamped:      # tokens are weighed only for a signature that verifies
+            res.signed_at, stamped = _timestamps(entry, trust, res, memo, budget), True
         res.checks = {}
         path = _judge_path(leaf, hints, trust, res, memo)
         if ok:
@@ -335,7 +345,7 @@ def _check_signature_object(img: SifImage, g: int, gobjs: list[Descriptor], so: 
         if not 1 <= hashtype <= 5:
             res.status, res.reason = INVALID, f"signature descriptor has invalid hash type {hashtype}"
         else:
-            _check_entry(entry, pae, hashtype, trust, res, memo)
+            _check_entry(entry, pae, hashtype, trust, res, memo, memo.budget)
         if res.passed("integrity") or (res.status == VERIFIED and not res.checks):
             problem = md_err or _integrity(img, gobjs, md, cache)
             if problem:
@@ -356,6 +366,7 @@ def verify_image(img: SifImage, trust: Trust, groups: list[int] | None = None,
     rep = Report(img.path)
     cache = DigestCache(img, progress, known_digests)
     memo = SignatureMemo()            # certificate signature checks, once each for the whole image
+    memo.budget = {}                  # ... and the time-stamp tokens weighed for it
     for d in img.objects:
         if not d.is_signature and d.group_id == 0:
             rep.reason = f"object {d.id} ({d.datatype_name}) is not in any object group, so no signature can cover it"
