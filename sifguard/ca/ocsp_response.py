@@ -12,15 +12,17 @@ from typing import Callable
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.x509 import ocsp
 
-from sifguard.ca.profiles import REASONS, sig_hash
+from sifguard.ca.profiles import sig_hash
 
 MAX_REQUEST = 64 * 1024
 HASHES = {"sha1": hashes.SHA1, "sha256": hashes.SHA256, "sha384": hashes.SHA384, "sha512": hashes.SHA512}
 
-# serial -> (status, revoked_at, reason) or None when the CA never issued it (answered `unknown`)
-StatusLookup = Callable[[int], "tuple[str, int | None, str | None] | None"]
+# serial -> (status, revoked_at, reason, invalidity_date) or None when the CA never issued it
+# (answered `unknown`); times are unix seconds
+StatusLookup = Callable[[int], "tuple[str, int | None, str | None, int | None] | None"]
 
 
 @dataclass(frozen=True)
@@ -104,15 +106,20 @@ def _spki_bitstring(spki: bytes) -> bytes:
 
 @dataclass
 class Signer:
-    """Who signs responses: the delegated responder (default) or the issuing CA itself."""
+    """Who signs responses: the delegated responder (default) or the issuing CA itself.
+    `archive_cutoff`: since when the CA keeps revocation information of expired certificates
+    (RFC 6960 §4.4.4) — every successful answer says so, so that a `good` about an expired
+    certificate is still evidence."""
 
     issuer: x509.Certificate
     key: object
     cert: x509.Certificate            # responder cert, or the issuer when signing as issuer
     validity: dt.timedelta
+    archive_cutoff: dt.datetime | None = None
 
     def __post_init__(self):
         self._hashes = {alg: issuer_hashes(self.issuer, alg) for alg in HASHES}
+        self._asn1 = None
 
     def serves(self, q: Question) -> bool:
         return q.alg in self._hashes and self._hashes[q.alg] == (q.issuer_name_hash, q.issuer_key_hash)
@@ -124,29 +131,100 @@ class Signer:
         if not self.serves(q):
             return UNAUTHORIZED
         rec = lookup(q.serial)
-        status, revoked_at, reason = rec if rec is not None else ("unknown", None, None)
+        status, revoked_at, reason, *rest = rec if rec is not None else ("unknown", None, None)
+        invalidity = rest[0] if rest else None
+        now = now.astimezone(dt.timezone.utc).replace(microsecond=0)
         this_update = now - dt.timedelta(minutes=1)   # small back-dating for client clock skew
         next_update = now + self.validity
-        if status == "unknown":
-            cert_status, rtime, rreason = ocsp.OCSPCertStatus.UNKNOWN, None, None
-        elif status == "revoked":
-            cert_status = ocsp.OCSPCertStatus.REVOKED
+        revoked = None
+        if status == "revoked":
             rtime = dt.datetime.fromtimestamp(revoked_at, dt.timezone.utc)
             this_update = max(this_update, min(rtime, now))   # never claim knowledge from before the revocation
-            rreason = REASONS.get(reason) if reason and reason != "unspecified" else None
+            revoked = (rtime, reason if reason and reason != "unspecified" else None,
+                       None if invalidity is None else dt.datetime.fromtimestamp(invalidity, dt.timezone.utc))
+        kind = status if status in ("unknown", "revoked") else "good"
+        der = self._signed(q, kind, revoked, this_update, next_update, now)
+        return Answer(der, status, this_update, next_update, cacheable=q.nonce is None and status != "unknown")
+
+    def _signed(self, q: Question, status: str, revoked, this_update: dt.datetime,
+                next_update: dt.datetime, produced_at: dt.datetime) -> bytes:
+        """The DER OCSPResponse: a BasicOCSPResponse built with asn1crypto, since cryptography's
+        builder cannot add singleExtensions (archiveCutoff, invalidityDate); signed by cryptography."""
+        from asn1crypto import core, ocsp as aocsp
+        static = self._static()
+        if status == "revoked":
+            rtime, reason, _ = revoked
+            info = {"revocation_time": rtime}
+            if reason is not None:
+                info["revocation_reason"] = _ASN1_REASON[reason]
+            cert_status = aocsp.CertStatus(name="revoked", value=info)
         else:
-            cert_status, rtime, rreason = ocsp.OCSPCertStatus.GOOD, None, None
-        b = (ocsp.OCSPResponseBuilder()
-             .add_response_by_hash(q.issuer_name_hash, q.issuer_key_hash, q.serial, HASHES[q.alg](),
-                                   cert_status, this_update, next_update, rtime, rreason)
-             .responder_id(ocsp.OCSPResponderEncoding.HASH, self.cert))
-        if self.cert is not self.issuer:
-            b = b.certificates([self.cert])
+            cert_status = aocsp.CertStatus(name=status, value=core.Null())
+        exts = []
+        if self.archive_cutoff is not None:
+            exts.append({"extn_id": "archive_cutoff", "critical": False,
+                         "extn_value": core.GeneralizedTime(self.archive_cutoff)})
+        if revoked is not None and revoked[2] is not None:
+            exts.append({"extn_id": "invalidity_date", "critical": False,
+                         "extn_value": core.GeneralizedTime(revoked[2])})
+        single = {"cert_id": {"hash_algorithm": {"algorithm": q.alg, "parameters": core.Null()},
+                              "issuer_name_hash": q.issuer_name_hash, "issuer_key_hash": q.issuer_key_hash,
+                              "serial_number": q.serial},
+                  "cert_status": cert_status, "this_update": this_update, "next_update": next_update}
+        if exts:
+            single["single_extensions"] = exts
+        data = {"responder_id": static["responder_id"], "produced_at": produced_at, "responses": [single]}
         if q.nonce is not None:
-            b = b.add_extension(x509.OCSPNonce(q.nonce), critical=False)
-        resp = b.sign(self.key, sig_hash(self.key))
-        return Answer(resp.public_bytes(serialization.Encoding.DER), status, this_update, next_update,
-                      cacheable=q.nonce is None and status != "unknown")
+            data["response_extensions"] = [{"extn_id": "nonce", "critical": False, "extn_value": q.nonce}]
+        tbs = aocsp.ResponseData(data)
+        signature = _sign(self.key, tbs.dump())
+        basic = {"tbs_response_data": tbs, "signature_algorithm": static["algorithm"], "signature": signature}
+        if static["certs"]:
+            basic["certs"] = static["certs"]
+        return aocsp.OCSPResponse({"response_status": "successful", "response_bytes": {
+            "response_type": "basic_ocsp_response", "response": aocsp.BasicOCSPResponse(basic)}}).dump()
+
+    def _static(self) -> dict:
+        """What every answer of this signer repeats, converted to asn1crypto once."""
+        if self._asn1 is None:
+            from asn1crypto import ocsp as aocsp, x509 as ax509
+            key_id = x509.SubjectKeyIdentifier.from_public_key(self.cert.public_key()).digest
+            certs = []
+            if self.cert is not self.issuer:
+                certs = [ax509.Certificate.load(self.cert.public_bytes(serialization.Encoding.DER))]
+            self._asn1 = {"responder_id": aocsp.ResponderId(name="by_key", value=key_id),
+                          "algorithm": _signature_algorithm(self.key), "certs": certs}
+        return self._asn1
+
+
+# RFC 5280 reason names -> asn1crypto's CRLReason names
+_ASN1_REASON = {"unspecified": "unspecified", "keyCompromise": "key_compromise", "cACompromise": "ca_compromise",
+                "affiliationChanged": "affiliation_changed", "superseded": "superseded",
+                "cessationOfOperation": "cessation_of_operation", "certificateHold": "certificate_hold",
+                "removeFromCRL": "remove_from_crl", "privilegeWithdrawn": "privilege_withdrawn",
+                "aACompromise": "aa_compromise"}
+
+
+def _signature_algorithm(key) -> dict:
+    """AlgorithmIdentifier of what `_sign` makes with this key (sig_hash picks the hash)."""
+    from asn1crypto import core
+    h = sig_hash(key)
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        return {"algorithm": "ed25519"}
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        return {"algorithm": f"{h.name}_ecdsa"}
+    if isinstance(key, rsa.RSAPrivateKey):
+        return {"algorithm": f"{h.name}_rsa", "parameters": core.Null()}
+    raise TypeError(f"unsupported responder key {type(key).__name__}")
+
+
+def _sign(key, data: bytes) -> bytes:
+    h = sig_hash(key)
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        return key.sign(data)
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        return key.sign(data, ec.ECDSA(h))
+    return key.sign(data, padding.PKCS1v15(), h)
 
 
 def minimal_request(cert_serial: int, issuer: x509.Certificate, alg: str) -> bytes:
