@@ -213,6 +213,7 @@ class Checker:
 
     def _check(self, cert, issuer, deadline: float) -> Status:
         subj, serial = cert.subject.rfc4514_string(), f"{cert.serial_number:X}"
+
         def mk(st, src, why, until=None, facts: A.RevokedFacts | None = None) -> Status:
             if facts is None:
                 return Status(st, src, why, subj, serial, until)
@@ -402,7 +403,7 @@ class Checker:
 
     def _ocsp(self, cert, issuer, urls: list[str], until: float) -> tuple:
         """(status, "ocsp", description, good_until, RevokedFacts or None)."""
-        last, no_archive = "no answer", False
+        last, no_archive = "no answer", None
         for attempt in range(self.cfg.retries + 1):
             for url in urls:
                 if time.monotonic() >= until:
@@ -416,10 +417,12 @@ class Checker:
                 if kind == "unauthorized" and not A.is_ca(cert):
                     return (UNKNOWN, "ocsp", f"{url}: the issuer's responder does not vouch for this certificate "
                             "(unauthorized); a CRL cannot show that its issuer issued it", None, None)
-                no_archive = no_archive or kind == "no archive"
+                if kind == "no archive":
+                    no_archive = why
                 last = why
             if no_archive:
-                break      # asking again gets the same authentic answer: the CRL decides
+                last = no_archive    # what an outage of another URL must not hide
+                break                # asking again gets the same authentic answer: the CRL decides
             left = until - time.monotonic()
             if attempt < self.cfg.retries and left > 0:
                 time.sleep(min(_RETRY_PAUSE, left))
