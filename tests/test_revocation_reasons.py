@@ -616,28 +616,118 @@ def test_presigned_answer_follows_the_record(tmp_path):
         srv.stop()
 
 
-def test_ocsp_answer_is_read_by_cryptography_for_every_key_type(tmp_path):
-    """The asn1crypto-built answers parse with cryptography and verify, for each CA key type,
-    signed by the delegated responder or the issuer, with and without nonce."""
+def _asn1crypto_reference(q, status, revoked, this_update, next_update, produced_at, key_hash, cutoff,
+                          sig_alg, signature, certs) -> bytes:
+    """The same OCSPResponse built by asn1crypto from the same facts (the reference encoder)."""
+    from asn1crypto import algos, core, ocsp as aocsp, x509 as ax509
+    names = {"keyCompromise": "key_compromise", "cACompromise": "ca_compromise",
+             "affiliationChanged": "affiliation_changed", "superseded": "superseded",
+             "cessationOfOperation": "cessation_of_operation", "certificateHold": "certificate_hold",
+             "privilegeWithdrawn": "privilege_withdrawn", "aACompromise": "aa_compromise"}
+    if status == "revoked":
+        info = {"revocation_time": revoked[0]}
+        if revoked[1]:
+            info["revocation_reason"] = names[revoked[1]]
+        cert_status = aocsp.CertStatus(name="revoked", value=info)
+    else:
+        cert_status = aocsp.CertStatus(name=status, value=core.Null())
+    exts = [{"extn_id": "archive_cutoff", "critical": False, "extn_value": core.GeneralizedTime(cutoff)}]
+    if status == "revoked" and revoked[2] is not None:
+        exts.append({"extn_id": "invalidity_date", "critical": False, "extn_value": core.GeneralizedTime(revoked[2])})
+    single = {"cert_id": {"hash_algorithm": {"algorithm": q.alg, "parameters": core.Null()},
+                          "issuer_name_hash": q.issuer_name_hash, "issuer_key_hash": q.issuer_key_hash,
+                          "serial_number": q.serial},
+              "cert_status": cert_status, "this_update": this_update, "next_update": next_update,
+              "single_extensions": exts}
+    data = {"responder_id": aocsp.ResponderId(name="by_key", value=key_hash), "produced_at": produced_at,
+            "responses": [single]}
+    if q.nonce is not None:
+        data["response_extensions"] = [{"extn_id": "nonce", "critical": False, "extn_value": q.nonce}]
+    if sig_alg["algorithm"].endswith("_rsa"):
+        sig_alg = dict(sig_alg, parameters=core.Null())      # RFC 4055: NULL parameters for sha*WithRSA
+    basic = {"tbs_response_data": aocsp.ResponseData(data), "signature_algorithm": algos.SignedDigestAlgorithm(sig_alg),
+             "signature": signature}
+    if certs:
+        basic["certs"] = [ax509.Certificate.load(c) for c in certs]
+    return aocsp.OCSPResponse({"response_status": "successful", "response_bytes": {
+        "response_type": "basic_ocsp_response", "response": aocsp.BasicOCSPResponse(basic)}}).dump()
+
+
+SIG_ALGS = {"ec-p256": {"algorithm": "sha256_ecdsa"}, "ec-p384": {"algorithm": "sha384_ecdsa"},
+            "rsa-3072": {"algorithm": "sha256_rsa"}, "ed25519": {"algorithm": "ed25519"}}
+
+
+@pytest.mark.parametrize("kt", ["ec-p256", "ec-p384", "rsa-3072", "ed25519"])
+def test_ocsp_answer_encoding_matches_asn1crypto_and_parses(tmp_path, kt):
+    """The answers `ca serve` signs are byte for byte what asn1crypto builds from the same
+    facts, parse with cryptography and verify — for each CA key type, signed by the delegated
+    responder or the issuer, every status, each CertID hash, with and without nonce."""
+    from asn1crypto import core, ocsp as aocsp
     from sifguard.ocsp import answers as A
-    for kt in ("ec-p256", "ec-p384", "rsa-3072", "ed25519"):
-        s = castore.init(str(tmp_path / kt), "Key Site", "http://127.0.0.1:9", kt)
-        for who, keyname in ((s.responder, castore.OCSP_KEY), (s.intermediate, castore.INT_KEY)):
-            signer = oc.Signer(s.intermediate, s.key(keyname), who, dt.timedelta(hours=1), s.created)
-            for nonce in (None, b"n" * 16):
-                b = ocsp.OCSPRequestBuilder().add_certificate_by_hash(
-                    *oc.issuer_hashes(s.intermediate, "sha256"), 4242, hashes.SHA256())
-                if nonce:
-                    b = b.add_extension(x509.OCSPNonce(nonce), critical=False)
-                q = oc.parse_request(b.build().public_bytes(serialization.Encoding.DER))
-                a = signer.answer(q, lambda _s: ("revoked", 1700000000, "aACompromise", 1690000000),
-                                  dt.datetime.now(UTC))
-                r = ocsp.load_der_ocsp_response(a.der)
-                A.verify_signature(who.public_key(), r.signature, r.tbs_response_bytes, r.signature_hash_algorithm)
-                assert r.revocation_reason == x509.ReasonFlags.aa_compromise
-                assert (len(r.certificates) == 1) == (who is s.responder)
-                assert [e.value.nonce for e in r.extensions] == ([nonce] if nonce else [])
-                exts = {e.oid.dotted_string: e.value for e in r.single_extensions}
-                assert exts["2.5.29.24"].invalidity_date_utc.timestamp() == 1690000000
-                assert exts["1.3.6.1.5.5.7.48.1.6"].value[2:16] == f"{s.created:%Y%m%d%H%M%S}".encode()
-        s.db.close()
+    s = castore.init(str(tmp_path / kt), "Key Site", "http://127.0.0.1:9", kt)
+    now = utcnow()
+    records = [("valid", None, None, None), None, ("revoked", 1700000000, "aACompromise", 1690000000),
+               ("revoked", 1700000001, "unspecified", None), ("revoked", 1700000002, "keyCompromise", None)]
+    for who, keyname in ((s.responder, castore.OCSP_KEY), (s.intermediate, castore.INT_KEY)):
+        signer = oc.Signer(s.intermediate, s.key(keyname), who, dt.timedelta(hours=1), s.created)
+        for alg, h in (("sha1", hashes.SHA1()), ("sha256", hashes.SHA256()), ("sha512", hashes.SHA512())):
+            for nonce in (None, b"n" * 16, b"\xff" * 32):
+                for rec in records:
+                    b = ocsp.OCSPRequestBuilder().add_certificate_by_hash(
+                        *oc.issuer_hashes(s.intermediate, alg), 2 ** 158 + 4242, h)
+                    if nonce:
+                        b = b.add_extension(x509.OCSPNonce(nonce), critical=False)
+                    q = oc.parse_request(b.build().public_bytes(serialization.Encoding.DER))
+                    a = signer.answer(q, lambda _s: rec, now)
+                    r = ocsp.load_der_ocsp_response(a.der)
+                    A.verify_signature(who.public_key(), r.signature, r.tbs_response_bytes,
+                                       r.signature_hash_algorithm)
+                    status = "unknown" if rec is None else ("good" if rec[0] == "valid" else "revoked")
+                    revoked = None
+                    if status == "revoked":
+                        revoked = (dt.datetime.fromtimestamp(rec[1], UTC), rec[2] if rec[2] != "unspecified" else None,
+                                   dt.datetime.fromtimestamp(rec[3], UTC) if rec[3] else None)
+                    certs = [who.public_bytes(serialization.Encoding.DER)] if who is s.responder else []
+                    ref = _asn1crypto_reference(q, status, revoked, a.this_update, a.next_update, now,
+                                                x509.SubjectKeyIdentifier.from_public_key(who.public_key()).digest,
+                                                s.created, SIG_ALGS[kt], r.signature, certs)
+                    assert a.der == ref, (kt, alg, nonce, rec)
+                    assert aocsp.OCSPResponse.load(a.der).dump(force=True) == a.der
+                    assert [e.value.nonce for e in r.extensions] == ([nonce] if nonce else [])
+                    exts = {e.oid.dotted_string: e.value for e in r.single_extensions}
+                    assert core.GeneralizedTime.load(exts["1.3.6.1.5.5.7.48.1.6"].value).native == s.created
+                    if status == "revoked":
+                        assert r.revocation_time_utc.timestamp() == rec[1]
+                        assert ("2.5.29.24" in exts) == bool(rec[3])
+    s.db.close()
+
+
+@pytest.mark.parametrize("n", [0, 1, 127, 128, 255, 256, 32767, 32768, 2 ** 64, 2 ** 159 - 1, 2 ** 159, 2 ** 160 - 1])
+def test_der_integer_matches_asn1crypto(n):
+    from asn1crypto import core
+    from sifguard.ca import ocsp_der
+    assert ocsp_der.integer(n) == core.Integer(n).dump()
+
+
+@pytest.mark.parametrize("size", [0, 1, 127, 128, 255, 256, 65535, 65536, 1 << 20])
+def test_der_lengths_match_asn1crypto(size):
+    from asn1crypto import core
+    from sifguard.ca import ocsp_der
+    assert ocsp_der.octet_string(b"x" * size) == core.OctetString(b"x" * size).dump()
+
+
+@pytest.mark.parametrize("dotted", ["1.3.6.1.5.5.7.48.1.6", "2.5.29.24", "2.16.840.1.101.3.4.2.3", "1.2.840.113549.1.1.11",
+                                    "1.3.101.112", "2.999.1", "1.2.840.10045.4.3.2"])
+def test_der_oid_matches_asn1crypto(dotted):
+    from asn1crypto import core
+    from sifguard.ca import ocsp_der
+    assert ocsp_der.oid(dotted) == core.ObjectIdentifier(dotted).dump()
+
+
+@pytest.mark.parametrize("when", [dt.datetime(1999, 12, 31, 23, 59, 59, tzinfo=UTC), dt.datetime(2050, 1, 1, tzinfo=UTC),
+                                  dt.datetime(2026, 6, 1, 12, 0, 0, tzinfo=dt.timezone(dt.timedelta(hours=-7)))])
+def test_der_generalized_time_matches_asn1crypto(when):
+    from asn1crypto import core
+    from sifguard.ca import ocsp_der, profiles
+    assert ocsp_der.generalized_time(when) == core.GeneralizedTime(when.astimezone(UTC)).dump()
+    assert profiles.generalized_time(when) == ocsp_der.generalized_time(when)

@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.x509 import ocsp
 
+from sifguard.ca import ocsp_der as der
 from sifguard.ca.profiles import sig_hash
 
 MAX_REQUEST = 64 * 1024
@@ -119,7 +120,7 @@ class Signer:
 
     def __post_init__(self):
         self._hashes = {alg: issuer_hashes(self.issuer, alg) for alg in HASHES}
-        self._asn1 = None
+        self._der = None
 
     def serves(self, q: Question) -> bool:
         return q.alg in self._hashes and self._hashes[q.alg] == (q.issuer_name_hash, q.issuer_key_hash)
@@ -143,78 +144,47 @@ class Signer:
             revoked = (rtime, reason if reason and reason != "unspecified" else None,
                        None if invalidity is None else dt.datetime.fromtimestamp(invalidity, dt.timezone.utc))
         kind = status if status in ("unknown", "revoked") else "good"
-        der = self._signed(q, kind, revoked, this_update, next_update, now)
-        return Answer(der, status, this_update, next_update, cacheable=q.nonce is None and status != "unknown")
+        body = self._signed(q, kind, revoked, this_update, next_update, now)
+        return Answer(body, status, this_update, next_update, cacheable=q.nonce is None and status != "unknown")
 
     def _signed(self, q: Question, status: str, revoked, this_update: dt.datetime,
                 next_update: dt.datetime, produced_at: dt.datetime) -> bytes:
-        """The DER OCSPResponse: a BasicOCSPResponse built with asn1crypto, since cryptography's
-        builder cannot add singleExtensions (archiveCutoff, invalidityDate); signed by cryptography."""
-        from asn1crypto import core, ocsp as aocsp
+        """The DER OCSPResponse (see ocsp_der: cryptography's builder cannot add singleExtensions)."""
         static = self._static()
+        exts = list(static["single_extensions"])
         if status == "revoked":
-            rtime, reason, _ = revoked
-            info = {"revocation_time": rtime}
-            if reason is not None:
-                info["revocation_reason"] = _ASN1_REASON[reason]
-            cert_status = aocsp.CertStatus(name="revoked", value=info)
+            rtime, reason, invalidity = revoked
+            cert_status = der.cert_status("revoked", rtime, reason)
+            if invalidity is not None:
+                exts.append(der.extension(der.INVALIDITY_DATE, der.generalized_time(invalidity)))
         else:
-            cert_status = aocsp.CertStatus(name=status, value=core.Null())
-        exts = []
-        if self.archive_cutoff is not None:
-            exts.append({"extn_id": "archive_cutoff", "critical": False,
-                         "extn_value": core.GeneralizedTime(self.archive_cutoff)})
-        if revoked is not None and revoked[2] is not None:
-            exts.append({"extn_id": "invalidity_date", "critical": False,
-                         "extn_value": core.GeneralizedTime(revoked[2])})
-        single = {"cert_id": {"hash_algorithm": {"algorithm": q.alg, "parameters": core.Null()},
-                              "issuer_name_hash": q.issuer_name_hash, "issuer_key_hash": q.issuer_key_hash,
-                              "serial_number": q.serial},
-                  "cert_status": cert_status, "this_update": this_update, "next_update": next_update}
-        if exts:
-            single["single_extensions"] = exts
-        data = {"responder_id": static["responder_id"], "produced_at": produced_at, "responses": [single]}
-        if q.nonce is not None:
-            data["response_extensions"] = [{"extn_id": "nonce", "critical": False, "extn_value": q.nonce}]
-        tbs = aocsp.ResponseData(data)
-        signature = _sign(self.key, tbs.dump())
-        basic = {"tbs_response_data": tbs, "signature_algorithm": static["algorithm"], "signature": signature}
-        if static["certs"]:
-            basic["certs"] = static["certs"]
-        return aocsp.OCSPResponse({"response_status": "successful", "response_bytes": {
-            "response_type": "basic_ocsp_response", "response": aocsp.BasicOCSPResponse(basic)}}).dump()
+            cert_status = der.cert_status(status)
+        single = der.single_response(der.cert_id(q.alg, q.issuer_name_hash, q.issuer_key_hash, q.serial),
+                                     cert_status, this_update, next_update, exts)
+        tbs = der.response_data(static["key_hash"], produced_at, [single], q.nonce)
+        return der.ocsp_response(tbs, static["algorithm"], _sign(self.key, tbs), static["certs"])
 
     def _static(self) -> dict:
-        """What every answer of this signer repeats, converted to asn1crypto once."""
-        if self._asn1 is None:
-            from asn1crypto import ocsp as aocsp, x509 as ax509
-            key_id = x509.SubjectKeyIdentifier.from_public_key(self.cert.public_key()).digest
-            certs = []
-            if self.cert is not self.issuer:
-                certs = [ax509.Certificate.load(self.cert.public_bytes(serialization.Encoding.DER))]
-            self._asn1 = {"responder_id": aocsp.ResponderId(name="by_key", value=key_id),
-                          "algorithm": _signature_algorithm(self.key), "certs": certs}
-        return self._asn1
+        """What every answer of this signer repeats, encoded once."""
+        if self._der is None:
+            certs = [] if self.cert is self.issuer else [self.cert.public_bytes(serialization.Encoding.DER)]
+            exts = []
+            if self.archive_cutoff is not None:
+                exts.append(der.extension(der.ARCHIVE_CUTOFF, der.generalized_time(self.archive_cutoff)))
+            self._der = {"key_hash": x509.SubjectKeyIdentifier.from_public_key(self.cert.public_key()).digest,
+                         "algorithm": _signature_algorithm(self.key), "certs": certs, "single_extensions": exts}
+        return self._der
 
 
-# RFC 5280 reason names -> asn1crypto's CRLReason names
-_ASN1_REASON = {"unspecified": "unspecified", "keyCompromise": "key_compromise", "cACompromise": "ca_compromise",
-                "affiliationChanged": "affiliation_changed", "superseded": "superseded",
-                "cessationOfOperation": "cessation_of_operation", "certificateHold": "certificate_hold",
-                "removeFromCRL": "remove_from_crl", "privilegeWithdrawn": "privilege_withdrawn",
-                "aACompromise": "aa_compromise"}
-
-
-def _signature_algorithm(key) -> dict:
+def _signature_algorithm(key) -> bytes:
     """AlgorithmIdentifier of what `_sign` makes with this key (sig_hash picks the hash)."""
-    from asn1crypto import core
     h = sig_hash(key)
     if isinstance(key, ed25519.Ed25519PrivateKey):
-        return {"algorithm": "ed25519"}
+        return der.signature_algorithm("ed25519", None)
     if isinstance(key, ec.EllipticCurvePrivateKey):
-        return {"algorithm": f"{h.name}_ecdsa"}
+        return der.signature_algorithm("ecdsa", h.name)
     if isinstance(key, rsa.RSAPrivateKey):
-        return {"algorithm": f"{h.name}_rsa", "parameters": core.Null()}
+        return der.signature_algorithm("rsa", h.name)
     raise TypeError(f"unsupported responder key {type(key).__name__}")
 
 

@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
 from sifguard.ca.names import KEY_TYPES, REASON_NAMES
+from sifguard.ca.ocsp_der import generalized_time
 from sifguard.errors import BadInputError
 
 BACKDATE = dt.timedelta(minutes=5)   # tolerate node clock skew on notBefore
@@ -148,13 +149,6 @@ REASONS = {name: x509.ReasonFlags(name) for name in REASON_NAMES}
 # RFC 5280 §5.2.7 (X.509 ExpiredCertsOnCRL): the CRL keeps listing revoked certificates whose
 # notAfter is at or after this instant
 EXPIRED_CERTS_ON_CRL = x509.ObjectIdentifier("2.5.29.60")
-
-
-def generalized_time(t: dt.datetime) -> bytes:
-    """DER GeneralizedTime (YYYYMMDDHHMMSSZ, whole seconds, UTC)."""
-    u = t.astimezone(dt.timezone.utc)
-    s = f"{u.year:04d}{u:%m%d%H%M%S}Z".encode()
-    return bytes((0x18, len(s))) + s
 
 
 def build_crl(issuer: x509.Certificate, issuer_key, revoked: list[tuple], number: int, now: dt.datetime,
