@@ -731,3 +731,29 @@ def test_der_generalized_time_matches_asn1crypto(when):
     from sifguard.ca import ocsp_der, profiles
     assert ocsp_der.generalized_time(when) == core.GeneralizedTime(when.astimezone(UTC)).dump()
     assert profiles.generalized_time(when) == ocsp_der.generalized_time(when)
+
+
+def test_presigned_answers_of_an_older_ca_are_signed_anew(fresh_ca):
+    """A pre-signed answer stored before the upgrade (a 3-field record, no archiveCutoff) is
+    not served again: the record differs, so the responder signs a new one."""
+    from sifguard.ocsp.responder import make_app
+    ca, cert_path = fresh_ca
+    leaf = x509.load_pem_x509_certificate(split_pem(cert_path)[0].encode())
+    app = make_app(str(ca))
+    req = oc.minimal_request(leaf.serial_number, app.store.intermediate, "sha1")
+    first = app.answer(req)
+    assert app.answer(req).der == first.der                   # pre-signed: the same bytes again
+    now = dt.datetime.now(UTC)
+    old = (ocsp.OCSPResponseBuilder()
+           .add_response(leaf, app.store.intermediate, hashes.SHA1(), ocsp.OCSPCertStatus.GOOD,
+                         now, now + dt.timedelta(hours=4), None, None)
+           .responder_id(ocsp.OCSPResponderEncoding.HASH, app.store.responder)
+           .sign(app.store.key(castore.OCSP_KEY), hashes.SHA256()).public_bytes(serialization.Encoding.DER))
+    with app.store.db:
+        app.store.db.execute("UPDATE ocsp_cache SET record=?, der=?, next_update=?",
+                             (json.dumps(["valid", None, None]), old, int(now.timestamp()) + 4 * 3600))
+    again = app.answer(req)
+    assert again.der not in (old, first.der)
+    exts = {e.oid.dotted_string for e in ocsp.load_der_ocsp_response(again.der).single_extensions}
+    assert "1.3.6.1.5.5.7.48.1.6" in exts
+    app.store.db.close()
