@@ -158,7 +158,8 @@ class Row:
         return "expired" if self.not_after < now else "valid"
 
     def as_dict(self, now: int) -> dict:
-        iso = lambda t: t and dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")  # noqa: E731
+        iso = lambda t: None if t is None else dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime(  # noqa: E731
+            "%Y-%m-%dT%H:%M:%SZ")
         return {"serial": self.serial, "subject": self.subject, "cn": self.cn, "email": self.sans,
                 "profile": self.profile, "status": self.effective_status(now),
                 "not_before": iso(self.not_before), "not_after": iso(self.not_after),
