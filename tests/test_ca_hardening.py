@@ -179,7 +179,7 @@ def test_revoke_serial_formats_refused(ca, serial, msg):
     assert one_line_error(r) and msg in r.err, r
 
 
-@pytest.mark.parametrize("reason", ["", "keycompromise", "removeFromCRL", "cACompromise", "unspecified "])
+@pytest.mark.parametrize("reason", ["", "keycompromise", "removeFromCRL", "caCompromise", "AACompromise", "unspecified "])
 def test_revoke_reasons_refused(ca, reason):
     r = run_cli("ca", "revoke", "--ca", ca, "--serial", "DEADBEEF", "--reason", reason)
     assert one_line_error(r) and "reason" in r.err, r

@@ -8,6 +8,7 @@ serial numbers of at most 20 octets), RFC 5321 (e-mail addresses) and RFC 3986 (
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import unicodedata
 import urllib.parse
@@ -26,6 +27,8 @@ MAX_SERIAL_OCTETS = 20         # RFC 5280 4.1.2.2
 _ATEXT = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+\Z")
 _LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\Z")
 _HEX = re.compile(r"[0-9A-Fa-f]+\Z")
+_ISO = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}([T ][0-9:.,]+(Z|[+-][0-9]{2}(:?[0-9]{2})?)?)?\Z")
+CLOCK_SKEW = dt.timedelta(minutes=5)   # an operator's "now" may run this much ahead of the CA's
 
 
 def _text(value, what: str, limit: int) -> str:
@@ -140,3 +143,33 @@ def passphrase(value: bytes | None, what: str) -> bytes | None:
     if value is not None and not value:
         raise BadInputError(f"{what} is empty: give a passphrase, or none for an unencrypted key")
     return value
+
+
+def instant(value, what: str) -> dt.datetime:
+    """An ISO-8601 date (midnight UTC) or date-time; UTC unless it carries an offset or Z."""
+    if not isinstance(value, str) or not value.strip():
+        raise BadInputError(f"{what} must not be empty")
+    t = value.strip()
+    if not _ISO.match(t):    # fromisoformat alone also takes week dates and non-ASCII digits
+        raise BadInputError(f"{what} {value!r} is not an ISO-8601 date or date-time (e.g. 2026-03-01T12:00:00Z)")
+    try:
+        when = dt.datetime.fromisoformat(t)
+    except ValueError:
+        raise BadInputError(f"{what} {value!r} is not a valid date or date-time") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.timezone.utc)
+    try:
+        return when.astimezone(dt.timezone.utc).replace(microsecond=0)
+    except OverflowError:
+        raise BadInputError(f"{what} {value!r} is out of range") from None
+
+
+def invalidity_date(when: dt.datetime, revoked_at: dt.datetime, what: str = "--invalidity-date") -> dt.datetime:
+    """RFC 5280 §5.3.2: when the certificate became invalid; never after its revocation."""
+    when = when.astimezone(dt.timezone.utc).replace(microsecond=0)
+    if when > revoked_at + CLOCK_SKEW:
+        raise BadInputError(f"{what} {when:%Y-%m-%dT%H:%M:%SZ} is in the future")
+    if when > revoked_at:
+        raise BadInputError(f"{what} {when:%Y-%m-%dT%H:%M:%SZ} is after the revocation time "
+                            f"{revoked_at:%Y-%m-%dT%H:%M:%SZ}")
+    return when

@@ -12,15 +12,18 @@ from typing import Callable
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.x509 import ocsp
 
-from sifguard.ca.profiles import REASONS, sig_hash
+from sifguard.ca import ocsp_der as der
+from sifguard.ca.profiles import sig_hash
 
 MAX_REQUEST = 64 * 1024
 HASHES = {"sha1": hashes.SHA1, "sha256": hashes.SHA256, "sha384": hashes.SHA384, "sha512": hashes.SHA512}
 
-# serial -> (status, revoked_at, reason) or None when the CA never issued it (answered `unknown`)
-StatusLookup = Callable[[int], "tuple[str, int | None, str | None] | None"]
+# serial -> (status, revoked_at, reason, invalidity_date) or None when the CA never issued it
+# (answered `unknown`); times are unix seconds
+StatusLookup = Callable[[int], "tuple[str, int | None, str | None, int | None] | None"]
 
 
 @dataclass(frozen=True)
@@ -104,15 +107,20 @@ def _spki_bitstring(spki: bytes) -> bytes:
 
 @dataclass
 class Signer:
-    """Who signs responses: the delegated responder (default) or the issuing CA itself."""
+    """Who signs responses: the delegated responder (default) or the issuing CA itself.
+    `archive_cutoff`: since when the CA keeps revocation information of expired certificates
+    (RFC 6960 §4.4.4) — every successful answer says so, so that a `good` about an expired
+    certificate is still evidence."""
 
     issuer: x509.Certificate
     key: object
     cert: x509.Certificate            # responder cert, or the issuer when signing as issuer
     validity: dt.timedelta
+    archive_cutoff: dt.datetime | None = None
 
     def __post_init__(self):
         self._hashes = {alg: issuer_hashes(self.issuer, alg) for alg in HASHES}
+        self._der = None
 
     def serves(self, q: Question) -> bool:
         return q.alg in self._hashes and self._hashes[q.alg] == (q.issuer_name_hash, q.issuer_key_hash)
@@ -124,29 +132,69 @@ class Signer:
         if not self.serves(q):
             return UNAUTHORIZED
         rec = lookup(q.serial)
-        status, revoked_at, reason = rec if rec is not None else ("unknown", None, None)
+        status, revoked_at, reason, *rest = rec if rec is not None else ("unknown", None, None)
+        invalidity = rest[0] if rest else None
+        now = now.astimezone(dt.timezone.utc).replace(microsecond=0)
         this_update = now - dt.timedelta(minutes=1)   # small back-dating for client clock skew
         next_update = now + self.validity
-        if status == "unknown":
-            cert_status, rtime, rreason = ocsp.OCSPCertStatus.UNKNOWN, None, None
-        elif status == "revoked":
-            cert_status = ocsp.OCSPCertStatus.REVOKED
+        revoked = None
+        if status == "revoked":
             rtime = dt.datetime.fromtimestamp(revoked_at, dt.timezone.utc)
             this_update = max(this_update, min(rtime, now))   # never claim knowledge from before the revocation
-            rreason = REASONS.get(reason) if reason and reason != "unspecified" else None
+            revoked = (rtime, reason if reason and reason != "unspecified" else None,
+                       None if invalidity is None else dt.datetime.fromtimestamp(invalidity, dt.timezone.utc))
+        kind = status if status in ("unknown", "revoked") else "good"
+        body = self._signed(q, kind, revoked, this_update, next_update, now)
+        return Answer(body, status, this_update, next_update, cacheable=q.nonce is None and status != "unknown")
+
+    def _signed(self, q: Question, status: str, revoked, this_update: dt.datetime,
+                next_update: dt.datetime, produced_at: dt.datetime) -> bytes:
+        """The DER OCSPResponse (see ocsp_der: cryptography's builder cannot add singleExtensions)."""
+        static = self._static()
+        exts = list(static["single_extensions"])
+        if status == "revoked":
+            rtime, reason, invalidity = revoked
+            cert_status = der.cert_status("revoked", rtime, reason)
+            if invalidity is not None:
+                exts.append(der.extension(der.INVALIDITY_DATE, der.generalized_time(invalidity)))
         else:
-            cert_status, rtime, rreason = ocsp.OCSPCertStatus.GOOD, None, None
-        b = (ocsp.OCSPResponseBuilder()
-             .add_response_by_hash(q.issuer_name_hash, q.issuer_key_hash, q.serial, HASHES[q.alg](),
-                                   cert_status, this_update, next_update, rtime, rreason)
-             .responder_id(ocsp.OCSPResponderEncoding.HASH, self.cert))
-        if self.cert is not self.issuer:
-            b = b.certificates([self.cert])
-        if q.nonce is not None:
-            b = b.add_extension(x509.OCSPNonce(q.nonce), critical=False)
-        resp = b.sign(self.key, sig_hash(self.key))
-        return Answer(resp.public_bytes(serialization.Encoding.DER), status, this_update, next_update,
-                      cacheable=q.nonce is None and status != "unknown")
+            cert_status = der.cert_status(status)
+        single = der.single_response(der.cert_id(q.alg, q.issuer_name_hash, q.issuer_key_hash, q.serial),
+                                     cert_status, this_update, next_update, exts)
+        tbs = der.response_data(static["key_hash"], produced_at, [single], q.nonce)
+        return der.ocsp_response(tbs, static["algorithm"], _sign(self.key, tbs), static["certs"])
+
+    def _static(self) -> dict:
+        """What every answer of this signer repeats, encoded once."""
+        if self._der is None:
+            certs = [] if self.cert is self.issuer else [self.cert.public_bytes(serialization.Encoding.DER)]
+            exts = []
+            if self.archive_cutoff is not None:
+                exts.append(der.extension(der.ARCHIVE_CUTOFF, der.generalized_time(self.archive_cutoff)))
+            self._der = {"key_hash": x509.SubjectKeyIdentifier.from_public_key(self.cert.public_key()).digest,
+                         "algorithm": _signature_algorithm(self.key), "certs": certs, "single_extensions": exts}
+        return self._der
+
+
+def _signature_algorithm(key) -> bytes:
+    """AlgorithmIdentifier of what `_sign` makes with this key (sig_hash picks the hash)."""
+    h = sig_hash(key)
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        return der.signature_algorithm("ed25519", None)
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        return der.signature_algorithm("ecdsa", h.name)
+    if isinstance(key, rsa.RSAPrivateKey):
+        return der.signature_algorithm("rsa", h.name)
+    raise TypeError(f"unsupported responder key {type(key).__name__}")
+
+
+def _sign(key, data: bytes) -> bytes:
+    h = sig_hash(key)
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        return key.sign(data)
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        return key.sign(data, ec.ECDSA(h))
+    return key.sign(data, padding.PKCS1v15(), h)
 
 
 def minimal_request(cert_serial: int, issuer: x509.Certificate, alg: str) -> bytes:

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
 from sifguard.ca.names import KEY_TYPES, REASON_NAMES
+from sifguard.ca.ocsp_der import generalized_time
 from sifguard.errors import BadInputError
 
 BACKDATE = dt.timedelta(minutes=5)   # tolerate node clock skew on notBefore
@@ -172,20 +173,32 @@ def tsa_cert(key, issuer: x509.Certificate, issuer_key, site: str, urls: SiteURL
             .sign(issuer_key, sig_hash(issuer_key)))
 
 
-REASONS = dict(zip(REASON_NAMES, (
-    x509.ReasonFlags.unspecified, x509.ReasonFlags.key_compromise, x509.ReasonFlags.affiliation_changed,
-    x509.ReasonFlags.superseded, x509.ReasonFlags.cessation_of_operation, x509.ReasonFlags.certificate_hold)))
+# name -> flag: cryptography's ReasonFlags values are the RFC 5280 names
+REASONS = {name: x509.ReasonFlags(name) for name in REASON_NAMES}
+
+# RFC 5280 §5.2.7 (X.509 ExpiredCertsOnCRL): the CRL keeps listing revoked certificates whose
+# notAfter is at or after this instant
+EXPIRED_CERTS_ON_CRL = x509.ObjectIdentifier("2.5.29.60")
 
 
-def build_crl(issuer: x509.Certificate, issuer_key, revoked: list[tuple[int, dt.datetime, str]],
-              number: int, now: dt.datetime, next_update: dt.timedelta) -> x509.CertificateRevocationList:
+def build_crl(issuer: x509.Certificate, issuer_key, revoked: list[tuple], number: int, now: dt.datetime,
+              next_update: dt.timedelta, expired_certs_on_crl: dt.datetime | None = None
+              ) -> x509.CertificateRevocationList:
+    """`revoked`: (serial, revocation date, reason name or None[, invalidity date or None]).
+    `expired_certs_on_crl`: the CRL says it lists revoked certificates that expired since then."""
     b = (x509.CertificateRevocationListBuilder().issuer_name(issuer.subject)
          .last_update(now).next_update(now + next_update)
          .add_extension(x509.CRLNumber(number), critical=False)
          .add_extension(_aki(issuer), critical=False))
-    for serial, when, reason in revoked:
+    if expired_certs_on_crl is not None:
+        b = b.add_extension(x509.UnrecognizedExtension(EXPIRED_CERTS_ON_CRL, generalized_time(expired_certs_on_crl)),
+                            critical=False)
+    for serial, when, reason, *rest in revoked:
+        invalidity = rest[0] if rest else None
         rb = x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(when)
         if reason and reason != "unspecified":
             rb = rb.add_extension(x509.CRLReason(REASONS[reason]), critical=False)
+        if invalidity is not None:
+            rb = rb.add_extension(x509.InvalidityDate(invalidity), critical=False)
         b = b.add_revoked_certificate(rb.build())
     return b.sign(issuer_key, sig_hash(issuer_key))

@@ -96,6 +96,10 @@ MIGRATIONS = [
         started     INTEGER NOT NULL
     );
     """,
+    # 4: RFC 5280 invalidityDate of a revocation (unix seconds; NULL when not known)
+    """
+    ALTER TABLE certificates ADD COLUMN invalidity_date INTEGER;
+    """,
 ]
 
 
@@ -149,6 +153,7 @@ class Row:
     issued_at: int
     fingerprint: str
     pem: str
+    invalidity_date: int | None = None    # when the key was (suspected) compromised / it became invalid
 
     def effective_status(self, now: int) -> str:
         if self.status == "revoked":
@@ -156,11 +161,13 @@ class Row:
         return "expired" if self.not_after < now else "valid"
 
     def as_dict(self, now: int) -> dict:
-        iso = lambda t: t and dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")  # noqa: E731
+        iso = lambda t: None if t is None else dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime(  # noqa: E731
+            "%Y-%m-%dT%H:%M:%SZ")
         return {"serial": self.serial, "subject": self.subject, "cn": self.cn, "email": self.sans,
                 "profile": self.profile, "status": self.effective_status(now),
                 "not_before": iso(self.not_before), "not_after": iso(self.not_after),
                 "revoked_at": iso(self.revoked_at), "reason": self.reason,
+                "invalidity_date": iso(self.invalidity_date),
                 "fingerprint": "sha256:" + self.fingerprint}
 
 
@@ -169,7 +176,7 @@ def _row(r) -> Row:
 
 
 COLUMNS = ("serial, subject, cn, sans, profile, not_before, not_after, status, revoked_at, reason, "
-           "issued_at, fingerprint, pem")
+           "issued_at, fingerprint, pem, invalidity_date")
 
 
 class CAStore:
@@ -317,7 +324,9 @@ class CAStore:
         _insert_row(self.db, cert, profile, now)
 
     # --- revocation ----------------------------------------------------------
-    def revoke(self, serial: str, reason: str) -> Row:
+    def revoke(self, serial: str, reason: str, invalidity_date: dt.datetime | None = None) -> Row:
+        """Revoke now. `invalidity_date` (RFC 5280 §5.3.2): when the key was or is suspected
+        to have been compromised, or the certificate otherwise became invalid; not after now."""
         if reason not in profiles.REASONS:
             raise BadInputError(f"unknown reason {reason!r} (choose {', '.join(profiles.REASONS)})")
         with self.db:
@@ -326,31 +335,36 @@ class CAStore:
                 raise BadInputError(f"no certificate with serial {serial} in this CA")
             if row.status == "revoked":
                 raise BadInputError(f"certificate {serial} is already revoked ({row.reason})")
-            self.db.execute("UPDATE certificates SET status='revoked', revoked_at=?, reason=? WHERE serial=?",
-                            (_ts(utcnow()), reason, serial))
+            now = utcnow()
+            invalid = None
+            if invalidity_date is not None:
+                invalid = _ts(inputs.invalidity_date(invalidity_date, now))
+            self.db.execute("UPDATE certificates SET status='revoked', revoked_at=?, reason=?, invalidity_date=? "
+                            "WHERE serial=?", (_ts(now), reason, invalid, serial))
         return self.get(serial)
 
     def get(self, serial: str) -> Row | None:
         r = self.db.execute(f"SELECT {COLUMNS} FROM certificates WHERE serial=?", (serial,)).fetchone()
         return _row(r) if r else None
 
-    def status_of(self, serial: int, by_root: bool = False) -> tuple[str, int | None, str | None] | None:
-        """(status, revoked_at, reason) for the responder: one indexed read. The root issued
-        only intermediates, the intermediate everything else."""
-        r = self.db.execute("SELECT status, revoked_at, reason FROM certificates WHERE serial=? AND "
+    def status_of(self, serial: int, by_root: bool = False
+                  ) -> tuple[str, int | None, str | None, int | None] | None:
+        """(status, revoked_at, reason, invalidity_date) for the responder: one indexed read.
+        The root issued only intermediates, the intermediate everything else."""
+        r = self.db.execute("SELECT status, revoked_at, reason, invalidity_date FROM certificates WHERE serial=? AND "
                             f"(profile = 'intermediate') = {int(by_root)}", (serial_hex(serial),)).fetchone()
         return tuple(r) if r else None
 
     def status_and_cached(self, serial: int, alg: str, signer: str):
         """One indexed read: the certificate's status and any pre-signed answer for it."""
         r = self.db.execute(
-            "SELECT c.status, c.revoked_at, c.reason, o.record, o.this_update, o.next_update, o.der "
+            "SELECT c.status, c.revoked_at, c.reason, c.invalidity_date, o.record, o.this_update, o.next_update, o.der "
             "FROM certificates c LEFT JOIN ocsp_cache o ON o.serial = c.serial AND o.alg = ? AND o.signer = ? "
             f"WHERE c.serial = ? AND (c.profile = 'intermediate') = {int(signer == 'root')}",
             (alg, signer, serial_hex(serial))).fetchone()
         if r is None:
             return None, None
-        return tuple(r[:3]), (None if r[3] is None else (r[3], r[4], r[5], r[6]))
+        return tuple(r[:4]), (None if r[4] is None else tuple(r[4:8]))
 
     def store_answer(self, serial: int, alg: str, signer: str, record: tuple, this_update: int,
                      next_update: int, der: bytes) -> None:
@@ -362,12 +376,23 @@ class CAStore:
         out = [_row(r) for r in self.db.execute(f"SELECT {COLUMNS} FROM certificates ORDER BY issued_at, serial")]
         return [r for r in out if status is None or r.effective_status(now) == status]
 
-    def revoked(self, issuer: str = "intermediate") -> list[tuple[int, dt.datetime, str]]:
-        """Revoked certificates issued by the intermediate, or (issuer='root') revoked intermediates."""
+    def revoked(self, issuer: str = "intermediate") -> list[tuple[int, dt.datetime, str, dt.datetime | None]]:
+        """Revoked certificates issued by the intermediate, or (issuer='root') revoked intermediates:
+        (serial, revoked at, reason, invalidity date), expired or not (they are never dropped)."""
         op = "=" if issuer == "root" else "!="
-        return [(int(s, 16), dt.datetime.fromtimestamp(t, dt.timezone.utc), reason) for s, t, reason in
-                self.db.execute("SELECT serial, revoked_at, reason FROM certificates "
+        utc = lambda t: None if t is None else dt.datetime.fromtimestamp(t, dt.timezone.utc)  # noqa: E731
+        return [(int(s, 16), utc(t), reason, utc(inv)) for s, t, reason, inv in
+                self.db.execute("SELECT serial, revoked_at, reason, invalidity_date FROM certificates "
                                 f"WHERE status='revoked' AND profile {op} 'intermediate'")]
+
+    @property
+    def created(self) -> dt.datetime:
+        """When this CA was created: it keeps every revocation since then, of expired
+        certificates too (CRL ExpiredCertsOnCRL, OCSP archiveCutoff)."""
+        t = self.config.get("created")
+        if isinstance(t, int) and not isinstance(t, bool):
+            return dt.datetime.fromtimestamp(t, dt.timezone.utc)
+        return self.root.not_valid_before_utc    # older ca.json: nothing was issued before the root
 
     def revision(self) -> tuple:
         """Changes whenever a revocation lands (for caches in long-running services)."""
@@ -390,7 +415,7 @@ class CAStore:
                 number = self.db.execute("SELECT COALESCE(MAX(number), 0) + 1 FROM crls WHERE issuer=?",
                                          (issuer,)).fetchone()[0]
                 now = utcnow()
-                crl = profiles.build_crl(cert, key, revoked, number, now, next_update)
+                crl = profiles.build_crl(cert, key, revoked, number, now, next_update, self.created)
                 self.db.execute("INSERT INTO crls VALUES (?,?,?,?,?)",
                                 (issuer, number, _ts(now), _ts(now + next_update),
                                  crl.public_bytes(serialization.Encoding.DER)))
@@ -434,10 +459,10 @@ def _insert_row(db, cert: x509.Certificate, profile: str, now: dt.datetime) -> N
     except x509.ExtensionNotFound:
         sans = []
     db.execute(
-        f"INSERT INTO certificates ({COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        f"INSERT INTO certificates ({COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
         (serial_hex(cert.serial_number), cert.subject.rfc4514_string(), cn, json.dumps(sans), profile,
          _ts(cert.not_valid_before_utc), _ts(cert.not_valid_after_utc), "valid", None, None,
-         _ts(now), fingerprint(cert), pem(cert).decode()))
+         _ts(now), fingerprint(cert), pem(cert).decode(), None))
 
 
 def _crl_number(crl) -> int:

@@ -58,6 +58,9 @@ def add_parsers(sub) -> None:
     g.add_argument("--serial", metavar="HEX")
     g.add_argument("--cert", metavar="F")
     p.add_argument("--reason", default="unspecified", choices=REASON_NAMES)
+    p.add_argument("--invalidity-date", metavar="WHEN",
+                   help="when the key was (suspected) compromised or the certificate otherwise became "
+                        "invalid: ISO-8601 date or date-time, UTC unless an offset is given; not in the future")
 
     p = p_("list", "list issued certificates", cmd_list)
     p.add_argument("--json", action="store_true")
@@ -233,8 +236,12 @@ def cmd_issue(args) -> int:
 
 
 def cmd_revoke(args) -> int:
-    from sifguard.ca import store as castore
+    from sifguard.ca import inputs, store as castore
     from sifguard.x509 import keys
+    invalid = None
+    if args.invalidity_date is not None:
+        invalid = inputs.instant(args.invalidity_date, "--invalidity-date")
+        inputs.invalidity_date(invalid, castore.utcnow())    # before anything is opened or settled
     cert = None
     if args.cert:
         cert = keys.load_certificates(args.cert, "certificate")[0]
@@ -248,13 +255,15 @@ def cmd_revoke(args) -> int:
         if row is not None and row.fingerprint != fingerprint(cert):
             # same serial, different certificate: another CA's, never ours to revoke
             raise BadInputError(f"{args.cert}: not a certificate issued by this CA (serial {serial} is another one)")
-    row = s.revoke(serial, args.reason)
+    row = s.revoke(serial, args.reason, invalid)
     try:
         s.make_crl(issuer="root" if row.profile == "intermediate" else "intermediate")
         note = "CRL reissued"
     except KeyMaterialError:
         note = "CRL not reissued (CA key locked): run 'sifguard ca crl'"
-    print(f"revoked {row.subject} serial {row.serial} ({row.reason}); {note}")
+    since = row.as_dict(0)["invalidity_date"]
+    print(f"revoked {row.subject} serial {row.serial} ({row.reason}"
+          + (f", invalid since {since}" if since else "") + f"); {note}")
     return 0
 
 

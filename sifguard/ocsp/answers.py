@@ -10,6 +10,13 @@ Two questions are kept apart, because they have different answers for a revocati
 A `good` needs both. A `revoked` needs only the first: revocation is permanent (RFC 5280
 §3.3), so an authentic revocation stays true after the document goes stale — except
 certificateHold, which may be lifted and therefore counts only while current.
+
+A third question concerns expired certificates: a CA may drop them from its CRLs and its
+responder may forget them, so *not revoked* about an expired certificate is evidence only
+when the source says it keeps revocation information past expiry (OCSP archiveCutoff,
+RFC 6960 §4.4.4; CRL ExpiredCertsOnCRL, X.509 / RFC 5280 §5.2.7) since a time no later
+than the certificate's notAfter. What a revocation says beyond its time — reason code and
+invalidityDate — is read into `RevokedFacts` for the decision about signing times.
 """
 
 from __future__ import annotations
@@ -72,11 +79,41 @@ def is_ca(cert: x509.Certificate) -> bool:
 
 # --- OCSP --------------------------------------------------------------------------
 @dataclass(frozen=True)
+class RevokedFacts:
+    """What a revocation says: when, why (RFC 5280 name, None when no reason code was
+    given) and since when the certificate is known or suspected invalid (invalidityDate)."""
+    at: float                          # epoch seconds
+    reason: str | None
+    invalidity: float | None = None
+
+
+def expired(cert: x509.Certificate, clock: Clock) -> bool:
+    return cert.not_valid_after_utc < clock.now - clock.skew
+
+
+def keeps_expired(since: dt.datetime | None, cert: x509.Certificate) -> bool:
+    """Whether a source that keeps expired certificates' revocations `since` then covers `cert`."""
+    return since is not None and since <= cert.not_valid_after_utc
+
+
+def _generalized_time(der: bytes) -> dt.datetime | None:
+    """A DER GeneralizedTime in UTC, else None (an unreadable or local time proves nothing)."""
+    from asn1crypto import core
+    try:
+        t = core.GeneralizedTime.load(der, strict=True).native
+    except Exception:  # noqa: BLE001 - hostile bytes: unreadable means "no such time"
+        return None
+    return t if isinstance(t, dt.datetime) and t.tzinfo is not None else None
+
+
+@dataclass(frozen=True)
 class OcspProof:
     """An authentic OCSP answer about one CertID (freshness not yet judged)."""
     response: ocsp.OCSPResponse
     single: object                     # the OCSPSingleResponse about our CertID
     signer: x509.Certificate           # the issuer, or the delegated responder
+    der: bytes = b""                   # the whole response, for what cryptography does not expose
+    index: int = 0                     # position of `single` among the response's SingleResponses
 
 
 def load_ocsp(der: bytes) -> ocsp.OCSPResponse:
@@ -94,8 +131,8 @@ def authentic_ocsp(der: bytes, cert: x509.Certificate, issuer: x509.Certificate,
     resp = load_ocsp(der)
     if resp.response_status != ocsp.OCSPResponseStatus.SUCCESSFUL:
         raise RevocationError(f"responder said {resp.response_status.name.lower()}")
-    single = None
-    for s in resp.responses:
+    single, index = None, 0
+    for index, s in enumerate(resp.responses):
         alg = s.hash_algorithm.name
         if alg not in HASHES:
             continue
@@ -112,7 +149,7 @@ def authentic_ocsp(der: bytes, cert: x509.Certificate, issuer: x509.Certificate,
                          resp.signature_hash_algorithm)
     except (InvalidSignature, TypeError, ValueError):
         raise RevocationError("response signature does not verify") from None
-    return OcspProof(resp, single, signer)
+    return OcspProof(resp, single, signer, der, index)
 
 
 def responder_of(resp, issuer: x509.Certificate, when: dt.datetime, skew: dt.timedelta) -> x509.Certificate:
@@ -183,6 +220,52 @@ def ocsp_is_hold(proof: OcspProof) -> bool:
     return proof.single.revocation_reason == x509.ReasonFlags.certificate_hold
 
 
+def ocsp_single_extensions(proof: OcspProof) -> dict[str, bytes] | None:
+    """The singleExtensions of the matched SingleResponse: dotted OID -> DER of extnValue's
+    contents; None when they cannot be read (or an OID repeats). cryptography exposes them
+    only for a one-response reply (and known OIDs parsed), so they are read with asn1crypto."""
+    from asn1crypto import ocsp as aocsp
+    try:
+        basic = aocsp.OCSPResponse.load(proof.der)["response_bytes"]["response"].parsed
+        single = basic["tbs_response_data"]["responses"][proof.index]
+        out = {}
+        for ext in single["single_extensions"] or []:
+            oid = ext["extn_id"].dotted
+            if oid in out:
+                return None
+            out[oid] = ext["extn_value"].contents
+        return out
+    except Exception:  # noqa: BLE001 - hostile bytes cryptography accepted: whatever asn1crypto raises
+        return None
+
+
+ARCHIVE_CUTOFF = "1.3.6.1.5.5.7.48.1.6"      # id-pkix-ocsp-archive-cutoff (RFC 6960 §4.4.4)
+INVALIDITY_DATE = "2.5.29.24"                # id-ce-invalidityDate (RFC 5280 §5.3.2)
+EXPIRED_CERTS_ON_CRL = "2.5.29.60"           # id-ce-expiredCertsOnCRL
+
+
+def ocsp_archive_cutoff(proof: OcspProof) -> dt.datetime | None:
+    exts = ocsp_single_extensions(proof)
+    der = (exts or {}).get(ARCHIVE_CUTOFF)
+    return _generalized_time(der) if der is not None else None
+
+
+def ocsp_revocation(proof: OcspProof) -> RevokedFacts:
+    """Facts of a revoked answer. Unreadable singleExtensions leave the invalidity date
+    unknown and the reason None (as if none were given), which no exception may pardon."""
+    s = proof.single
+    reason = s.revocation_reason.value if s.revocation_reason is not None else None
+    exts = ocsp_single_extensions(proof)
+    if exts is None:
+        return RevokedFacts(s.revocation_time_utc.timestamp(), None, None)
+    der = exts.get(INVALIDITY_DATE)
+    invalid = _generalized_time(der) if der is not None else None
+    if der is not None and invalid is None:
+        reason = None
+    return RevokedFacts(s.revocation_time_utc.timestamp(), reason,
+                        invalid.timestamp() if invalid is not None else None)
+
+
 # --- CRL ---------------------------------------------------------------------------
 def authentic_crl(data: bytes, issuer: x509.Certificate) -> x509.CertificateRevocationList:
     try:
@@ -225,6 +308,26 @@ def crl_listing(crl, serial: int) -> tuple[str, bool] | None:
     name = flag.name if flag is not None else "unspecified"
     return (f"listed in CRL #{crl_number(crl)} since {_stamp(r.revocation_date_utc)} ({name})",
             flag == x509.ReasonFlags.certificate_hold)
+
+
+def crl_revocation(crl, serial: int) -> RevokedFacts | None:
+    r = crl.get_revoked_certificate_by_serial_number(serial)
+    if r is None:
+        return None
+    reason = extension(r, x509.CRLReason)
+    invalid = extension(r, x509.InvalidityDate)
+    return RevokedFacts(r.revocation_date_utc.timestamp(), reason.reason.value if reason is not None else None,
+                        invalid.invalidity_date_utc.timestamp() if invalid is not None else None)
+
+
+def crl_expired_certs_on(crl) -> dt.datetime | None:
+    """The CRL's ExpiredCertsOnCRL (it lists revoked certificates that expired since then)."""
+    try:
+        ext = crl.extensions.get_extension_for_oid(x509.ObjectIdentifier(EXPIRED_CERTS_ON_CRL))
+    except (x509.ExtensionNotFound, x509.DuplicateExtension):
+        return None
+    value = ext.value.value if isinstance(ext.value, x509.UnrecognizedExtension) else None
+    return _generalized_time(value) if value is not None else None
 
 
 def crl_not_listed(crl) -> str:

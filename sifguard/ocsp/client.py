@@ -29,6 +29,13 @@ Order of one `check(cert, issuer)`:
 4. CRL: a fresh cached CRL from the issuer that is complete for this certificate, else
    the distribution points (http(s), file://).
 
+Expired certificates (notAfter before now - clock_skew): CAs may forget them, so a `good`
+(OCSP) or *not listed* (CRL) is evidence only when the source keeps revocations past expiry
+since no later than the certificate's notAfter — OCSP archiveCutoff, CRL ExpiredCertsOnCRL.
+An OCSP good without it falls through to the CRL; a CRL without it proves nothing; a
+`revoked` stays a revocation. Every revoked `Status` carries its RevokedFacts (time,
+reason code, invalidityDate) for the decision about signing times.
+
 Budget: `revocation.timeout` is the revocation budget of a whole decision — every OCSP
 and CRL exchange (connect, headers, body, retries, fallback) for every certificate of
 every chain. Pass one `deadline` (a time.monotonic() instant) to `check`/`check_path`, or
@@ -79,18 +86,33 @@ class Status:
     subject: str = ""
     serial: str = ""
     good_until: float | None = None   # a `good` answer: when the evidence stops being current (epoch s)
+    # a `revoked` answer: OCSP revocationTime / CRL revocationDate (epoch s), the RFC 5280 reason
+    # name (None when no reason code was given), the invalidityDate (epoch s) when given
+    revoked_at: float | None = None
+    revocation_reason: str | None = None
+    invalidity_date: float | None = None
 
     def as_dict(self) -> dict:
         d = {"subject": self.subject, "serial": self.serial, "status": self.status,
              "source": self.source, "reason": self.reason}
         if self.good_until is not None:
             d["good_until"] = round(self.good_until, 3)
+        if self.revoked_at is not None:
+            d["revoked_at"] = _iso(self.revoked_at)
+        if self.revocation_reason is not None:
+            d["revocation_reason"] = self.revocation_reason
+        if self.invalidity_date is not None:
+            d["invalidity_date"] = _iso(self.invalidity_date)
         return d
+
+
+def _iso(t: float) -> str:
+    return dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(frozen=True)
 class _Known:
-    revoked: tuple[str, str] | None = None       # (source, reason)
+    revoked: tuple[str, str, A.RevokedFacts] | None = None   # (source, reason, facts)
     good: str | None = None                      # a current cached OCSP good (reason), if no revocation
     fresh_crl: object = None                     # a current cached CRL complete for the certificate
 
@@ -191,7 +213,11 @@ class Checker:
 
     def _check(self, cert, issuer, deadline: float) -> Status:
         subj, serial = cert.subject.rfc4514_string(), f"{cert.serial_number:X}"
-        mk = lambda st, src, why, until=None: Status(st, src, why, subj, serial, until)  # noqa: E731
+
+        def mk(st, src, why, until=None, facts: A.RevokedFacts | None = None) -> Status:
+            if facts is None:
+                return Status(st, src, why, subj, serial, until)
+            return Status(st, src, why, subj, serial, until, facts.at, facts.reason, facts.invalidity)
         clock = self.clock()
         known = self._known(cert, issuer, clock)
         if known.revoked is None and known.good is None:
@@ -246,7 +272,8 @@ class Checker:
 
     def _check_known(self, cert, issuer, deadline: float, known: _Known, mk) -> Status:
         if known.revoked is not None:
-            return mk(REVOKED, *known.revoked)
+            src, why, facts = known.revoked
+            return mk(REVOKED, src, why, None, facts)
         if known.good is not None:
             return mk(GOOD, "cache (ocsp)", *known.good)
         errors = []
@@ -299,6 +326,7 @@ class Checker:
         """What the caches prove without asking anyone: a revocation (fresh or, except a
         hold, stale; OCSP or CRL), else a current OCSP good and a current complete CRL."""
         good = None
+        expired = A.expired(cert, clock)
         for der in self.cache.get("ocsp", self._ocsp_key(cert, issuer), self.ocsp_max_bytes):
             try:
                 proof = self._authentic(der, cert, issuer, clock, at_production=True)
@@ -311,8 +339,9 @@ class Checker:
                 fresh = False
             st, why = A.ocsp_status(proof)
             if st == REVOKED and (fresh or not A.ocsp_is_hold(proof)):
-                return _Known(("cache (ocsp)" if fresh else "cache (ocsp, stale)", why))
-            if st == GOOD and fresh and good is None and A.signer_valid_at(proof, clock.now, clock.skew):
+                return _Known(("cache (ocsp)" if fresh else "cache (ocsp, stale)", why, A.ocsp_revocation(proof)))
+            if st == GOOD and fresh and good is None and A.signer_valid_at(proof, clock.now, clock.skew) and (
+                    not expired or A.keeps_expired(A.ocsp_archive_cutoff(proof), cert)):
                 good = (why, self._ocsp_until(proof))
         fresh_crl, urls = None, self._crl_urls(cert)
         for crl in self._cached_crls(issuer):
@@ -325,8 +354,10 @@ class Checker:
             if listing is not None:
                 why, hold = listing
                 if fresh or not hold:
-                    return _Known(("cache (crl)" if fresh else "cache (crl, stale)", why))
+                    return _Known(("cache (crl)" if fresh else "cache (crl, stale)", why,
+                                   A.crl_revocation(crl, cert.serial_number)))
             elif fresh and A.crl_covers(crl, cert, urls) and (
+                    not expired or A.keeps_expired(A.crl_expired_certs_on(crl), cert)) and (
                     fresh_crl is None or crl.last_update_utc > fresh_crl.last_update_utc):
                 fresh_crl = crl
         return _Known(None, good, fresh_crl)
@@ -370,21 +401,28 @@ class Checker:
                 and isinstance(a.access_location, x509.UniformResourceIdentifier)
                 and a.access_location.value.startswith(("http://", "https://"))]
 
-    def _ocsp(self, cert, issuer, urls: list[str], until: float) -> tuple[str, str, str]:
-        last = "no answer"
+    def _ocsp(self, cert, issuer, urls: list[str], until: float) -> tuple:
+        """(status, "ocsp", description, good_until, RevokedFacts or None)."""
+        last, no_archive = "no answer", None
         for attempt in range(self.cfg.retries + 1):
             for url in urls:
                 if time.monotonic() >= until:
                     break
-                kind, st, why, der, good_until = self._ask(url, cert, issuer, until)
+                kind, st, why, der, extra = self._ask(url, cert, issuer, until)
                 if kind == "answer":
                     if st in (GOOD, REVOKED):
                         self.cache.put("ocsp", self._ocsp_key(cert, issuer), der)
-                    return st, "ocsp", why, (good_until if st == GOOD else None)
+                    return (st, "ocsp", why, extra if st == GOOD else None,
+                            extra if st == REVOKED else None)
                 if kind == "unauthorized" and not A.is_ca(cert):
                     return (UNKNOWN, "ocsp", f"{url}: the issuer's responder does not vouch for this certificate "
-                            "(unauthorized); a CRL cannot show that its issuer issued it", None)
+                            "(unauthorized); a CRL cannot show that its issuer issued it", None, None)
+                if kind == "no archive":
+                    no_archive = why
                 last = why
+            if no_archive:
+                last = no_archive    # what an outage of another URL must not hide
+                break                # asking again gets the same authentic answer: the CRL decides
             left = until - time.monotonic()
             if attempt < self.cfg.retries and left > 0:
                 time.sleep(min(_RETRY_PAUSE, left))
@@ -392,9 +430,11 @@ class Checker:
             last += " (OCSP budget used up)"
         raise RevocationError(last)
 
-    def _ask(self, url, cert, issuer, until) -> tuple[str, str, str, bytes]:
-        """One responder, SHA-256 then SHA-1 CertID: ("answer", status, why, der),
-        ("unauthorized", "", why, b"", None) or ("outage", "", why, b"", None)."""
+    def _ask(self, url, cert, issuer, until) -> tuple:
+        """One responder, SHA-256 then SHA-1 CertID: ("answer", status, why, der, good_until
+        for a good / RevokedFacts for a revoked / None), ("no archive", "", why, b"", None) for a
+        good about an expired certificate that is no evidence, ("unauthorized", "", why, b"", None)
+        or ("outage", "", why, b"", None)."""
         refusals = []
         for alg in ("sha256", "sha1"):
             nonce = os.urandom(16) if self.cfg.nonce else None
@@ -421,6 +461,12 @@ class Checker:
             except RevocationError as e:
                 return "outage", "", f"{url}: {e}", b"", None
             st, why = A.ocsp_status(proof)
+            if st == REVOKED:
+                return "answer", st, why, der, A.ocsp_revocation(proof)
+            if st == GOOD and A.expired(cert, clock) and not A.keeps_expired(A.ocsp_archive_cutoff(proof), cert):
+                return ("no archive", "", f"{url}: good about a certificate that expired "
+                        f"{cert.not_valid_after_utc:%Y-%m-%d %H:%M:%SZ}, but the response has no archiveCutoff "
+                        "at or before its notAfter (the responder may have forgotten its revocation)", b"", None)
             return "answer", st, why, der, self._ocsp_until(proof)
         said = "/".join(dict.fromkeys(_status_name(s) for s in refusals))
         if ocsp.OCSPResponseStatus.UNAUTHORIZED in refusals:
@@ -434,7 +480,8 @@ class Checker:
         return [n.value for dp in (dps or []) for n in (dp.full_name or [])
                 if isinstance(n, x509.UniformResourceIdentifier)]
 
-    def _crl(self, cert, issuer, urls: list[str], deadline: float) -> tuple[str, str, str]:
+    def _crl(self, cert, issuer, urls: list[str], deadline: float) -> tuple:
+        """(status, "crl", description, good_until, RevokedFacts or None)."""
         if not urls:
             raise RevocationError("no CRL distribution point")
         last = ""
@@ -450,11 +497,15 @@ class Checker:
             self.cache.put("crl", self._crl_key(issuer, url), data)
             listing = A.crl_listing(crl, cert.serial_number)
             if listing is not None:
-                return REVOKED, "crl", listing[0], None
+                return REVOKED, "crl", listing[0], None, A.crl_revocation(crl, cert.serial_number)
             if not A.crl_covers(crl, cert, urls):
                 last = f"{url}: CRL does not cover this certificate (partitioned or delta CRL)"
                 continue
-            return GOOD, "crl", A.crl_not_listed(crl), self._crl_until(crl)
+            if A.expired(cert, clock) and not A.keeps_expired(A.crl_expired_certs_on(crl), cert):
+                last = (f"{url}: the certificate expired {cert.not_valid_after_utc:%Y-%m-%d %H:%M:%SZ} and the CRL "
+                        "has no ExpiredCertsOnCRL at or before its notAfter (not listed proves nothing)")
+                continue
+            return GOOD, "crl", A.crl_not_listed(crl), self._crl_until(crl), None
         raise RevocationError(last or "no usable CRL")
 
     def _ocsp_until(self, proof) -> float:

@@ -32,7 +32,7 @@ def export(s: castore.CAStore, out: str, sign_with: str = "responder") -> int:
     validity = dt.timedelta(hours=s.config.get("ocsp_validity_hours", 4))
     issuer = s.intermediate
     key = s.key(castore.INT_KEY if sign_with == "issuer" else castore.OCSP_KEY)
-    signer = oc.Signer(issuer, key, issuer if sign_with == "issuer" else s.responder, validity)
+    signer = oc.Signer(issuer, key, issuer if sign_with == "issuer" else s.responder, validity, s.created)
     now = dt.datetime.now(dt.timezone.utc)
     os.makedirs(out, exist_ok=True)
     manifest, n, skipped = [], 0, 0
@@ -42,7 +42,8 @@ def export(s: castore.CAStore, out: str, sign_with: str = "responder") -> int:
         serial = int(row.serial, 16)
         for alg in ("sha1", "sha256"):
             der = oc.minimal_request(serial, issuer, alg)
-            ans = signer.answer(oc.parse_request(der), lambda _s, r=row: (r.status, r.revoked_at, r.reason), now)
+            ans = signer.answer(oc.parse_request(der), lambda _s, r=row: (r.status, r.revoked_at, r.reason, r.invalidity_date),
+                                now)
             rel = request_path(der)
             for path in (os.path.join(out, "by-serial", f"{row.serial}.{alg}.der"), os.path.join(out, rel)):
                 try:

@@ -73,14 +73,15 @@ class ResponderApp:
         self.lock = threading.Lock()
         validity = validity or dt.timedelta(hours=self.store.config.get("ocsp_validity_hours", 4))
         issuer = self.store.intermediate
+        cutoff = self.store.created     # the CA keeps every revocation, of expired certificates too
         if sign_with == "issuer":
-            self.signer = oc.Signer(issuer, self.store.key(castore.INT_KEY), issuer, validity)
+            self.signer = oc.Signer(issuer, self.store.key(castore.INT_KEY), issuer, validity, cutoff)
         else:
-            self.signer = oc.Signer(issuer, self.store.key(castore.OCSP_KEY), self.store.responder, validity)
+            self.signer = oc.Signer(issuer, self.store.key(castore.OCSP_KEY), self.store.responder, validity, cutoff)
         # The root answers for the intermediate itself (signing as the root) when its key is here.
         try:
             root = self.store.root
-            self.root_signer = oc.Signer(root, self.store.key(castore.ROOT_KEY), root, validity)
+            self.root_signer = oc.Signer(root, self.store.key(castore.ROOT_KEY), root, validity, cutoff)
         except Exception:  # noqa: BLE001 - offline or locked root key: intermediates via the root CRL only
             self.root_signer = None
         try:
