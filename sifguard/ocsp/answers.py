@@ -211,7 +211,7 @@ def ocsp_status(proof: OcspProof) -> tuple[str, str]:
     if st == ocsp.OCSPCertStatus.GOOD:
         return GOOD, f"OCSP good (thisUpdate {_stamp(s.this_update_utc)})"
     if st == ocsp.OCSPCertStatus.REVOKED:
-        reason = s.revocation_reason.name if s.revocation_reason else "unspecified"
+        reason = s.revocation_reason.value if s.revocation_reason else "unspecified"
         return REVOKED, f"revoked {_stamp(s.revocation_time_utc)} ({reason})"
     return UNKNOWN, "the responder does not know this certificate (unknown is not good)"
 
@@ -305,7 +305,7 @@ def crl_listing(crl, serial: int) -> tuple[str, bool] | None:
         return None
     reason = extension(r, x509.CRLReason)
     flag = reason.reason if reason is not None else None
-    name = flag.name if flag is not None else "unspecified"
+    name = flag.value if flag is not None else "unspecified"
     return (f"listed in CRL #{crl_number(crl)} since {_stamp(r.revocation_date_utc)} ({name})",
             flag == x509.ReasonFlags.certificate_hold)
 
