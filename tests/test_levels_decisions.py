@@ -5,10 +5,10 @@ revoked) → the decision and each check's result. The end-to-end form (policy Y
 images) is at the bottom."""
 import datetime as dt
 import json
-from dataclasses import dataclass
 
 import pytest
 
+from answers import answer
 from pki import SiteChain, cert, new_key
 
 from sifguard.enforce import core
@@ -20,18 +20,7 @@ from sifguard.x509.chain import build_path, identity, fingerprint
 NOW = dt.datetime.now(dt.timezone.utc)
 
 
-@dataclass(frozen=True)
-class Answer:
-    status: str
-    source: str = "ocsp"
-    reason: str = ""
-    subject: str = ""
-    revoked_at: float | None = None
-    revocation_reason: str | None = None
-    invalidity_date: float | None = None
-
-    def as_dict(self):
-        return {"status": self.status, "source": self.source, "reason": self.reason, "subject": self.subject}
+Answer = answer
 
 
 @pytest.fixture(scope="module")

@@ -3,10 +3,10 @@ findings and revocation answers in, a verdict out). Certificates are real (crypt
 builders); the answers are the duck-typed objects the core documents. The same matrix runs
 end to end against `sifguard ca serve` (OCSP and CRL) in tests/test_lifecycle.py."""
 import datetime as dt
-from dataclasses import dataclass
 
 import pytest
 
+from answers import answer
 from pki import SiteChain
 
 from sifguard.enforce import core
@@ -21,18 +21,7 @@ REASONS = ["unspecified", None, "keyCompromise", "cACompromise", "aACompromise",
 BENIGN = {"affiliationChanged", "superseded", "cessationOfOperation", "certificateHold", "privilegeWithdrawn"}
 
 
-@dataclass(frozen=True)
-class Answer:
-    status: str
-    source: str = "ocsp"
-    reason: str = ""
-    subject: str = "CN=x"
-    revoked_at: float | None = None
-    revocation_reason: str | None = None
-    invalidity_date: float | None = None
-
-    def as_dict(self):
-        return {"status": self.status, "source": self.source, "reason": self.reason, "subject": self.subject}
+Answer = answer
 
 
 @pytest.fixture(scope="module")

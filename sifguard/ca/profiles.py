@@ -84,6 +84,17 @@ def _aki(issuer_cert: x509.Certificate) -> x509.AuthorityKeyIdentifier:
     return x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_cert.public_key())
 
 
+def _aia(urls: SiteURLs, issuer_url: str) -> x509.AuthorityInformationAccess:
+    """Where to ask about a certificate (the site's OCSP) and where its issuer's certificate is."""
+    return x509.AuthorityInformationAccess([
+        x509.AccessDescription(AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(urls.ocsp)),
+        x509.AccessDescription(AuthorityInformationAccessOID.CA_ISSUERS, x509.UniformResourceIdentifier(issuer_url))])
+
+
+def _crl_dp(url: str) -> x509.CRLDistributionPoints:
+    return x509.CRLDistributionPoints([x509.DistributionPoint([x509.UniformResourceIdentifier(url)], None, None, None)])
+
+
 def _ku(digital_signature=False, key_cert_sign=False, crl_sign=False) -> x509.KeyUsage:
     return x509.KeyUsage(digital_signature, False, False, False, False, key_cert_sign, crl_sign, False, False)
 
@@ -104,12 +115,8 @@ def intermediate_cert(key, root: x509.Certificate, root_key, site: str, urls: Si
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CODE_SIGNING,
                                                   ExtendedKeyUsageOID.OCSP_SIGNING]), critical=False)
             .add_extension(_aki(root), critical=False)
-            .add_extension(x509.AuthorityInformationAccess([
-                x509.AccessDescription(AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(urls.ocsp)),
-                x509.AccessDescription(AuthorityInformationAccessOID.CA_ISSUERS,
-                                       x509.UniformResourceIdentifier(urls.root))]), critical=False)
-            .add_extension(x509.CRLDistributionPoints([x509.DistributionPoint(
-                [x509.UniformResourceIdentifier(urls.root_crl)], None, None, None)]), critical=False)
+            .add_extension(_aia(urls, urls.root), critical=False)
+            .add_extension(_crl_dp(urls.root_crl), critical=False)
             .sign(root_key, sig_hash(root_key)))
 
 
@@ -132,12 +139,8 @@ def code_signing_cert(pub, cn: str, email: str | None, issuer: x509.Certificate,
          .add_extension(_ku(digital_signature=True), critical=True)
          .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CODE_SIGNING]), critical=False)
          .add_extension(_aki(issuer), critical=False)
-         .add_extension(x509.AuthorityInformationAccess([
-             x509.AccessDescription(AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(urls.ocsp)),
-             x509.AccessDescription(AuthorityInformationAccessOID.CA_ISSUERS,
-                                    x509.UniformResourceIdentifier(urls.intermediate))]), critical=False)
-         .add_extension(x509.CRLDistributionPoints([x509.DistributionPoint(
-             [x509.UniformResourceIdentifier(urls.crl)], None, None, None)]), critical=False))
+         .add_extension(_aia(urls, urls.intermediate), critical=False)
+         .add_extension(_crl_dp(urls.crl), critical=False))
     if email:
         b = b.add_extension(x509.SubjectAlternativeName([x509.RFC822Name(email)]), critical=False)
     if now + dt.timedelta(days=days) > issuer.not_valid_after_utc:
@@ -164,12 +167,8 @@ def tsa_cert(key, issuer: x509.Certificate, issuer_key, site: str, urls: SiteURL
             .add_extension(x509.KeyUsage(True, True, False, False, False, False, False, False, False), critical=True)
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.TIME_STAMPING]), critical=True)
             .add_extension(_aki(issuer), critical=False)
-            .add_extension(x509.AuthorityInformationAccess([
-                x509.AccessDescription(AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(urls.ocsp)),
-                x509.AccessDescription(AuthorityInformationAccessOID.CA_ISSUERS,
-                                       x509.UniformResourceIdentifier(urls.intermediate))]), critical=False)
-            .add_extension(x509.CRLDistributionPoints([x509.DistributionPoint(
-                [x509.UniformResourceIdentifier(urls.crl)], None, None, None)]), critical=False)
+            .add_extension(_aia(urls, urls.intermediate), critical=False)
+            .add_extension(_crl_dp(urls.crl), critical=False)
             .sign(issuer_key, sig_hash(issuer_key)))
 
 
