@@ -146,3 +146,19 @@ def test_quorum_reports_each_signer(pki):
     assert {s["subject"] for s in v.signers} == {"CN=builder-1", "CN=reviewer"}
     v = decide(pki, R(quorum=Quorum(2, ("builders", "security"))), ["b1", "b2"])
     assert "needs 2 distinct signers of [builders, security]; 1 found (builders: CN=builder-1" in v.reason
+
+
+def test_untrusted_chains_are_never_asked_about(pki):
+    """Under a relaxed authenticity an untrusted signer may carry the image (audit), but no
+    responder is asked about its chain: no issuer there can be believed, and its AIA is the
+    image's choice (a stager running as root must not fetch it)."""
+    asked = []
+    s = pki["untrusted"]
+    f = core.Findings(False, "x", groups=((1, (s,), ()),))
+
+    def lookup(c, issuer, links_left=1):
+        asked.append(c)
+        return Answer("good")
+    v = core.decide((R("audit"),), "/x.sif", f, lookup, "enforce")
+    assert v.decision == "audit" and not asked
+    assert dict((c, r) for c, _, r, _ in v.checks)["revocation"] == "fail"

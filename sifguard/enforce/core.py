@@ -194,6 +194,8 @@ def _authenticity_problem(rule: Rule, s: Signer) -> str | None:
 
 
 def _expiry_problem(rule: Rule, s: Signer) -> str | None:
+    if not s.authentic:
+        return "not judged: the signer's certificate does not chain to a trusted root"
     if _timestamp_required(rule) and s.signed_at is None:
         why = dict(s.time).get("why", "no time-stamp token")
         return f"rule '{rule.name}' requires a time-stamp; {_who(s)}: {why}"
@@ -335,8 +337,11 @@ def evaluate(rule: Rule, findings: Findings, lookup: Lookup, default_mode: str, 
             if tally.fail(check, why):
                 return tally.outcome(False, why, revocation=tuple(revocation), revocation_source=_sources(revocation))
         need = list(assigned) if assigned else pool[:1]
-        spare = [s for s in pool if s not in need]
-        for i, s in enumerate(list(need) if mode != "off" else []):
+        spare = [s for s in pool if s not in need and s.authentic]
+        # revocation is asked only about paths that end at a trusted root: an untrusted chain
+        # (allowed by a relaxed authenticity) has no issuer whose answer could be believed, and
+        # its AIA would send the node to a URL the image chose
+        for i, s in enumerate([x for x in need if x.authentic] if mode != "off" else []):
             while True:
                 why, answers, softnote, _ = revoked_why(s, g)
                 if why is None:
@@ -347,7 +352,8 @@ def evaluate(rule: Rule, findings: Findings, lookup: Lookup, default_mode: str, 
                 if sub is None:
                     break
                 spare.remove(sub)
-                s = need[i] = sub
+                need[need.index(s)] = sub
+                s = sub
             why, answers, softnote, _ = revoked_why(s, g)
             revocation += [a.as_dict() for a in answers]
             if why is not None:
@@ -366,7 +372,9 @@ def evaluate(rule: Rule, findings: Findings, lookup: Lookup, default_mode: str, 
             if s.signed_at is not None:
                 stamped.append(s)
             tnote = rev_memo.get(id(s), (None, [], "", ""))[3]
-            chosen.append(s.as_dict() | ({"time_note": tnote} if tnote else {}))
+            chosen.append(s.as_dict() | {"authentic": s.authentic} | ({"time_note": tnote} if tnote else {}))
+    if mode != "off" and not any(s["authentic"] for s in chosen) and "revocation" not in tally.results:
+        tally.fail("revocation", "not asked: no signer chains to a trusted root")
     if mode != "off" and "revocation" not in tally.results:
         tally.ok("revocation", "no certificate on the signers' paths is revoked" + (
             " (revocations dated after the time-stamped signing time spare it: see revocation)" if any(
