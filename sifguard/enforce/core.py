@@ -343,7 +343,11 @@ def evaluate(rule: Rule, findings: Findings, lookup: Lookup, default_mode: str, 
                     break
                 # another acceptable signer may stand in: any one without a quorum; with one,
                 # a signer that fills the same set
-                sub = next((x for x in spare if assigned is None or _fills_same(rule, signer_sets, s, x)), None)
+                # ... and never one whose key already fills another slot (two certificates of one
+                # key are one signer: a stand-in must not make them two)
+                taken = {_key_of(n) for j, n in enumerate(need) if j != i}
+                sub = next((x for x in spare if assigned is None or (
+                    _fills_same(rule, signer_sets, s, x) and _key_of(x) not in taken)), None)
                 if sub is None:
                     break
                 spare.remove(sub)
@@ -363,15 +367,22 @@ def evaluate(rule: Rule, findings: Findings, lookup: Lookup, default_mode: str, 
                 tally.fail("expiry", f"group {g}: {exp[id(s)]}")
             else:
                 tally.ok("expiry", s.expiry[1] or "certificates valid at the signing time")
-            if s.signed_at is not None:
-                stamped.append(s)
             tnote = rev_memo.get(id(s), (None, [], "", ""))[3]
+            if s.signed_at is not None and tnote and _timestamp_required(rule):
+                # the TSA's revocation voided the token: it no longer meets `timestamp: required`
+                why = f"group {g}: rule '{rule.name}' requires a time-stamp; {_who(s)}: {tnote}"
+                tally.results["timestamp"] = ("fail", why)
+                if tally.fail("expiry", why):
+                    return tally.outcome(False, why, revocation=tuple(revocation),
+                                         revocation_source=_sources(revocation))
+            elif s.signed_at is not None and not tnote:
+                stamped.append(s)
             chosen.append(s.as_dict() | ({"time_note": tnote} if tnote else {}))
     if mode != "off" and "revocation" not in tally.results:
         tally.ok("revocation", "no certificate on the signers' paths is revoked" + (
             " (revocations dated after the time-stamped signing time spare it: see revocation)" if any(
                 r.get("spared") for r in revocation) else ""))
-    if stamped:
+    if stamped and tally.results.get("timestamp", ("",))[0] != "fail":
         tally.results["timestamp"] = ("pass", "; ".join(sorted({f"{s.signed_at.as_dict()['gen_time']} by {s.signed_at.tsa}"
                                                               for s in stamped})))
     elif tally.timestamp == "required":

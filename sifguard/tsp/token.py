@@ -96,8 +96,9 @@ class TrustedTime:
 
     @property
     def latest(self) -> dt.datetime:
-        """The latest instant the token allows: "existed before" comparisons use it."""
-        return self.gen_time + self.accuracy
+        """The latest instant the token allows: "existed before" comparisons use it (a
+        negative accuracy, which parse() refuses, never moves it before genTime)."""
+        return self.gen_time + max(self.accuracy, dt.timedelta(0))
 
     @property
     def tsa(self) -> str:
@@ -112,12 +113,20 @@ def _iso(t: dt.datetime) -> str:
     return t.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+MAX_ACCURACY = dt.timedelta(days=366)   # beyond: a token dating nothing (and gen ± accuracy may overflow)
+
+
 def _accuracy(acc) -> dt.timedelta:
+    """RFC 3161 §2.4.2: seconds >= 0, millis and micros 1..999 (0 tolerated). A negative
+    accuracy would move the latest instant a token allows before its genTime (backdating
+    every "made before the revocation" comparison); a huge one overflows datetime."""
     if acc is None or acc.native is None:
         return dt.timedelta(0)
     n = acc.native
-    return dt.timedelta(seconds=n.get("seconds") or 0, milliseconds=n.get("millis") or 0,
-                        microseconds=n.get("micros") or 0)
+    sec, ms, us = n.get("seconds") or 0, n.get("millis") or 0, n.get("micros") or 0
+    if sec < 0 or not 0 <= ms <= 999 or not 0 <= us <= 999 or sec > MAX_ACCURACY.total_seconds():
+        raise TimestampError(f"time-stamp accuracy out of range (seconds {sec}, millis {ms}, micros {us})")
+    return dt.timedelta(seconds=sec, milliseconds=ms, microseconds=us)
 
 
 def parse(der: bytes) -> Token:
@@ -224,8 +233,13 @@ def _parse(der: bytes) -> Token:
     if gen.tzinfo is None:
         gen = gen.replace(tzinfo=dt.timezone.utc)
     mi = tst["message_imprint"]
+    accuracy = _accuracy(acc)
+    try:
+        gen.astimezone(dt.timezone.utc) - accuracy, gen.astimezone(dt.timezone.utc) + accuracy
+    except OverflowError:
+        raise TimestampError("time-stamp genTime ± accuracy lies outside the representable dates") from None
     return Token(
-        der=der, gen_time=gen.astimezone(dt.timezone.utc), accuracy=_accuracy(acc), policy=tst["policy"].dotted,
+        der=der, gen_time=gen.astimezone(dt.timezone.utc), accuracy=accuracy, policy=tst["policy"].dotted,
         serial=tst["serial_number"].native, imprint_alg=mi["hash_algorithm"]["algorithm"].native,
         imprint=mi["hashed_message"].native, nonce=tst["nonce"].native, certificates=tuple(certs),
         signer_issuer=issuer_der, signer_serial=serial, signer_ski=ski,
