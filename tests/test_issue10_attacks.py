@@ -297,3 +297,41 @@ def test_revoked_tsa_before_gen_time_voids_the_token(pki):
                    revoked_at=(NOW - 2 * DAY).timestamp(), revocation_reason="superseded")
     v = _decide(pki, Rule(name="r"), [s], {tsa.leaf.serial_number: early})
     assert v.allowed and any(r.get("role") == "tsa" for r in v.revocation)
+
+
+# --- finding 5: revocation asked at the URLs of a path the image made up ---------------------
+def test_untrusted_path_is_not_asked_about(pki, tmp_path):
+    """Under an audit-level rule (authenticity logged) an untrusted signer is acceptable; its
+    certificates are the image author's, and so are their OCSP/CRL URLs: asking them sends the
+    verifier (the controller's prolog) wherever the image says."""
+    other = SiteChain(tmp_path, cn="outsider")
+    s = core.Signer(1, (other.leaf, other.inter, other.root), _signer(1, [other.leaf]).identity, (),
+                    authentic=False, authenticity="does not chain to a trusted root", expiry=(False, "not judged"))
+    asked = []
+
+    def lookup(c, issuer, links_left=1):
+        asked.append(c.subject.rfc4514_string())
+        return Answer("good")
+    f = core.Findings(False, "group 1: no trusted signature", groups=((1, (s,), ()),))
+    for rule, allowed in [(Rule(name="a", verification=Verification("audit")), True),
+                          (Rule(name="b", verification=Verification("audit", (("revocation", "enforce"),))), False)]:
+        v = core.decide((rule,), "/apps/x.sif", f, lookup, "enforce", signer_sets=SETS)
+        assert v.allowed is allowed and asked == [], (v.reason, asked)
+        assert dict((c, r) for c, _, r, _ in v.checks)["revocation"] == "fail"
+
+
+# --- finding 6: a decision resting on a voided token reused past the signer's notAfter -------
+def test_voided_token_decision_cut_at_not_after(pki):
+    from sifguard.enforce.decide import Engine
+    tsa = pki["_tsa"]
+    signed_at = TrustedTime(NOW - DAY, dt.timedelta(seconds=1), "1.2", 1, (tsa.leaf, tsa.inter, tsa.root))
+    s = core.Signer(**{**pki["stamped"].__dict__, "signed_at": signed_at})
+    f = core.Findings(True, groups=((1, (s,), ()),))
+    v = core.decide((Rule(name="r"),), "/apps/x.sif", f,
+                    lambda c, i, n=1: _compromised("CN=tsa") if c.serial_number == tsa.leaf.serial_number
+                    else Answer("good"), "enforce", signer_sets=SETS)
+    assert v.allowed and any(d.get("time_note") for d in v.signers)     # judged at now instead
+    not_after = s.path[0].not_valid_after_utc.timestamp()
+    assert Engine.valid_until(v, f, ttl=10 ** 9, now=NOW.timestamp()) <= not_after
+    kept = core.decide((Rule(name="r"),), "/apps/x.sif", f, lambda c, i, n=1: Answer("good"), "enforce")
+    assert Engine.valid_until(kept, f, ttl=10 ** 9, now=NOW.timestamp()) > not_after   # a token that counts

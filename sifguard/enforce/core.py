@@ -337,6 +337,14 @@ def evaluate(rule: Rule, findings: Findings, lookup: Lookup, default_mode: str, 
         need = list(assigned) if assigned else pool[:1]
         spare = [s for s in pool if s not in need]
         for i, s in enumerate(list(need) if mode != "off" else []):
+            if not s.authentic:
+                # a path the image made up (authenticity logged or skipped): its AIA and CRL URLs are
+                # the image author's, so nobody is asked (no requests to where the image says)
+                why = f"group {g}: revocation not asked: {_who(s)} does not chain to a trusted root"
+                if tally.fail("revocation", why):
+                    return tally.outcome(False, why, revocation=tuple(revocation),
+                                         revocation_source=_sources(revocation))
+                continue
             while True:
                 why, answers, softnote, _ = revoked_why(s, g)
                 if why is None:
