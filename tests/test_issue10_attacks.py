@@ -335,3 +335,56 @@ def test_voided_token_decision_cut_at_not_after(pki):
     assert Engine.valid_until(v, f, ttl=10 ** 9, now=NOW.timestamp()) <= not_after
     kept = core.decide((Rule(name="r"),), "/apps/x.sif", f, lambda c, i, n=1: Answer("good"), "enforce")
     assert Engine.valid_until(kept, f, ttl=10 ** 9, now=NOW.timestamp()) > not_after   # a token that counts
+
+
+# --- ESS variants and TSA chains, made by the TSA core for real (refused already) ----------
+def _ess_mint(site, ess_certs):
+    """A token whose ESS signingCertificateV2 lists `ess_certs(real_cert)`: (cert, issuer DER
+    override or None, serial override or None) entries, in order."""
+    from asn1crypto import cms, x509 as ax509
+    from cryptography.hazmat.primitives import serialization
+    import hashlib
+    from sifguard.tsp.authority import _frozen
+    k = new_key()
+    c = tsa_cert(k, site.int_key, site.inter)
+    a = Authority(c, k, (c, site.inter), "1.2.3.4")
+    ids = []
+    for cc, serial in ess_certs(c):
+        acert = ax509.Certificate.load(cc.public_bytes(serialization.Encoding.DER))
+        ids.append({"cert_hash": hashlib.sha256(acert.dump()).digest(),
+                    "issuer_serial": {"issuer": [ax509.GeneralName({"directory_name": acert.issuer})],
+                                      "serial_number": serial if serial is not None else acert.serial_number}})
+    a._signing_certificate = _frozen(cms.CMSAttribute({"type": "signing_certificate_v2", "values": [{"certs": ids}]}))
+    q = R.request(MSG)
+    return R.read_reply(a.respond(q.der, NOW, 7), q)
+
+
+@pytest.mark.parametrize("what,ess,counts", [
+    ("ESS lists another certificate first", lambda c, o: [(o, None), (c, None)], False),
+    ("ESS lists the signer first, another after", lambda c, o: [(c, None), (o, None)], True),
+    ("ESS hash matches, issuerSerial names another serial", lambda c, o: [(c, c.serial_number + 1)], False),
+    ("ESS names only another certificate", lambda c, o: [(o, None)], False),
+])
+def test_ess_binding_variants(site, what, ess, counts):
+    other = tsa_cert(new_key(), site.int_key, site.inter, cn="Other TSA")
+    der = _ess_mint(site, lambda c: ess(c, other))
+    if counts:
+        assert T.verify(T.parse(der), MSG, [site.root], [site.inter]).gen_time
+    else:
+        with pytest.raises(T.TimestampError, match="ESS"):
+            T.verify(T.parse(der), MSG, [site.root], [site.inter])
+
+
+def test_tsa_under_an_intermediate_expired_at_gen_time(tmp_path):
+    """The TSA certificate is valid at genTime, its issuing CA is not: the token must not count."""
+    root_key, int_key, k = new_key("ec-p384"), new_key(), new_key()
+    root = cert(root_key, "R", ca=True, start=NOW - 400 * DAY, days=800)
+    inter = cert(int_key, "I", root_key, root, ca=True, start=NOW - 400 * DAY, days=100)   # expired 300 days ago
+    c = tsa_cert(k, int_key, inter, start=NOW - 400 * DAY, days=800)
+    a = Authority(c, k, (c, inter), "1.2.3.4")
+    q = R.request(MSG)
+    der = R.read_reply(a.respond(q.der, NOW - 10 * DAY, 9), q)
+    with pytest.raises(T.TimestampError, match="TSA not trusted"):
+        T.verify(T.parse(der), MSG, [root], [inter])
+    der = R.read_reply(a.respond(q.der, NOW - 350 * DAY, 9), q)      # while the intermediate was valid
+    assert T.verify(T.parse(der), MSG, [root], [inter]).gen_time < NOW - 349 * DAY
