@@ -388,3 +388,56 @@ def test_tsa_under_an_intermediate_expired_at_gen_time(tmp_path):
         T.verify(T.parse(der), MSG, [root], [inter])
     der = R.read_reply(a.respond(q.der, NOW - 350 * DAY, 9), q)      # while the intermediate was valid
     assert T.verify(T.parse(der), MSG, [root], [inter]).gen_time < NOW - 349 * DAY
+
+
+# --- finding 2 end to end: a real image, a policy file, the engine -------------------------
+def test_quorum_one_key_two_certificates_end_to_end(tmp_path):
+    """One builder with two certificates of one key (a renewal) and a second key of theirs,
+    revoked for a compromise, signs an image three times: a `count: 2` quorum of builders must
+    refuse (before the fix the revoked signer's slot was given to the renewal)."""
+    import shutil
+    from conftest import APPT
+    from sifguard.enforce.decide import Engine
+    from sifguard.integrity.sign import Signer as KeySigner, sign_image
+    from sifguard.policy.loader import load
+
+    site = SiteChain(tmp_path, cn="e2e-site")
+    k1, k2 = new_key(), new_key()
+    c1 = cert(k1, "builder-1", site.int_key, site.inter)
+    c1again = cert(k1, "builder-1", site.int_key, site.inter)
+    c2 = cert(k2, "builder-2", site.int_key, site.inter)
+    img = str(tmp_path / "q.sif")
+    shutil.copyfile(os.path.join(APPT, "images", "one-group.sif"), img)
+    sign_image(img, [KeySigner(k1, (c1, site.inter)), KeySigner(k2, (c2, site.inter)),
+                     KeySigner(k1, (c1again, site.inter))])
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(f"""
+version: 1
+trust:
+  roots: [{site.root_pem}]
+revocation: {{mode: enforce}}
+audit: {{log: {tmp_path}/audit.jsonl}}
+signers:
+  builders: [{{subject: "CN=builder-*"}}]
+rules:
+  - name: two-builders
+    match: {{path: "{tmp_path}/**"}}
+    require: {{count: 2, signers: [builders, builders]}}
+""")
+
+    class Checker:      # the revocation answers (the OCSP client's interface)
+        def __init__(self, revoked):
+            self.revoked = revoked
+
+        def share(self, deadline, links_left):
+            return deadline
+
+        def check(self, c, issuer, deadline=None):
+            if c.serial_number in self.revoked:
+                return Answer("revoked", reason="revoked (keyCompromise)", subject=c.subject.rfc4514_string(),
+                              revoked_at=(NOW - DAY).timestamp(), revocation_reason="keyCompromise")
+            return Answer("good", subject=c.subject.rfc4514_string())
+
+    assert Engine(load(str(policy)), checker=Checker(set())).decide(img, cache=False).allowed
+    v = Engine(load(str(policy)), checker=Checker({c2.serial_number})).decide(img, cache=False)
+    assert not v.allowed, v.reason
