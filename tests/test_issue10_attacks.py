@@ -441,3 +441,43 @@ rules:
     assert Engine(load(str(policy)), checker=Checker(set())).decide(img, cache=False).allowed
     v = Engine(load(str(policy)), checker=Checker({c2.serial_number})).decide(img, cache=False)
     assert not v.allowed, v.reason
+
+
+# --- finding 7: a token certificate cryptography loads lazily and fails on later --------------
+def _bad_issuer(c: x509.Certificate) -> bytes:
+    """`c` with its issuer Name's CN an invalid UTF8String: load_der_x509_certificate accepts
+    it, reading `.issuer` raises ValueError (the token's certificates are not signed: anyone
+    can put such a certificate into a token)."""
+    from cryptography.hazmat.primitives import serialization
+    from sifguard.tsp import der as D
+    bad_name = D.encode(0x30, D.encode(0x31, D.encode(0x30, D.oid("2.5.4.3") + D.encode(0x0C, b"\xff\xfe"))))
+    return _der_replace(c.public_bytes(serialization.Encoding.DER), c.issuer.public_bytes(), bad_name)
+
+
+def test_malformed_certificate_in_a_token_is_a_reason_not_a_crash(site, tmp_path):
+    import shutil
+    from cryptography.hazmat.primitives import serialization
+    from conftest import APPT
+    from sifguard.integrity.sign import Signer as KeySigner, sign_image
+    from sifguard.integrity.verify import Trust, verify_image
+    from sifguard.sif.image import SifImage
+    k = new_key()
+    c = tsa_cert(k, site.int_key, site.inter)
+    a = Authority(c, k, (c, site.inter), "1.2.3.4")
+
+    def stamp(sig):
+        q = R.request(sig)
+        der = R.read_reply(a.respond(q.der, NOW, 11), q)
+        return _der_replace(der, c.public_bytes(serialization.Encoding.DER), _bad_issuer(c))
+    with pytest.raises(T.TimestampError):
+        T.verify(T.parse(stamp(MSG)), MSG, [site.root], [site.inter])
+    sk = new_key()
+    leaf = cert(sk, "builder", site.int_key, site.inter)
+    img = str(tmp_path / "t.sif")
+    shutil.copyfile(os.path.join(APPT, "images", "one-group.sif"), img)
+    sign_image(img, [KeySigner(sk, (leaf, site.inter))], stamp=stamp)
+    with SifImage(img) as im:
+        rep = verify_image(im, Trust(roots=(site.root,), intermediates=(site.inter,)))
+    assert rep.verified                                  # judged at now; the token is a reason
+    (s,) = rep.signatures
+    assert s.time_basis == "now" and s.timestamps[0]["status"] == "invalid"

@@ -185,9 +185,15 @@ def _parse(der: bytes) -> Token:
         if c.name != "certificate":
             continue
         try:
-            certs.append(x509.load_der_x509_certificate(c.chosen.dump()))
-        except (ValueError, UnsupportedAlgorithm):
-            continue                      # unusable: can vouch for nothing
+            cert = x509.load_der_x509_certificate(c.chosen.dump())
+            # cryptography parses names, extensions and the key lazily: read what the checks
+            # read now, so a certificate that fails later (the set is not signed: anyone can
+            # add one) is dropped here instead of raising in the middle of verify()
+            cert.issuer.public_bytes(), cert.subject.public_bytes(), list(cert.extensions), cert.public_key()
+            cert.not_valid_before_utc, cert.not_valid_after_utc, cert.serial_number  # noqa: B018
+        except Exception:  # noqa: BLE001 - hostile bytes: unusable, can vouch for nothing
+            continue
+        certs.append(cert)
     sid = si["sid"]
     issuer_der = serial = ski = None
     if sid.name == "issuer_and_serial_number":
