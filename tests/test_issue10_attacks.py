@@ -481,3 +481,21 @@ def test_malformed_certificate_in_a_token_is_a_reason_not_a_crash(site, tmp_path
     assert rep.verified                                  # judged at now; the token is a reason
     (s,) = rep.signatures
     assert s.time_basis == "now" and s.timestamps[0]["status"] == "invalid"
+
+
+# --- finding 8: a token stuffed with certificates cost each one's load before the count check --
+def test_token_stuffed_with_certificates_refused_before_loading(site):
+    """~230 small certificates fit in the 64 KiB a token may have; each was loaded (and, now,
+    read in full) before verify() counted them: ~5x the work of a normal token, on every
+    decision (cached decisions re-verify tokens). Counted first now."""
+    from asn1crypto import cms, x509 as ax509
+    from cryptography.hazmat.primitives import serialization
+    der = mint(site)
+    small = cert(new_key("ed25519"), "x", None, None).public_bytes(serialization.Encoding.DER)
+    ci = cms.ContentInfo.load(der)
+    ci["content"]["certificates"] = cms.CertificateSet(
+        [cms.CertificateChoices({"certificate": ax509.Certificate.load(small)})] * 200)
+    stuffed = ci.dump(force=True)
+    assert len(stuffed) <= T.MAX_TOKEN_BYTES
+    with pytest.raises(T.TimestampError, match="200 certificates"):
+        T.parse(stuffed)

@@ -38,6 +38,7 @@ from sifguard.x509 import keys
 from sifguard.x509.chain import DEFAULT_LIMITS, ChainError, PathLimits, SignatureMemo, build_path
 
 MAX_TOKEN_BYTES = 64 << 10
+MAX_TOKEN_CERTS = 16         # certificates read from one token (verify() applies PathLimits.max_embedded too)
 TST_INFO = "1.2.840.113549.1.9.16.1.4"
 DIGESTS = {"sha256": hashlib.sha256, "sha384": hashlib.sha384, "sha512": hashlib.sha512}
 _HASHES = {"sha256": hashes.SHA256, "sha384": hashes.SHA384, "sha512": hashes.SHA512, "sha1": hashes.SHA1}
@@ -181,7 +182,10 @@ def _parse(der: bytes) -> Token:
         raise TimestampError(f"time-stamp token has {len(sis)} signers (exactly one expected)")
     si = sis[0]
     certs = []
-    for c in (sd["certificates"] or []):
+    choices = sd["certificates"] or []
+    if len(choices) > MAX_TOKEN_CERTS:     # counted before any is loaded (each load costs ~25 µs)
+        raise TimestampError(f"time-stamp token embeds {len(choices)} certificates (at most {MAX_TOKEN_CERTS} read)")
+    for c in choices:
         if c.name != "certificate":
             continue
         try:
