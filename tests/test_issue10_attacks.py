@@ -499,3 +499,33 @@ def test_token_stuffed_with_certificates_refused_before_loading(site):
     assert len(stuffed) <= T.MAX_TOKEN_BYTES
     with pytest.raises(T.TimestampError, match="200 certificates"):
         T.parse(stuffed)
+
+
+# --- finding 9: a token dated in the future counted (judged at a time that has not come) ------
+def test_token_from_the_future_does_not_count(site, tmp_path):
+    """A TSA with a wrong clock (or a hostile one) dates a signature 20 days ahead: the signer's
+    certificate, not valid before 10 days from now, was judged valid "at the signing time"."""
+    import shutil
+    from conftest import APPT
+    from sifguard.integrity.sign import Signer as KeySigner, sign_image
+    from sifguard.integrity.verify import Trust, verify_image
+    from sifguard.sif.image import SifImage
+    k = new_key()
+    c = tsa_cert(k, site.int_key, site.inter, start=NOW - DAY, days=60)
+    a = Authority(c, k, (c, site.inter), "1.2.3.4")
+
+    def stamp(sig, when):
+        q = R.request(sig)
+        return R.read_reply(a.respond(q.der, when, 12), q)
+    sk = new_key()
+    leaf = cert(sk, "builder", site.int_key, site.inter, start=NOW + 10 * DAY, days=30)   # not valid yet
+    for when, verified in ((NOW + 20 * DAY, False), (NOW, False)):
+        img = str(tmp_path / f"f{verified}{when.day}.sif")
+        shutil.copyfile(os.path.join(APPT, "images", "one-group.sif"), img)
+        sign_image(img, [KeySigner(sk, (leaf, site.inter))], stamp=lambda sig: stamp(sig, when))
+        with SifImage(img) as im:
+            rep = verify_image(im, Trust(roots=(site.root,), intermediates=(site.inter,)))
+        assert rep.verified is verified, rep.reason
+    # a token a little ahead of the clock (skew) still counts
+    tt_ok = stamp(MSG, NOW + dt.timedelta(minutes=1))
+    assert T.verify(T.parse(tt_ok), MSG, [site.root], [site.inter])
