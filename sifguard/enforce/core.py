@@ -337,18 +337,27 @@ def evaluate(rule: Rule, findings: Findings, lookup: Lookup, default_mode: str, 
             if tally.fail(check, why):
                 return tally.outcome(False, why, revocation=tuple(revocation), revocation_source=_sources(revocation))
         need = list(assigned) if assigned else pool[:1]
-        spare = [s for s in pool if s not in need and s.authentic]
-        # revocation is asked only about paths that end at a trusted root: an untrusted chain
-        # (allowed by a relaxed authenticity) has no issuer whose answer could be believed, and
-        # its AIA would send the node to a URL the image chose
-        for i, s in enumerate([x for x in need if x.authentic] if mode != "off" else []):
+        spare = [s for s in pool if s not in need and s.authentic]   # stand-ins are asked about: trusted only
+        for i, s in enumerate(list(need) if mode != "off" else []):
+            if not s.authentic:
+                # a path the image made up (authenticity logged or skipped): its AIA and CRL URLs are
+                # the image author's, so nobody is asked (no requests to where the image says)
+                why = f"group {g}: revocation not asked: {_who(s)} does not chain to a trusted root"
+                if tally.fail("revocation", why):
+                    return tally.outcome(False, why, revocation=tuple(revocation),
+                                         revocation_source=_sources(revocation))
+                continue
             while True:
                 why, answers, softnote, _ = revoked_why(s, g)
                 if why is None:
                     break
                 # another acceptable signer may stand in: any one without a quorum; with one,
                 # a signer that fills the same set
-                sub = next((x for x in spare if assigned is None or _fills_same(rule, signer_sets, s, x)), None)
+                # ... and never one whose key already fills another slot (two certificates of one
+                # key are one signer: a stand-in must not make them two)
+                taken = {_key_of(n) for j, n in enumerate(need) if j != i}
+                sub = next((x for x in spare if assigned is None or (
+                    _fills_same(rule, signer_sets, s, x) and _key_of(x) not in taken)), None)
                 if sub is None:
                     break
                 spare.remove(sub)
@@ -369,17 +378,22 @@ def evaluate(rule: Rule, findings: Findings, lookup: Lookup, default_mode: str, 
                 tally.fail("expiry", f"group {g}: {exp[id(s)]}")
             else:
                 tally.ok("expiry", s.expiry[1] or "certificates valid at the signing time")
-            if s.signed_at is not None:
-                stamped.append(s)
             tnote = rev_memo.get(id(s), (None, [], "", ""))[3]
-            chosen.append(s.as_dict() | {"authentic": s.authentic} | ({"time_note": tnote} if tnote else {}))
-    if mode != "off" and not any(s["authentic"] for s in chosen) and "revocation" not in tally.results:
-        tally.fail("revocation", "not asked: no signer chains to a trusted root")
+            if s.signed_at is not None and tnote and _timestamp_required(rule):
+                # the TSA's revocation voided the token: it no longer meets `timestamp: required`
+                why = f"group {g}: rule '{rule.name}' requires a time-stamp; {_who(s)}: {tnote}"
+                tally.results["timestamp"] = ("fail", why)
+                if tally.fail("expiry", why):
+                    return tally.outcome(False, why, revocation=tuple(revocation),
+                                         revocation_source=_sources(revocation))
+            elif s.signed_at is not None and not tnote:
+                stamped.append(s)
+            chosen.append(s.as_dict() | ({"time_note": tnote} if tnote else {}))
     if mode != "off" and "revocation" not in tally.results:
         tally.ok("revocation", "no certificate on the signers' paths is revoked" + (
             " (revocations dated after the time-stamped signing time spare it: see revocation)" if any(
                 r.get("spared") for r in revocation) else ""))
-    if stamped:
+    if stamped and tally.results.get("timestamp", ("",))[0] != "fail":
         tally.results["timestamp"] = ("pass", "; ".join(sorted({f"{s.signed_at.as_dict()['gen_time']} by {s.signed_at.tsa}"
                                                               for s in stamped})))
     elif tally.timestamp == "required":

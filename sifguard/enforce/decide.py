@@ -232,9 +232,10 @@ class Engine:
         for r in v.revocation:
             if isinstance(r.get("good_until"), (int, float)):
                 life = min(life, float(r["good_until"]))
+        voided = any(d.get("time_note") for d in v.signers)   # a token its TSA's revocation voided
         for _, signers, _ in findings.groups:
             for s in signers:
-                if s.signed_at is None:        # judged at now: good until a certificate expires
+                if s.signed_at is None or voided:   # judged at now: good until a certificate expires
                     for c in s.path:
                         life = min(life, c.not_valid_after_utc.timestamp())
         return life

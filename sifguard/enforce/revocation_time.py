@@ -15,6 +15,31 @@ from __future__ import annotations
 import datetime as dt
 
 COMPROMISE_REASONS = frozenset({"keyCompromise", "cACompromise", "aACompromise", "unspecified", None})
+# The reasons that may spare a time-stamped signature: an allow-list, so that a reason spelt
+# another way (cryptography's ReasonFlags names or members), removeFromCRL or a reason this
+# code does not know refuses like a compromise instead of sparing.
+BENIGN_REASONS = frozenset({"affiliationChanged", "superseded", "cessationOfOperation", "certificateHold",
+                            "privilegeWithdrawn"})
+
+
+def reason_name(reason) -> str | None:
+    """RFC 5280 camelCase name of a revocation reason given as that name, a cryptography
+    ReasonFlags member or its member name (key_compromise); None when it is none of them."""
+    from cryptography import x509
+    known = {f.name: f.value for f in x509.ReasonFlags}
+    value = getattr(reason, "value", reason)
+    if not isinstance(value, str):
+        return None
+    return value if value in known.values() else known.get(value)
+
+
+def _epoch(t) -> float | None:
+    """Epoch seconds of a time given as epoch seconds or an aware datetime."""
+    if t is None:
+        return None
+    if isinstance(t, dt.datetime):
+        return (t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)).timestamp()
+    return float(t)
 
 
 def _stamp(t: float) -> str:
@@ -26,14 +51,14 @@ def revocation_spares(answer, signed_at) -> str | None:
     or None when it refuses: see the module docstring."""
     if signed_at is None:
         return None
-    reason = getattr(answer, "revocation_reason", None)
-    revoked_at = getattr(answer, "revoked_at", None)
-    if reason in COMPROMISE_REASONS or revoked_at is None:
+    reason = reason_name(getattr(answer, "revocation_reason", None))
+    revoked_at = _epoch(getattr(answer, "revoked_at", None))
+    if reason not in BENIGN_REASONS or revoked_at is None:
         return None
     latest = signed_at.latest.timestamp()
     if latest >= revoked_at:
         return None
-    invalid = getattr(answer, "invalidity_date", None)
+    invalid = _epoch(getattr(answer, "invalidity_date", None))
     if invalid is not None and latest >= invalid:
         return None
     return (f"revoked {_stamp(revoked_at)} ({reason}) after the time-stamped signing time "

@@ -38,6 +38,7 @@ from sifguard.x509.chain import (
 
 MAX_TOKENS = 8             # time-stamp tokens considered per signature
 MAX_IMAGE_TOKENS = 64      # ... and per image (each costs a CMS check and a TSA path search)
+FUTURE_SKEW = dt.timedelta(minutes=5)   # a token dated later than the clock plus this counts for nothing
 
 VERIFIED, INVALID, UNTRUSTED, UNSUPPORTED, TAMPERED = (
     "verified", "invalid", "untrusted", "unsupported", "tampered")
@@ -186,6 +187,9 @@ def _timestamps(entry: dsse.EnvelopeSignature, trust: Trust, res: SignatureResul
         try:
             tok = T.parse(der)
             tt = T.verify(tok, entry.sig, trust.tsa_anchors(), trust.intermediates, limits=trust.limits, memo=memo)
+            if tok.earliest > dt.datetime.now(dt.timezone.utc) + FUTURE_SKEW:
+                # the clock, not trust.at: no token can come from the real future
+                raise T.TimestampError(f"time-stamp genTime {tok.gen_time:%Y-%m-%dT%H:%M:%SZ} is in the future")
         except T.TimestampError as e:
             res.timestamps.append({"status": "invalid", "reason": str(e)})
             continue

@@ -38,6 +38,7 @@ from sifguard.x509 import keys
 from sifguard.x509.chain import DEFAULT_LIMITS, ChainError, PathLimits, SignatureMemo, build_path
 
 MAX_TOKEN_BYTES = 64 << 10
+MAX_TOKEN_CERTS = 16         # certificates read from one token (verify() applies PathLimits.max_embedded too)
 TST_INFO = "1.2.840.113549.1.9.16.1.4"
 DIGESTS = {"sha256": hashlib.sha256, "sha384": hashlib.sha384, "sha512": hashlib.sha512}
 _HASHES = {"sha256": hashes.SHA256, "sha384": hashes.SHA384, "sha512": hashes.SHA512, "sha1": hashes.SHA1}
@@ -96,8 +97,9 @@ class TrustedTime:
 
     @property
     def latest(self) -> dt.datetime:
-        """The latest instant the token allows: "existed before" comparisons use it."""
-        return self.gen_time + self.accuracy
+        """The latest instant the token allows: "existed before" comparisons use it (a
+        negative accuracy, which parse() refuses, never moves it before genTime)."""
+        return self.gen_time + max(self.accuracy, dt.timedelta(0))
 
     @property
     def tsa(self) -> str:
@@ -112,12 +114,20 @@ def _iso(t: dt.datetime) -> str:
     return t.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+MAX_ACCURACY = dt.timedelta(days=366)   # beyond: a token dating nothing (and gen ± accuracy may overflow)
+
+
 def _accuracy(acc) -> dt.timedelta:
+    """RFC 3161 §2.4.2: seconds >= 0, millis and micros 1..999 (0 tolerated). A negative
+    accuracy would move the latest instant a token allows before its genTime (backdating
+    every "made before the revocation" comparison); a huge one overflows datetime."""
     if acc is None or acc.native is None:
         return dt.timedelta(0)
     n = acc.native
-    return dt.timedelta(seconds=n.get("seconds") or 0, milliseconds=n.get("millis") or 0,
-                        microseconds=n.get("micros") or 0)
+    sec, ms, us = n.get("seconds") or 0, n.get("millis") or 0, n.get("micros") or 0
+    if sec < 0 or not 0 <= ms <= 999 or not 0 <= us <= 999 or sec > MAX_ACCURACY.total_seconds():
+        raise TimestampError(f"time-stamp accuracy out of range (seconds {sec}, millis {ms}, micros {us})")
+    return dt.timedelta(seconds=sec, milliseconds=ms, microseconds=us)
 
 
 def parse(der: bytes) -> Token:
@@ -172,13 +182,22 @@ def _parse(der: bytes) -> Token:
         raise TimestampError(f"time-stamp token has {len(sis)} signers (exactly one expected)")
     si = sis[0]
     certs = []
-    for c in (sd["certificates"] or []):
+    choices = sd["certificates"] or []
+    if len(choices) > MAX_TOKEN_CERTS:     # counted before any is loaded (each load costs ~25 µs)
+        raise TimestampError(f"time-stamp token embeds {len(choices)} certificates (at most {MAX_TOKEN_CERTS} read)")
+    for c in choices:
         if c.name != "certificate":
             continue
         try:
-            certs.append(x509.load_der_x509_certificate(c.chosen.dump()))
-        except (ValueError, UnsupportedAlgorithm):
-            continue                      # unusable: can vouch for nothing
+            cert = x509.load_der_x509_certificate(c.chosen.dump())
+            # cryptography parses names, extensions and the key lazily: read what the checks
+            # read now, so a certificate that fails later (the set is not signed: anyone can
+            # add one) is dropped here instead of raising in the middle of verify()
+            cert.issuer.public_bytes(), cert.subject.public_bytes(), list(cert.extensions), cert.public_key()
+            cert.not_valid_before_utc, cert.not_valid_after_utc, cert.serial_number  # noqa: B018
+        except Exception:  # noqa: BLE001 - hostile bytes: unusable, can vouch for nothing
+            continue
+        certs.append(cert)
     sid = si["sid"]
     issuer_der = serial = ski = None
     if sid.name == "issuer_and_serial_number":
@@ -224,8 +243,13 @@ def _parse(der: bytes) -> Token:
     if gen.tzinfo is None:
         gen = gen.replace(tzinfo=dt.timezone.utc)
     mi = tst["message_imprint"]
+    accuracy = _accuracy(acc)
+    try:
+        gen.astimezone(dt.timezone.utc) - accuracy, gen.astimezone(dt.timezone.utc) + accuracy
+    except OverflowError:
+        raise TimestampError("time-stamp genTime ± accuracy lies outside the representable dates") from None
     return Token(
-        der=der, gen_time=gen.astimezone(dt.timezone.utc), accuracy=_accuracy(acc), policy=tst["policy"].dotted,
+        der=der, gen_time=gen.astimezone(dt.timezone.utc), accuracy=accuracy, policy=tst["policy"].dotted,
         serial=tst["serial_number"].native, imprint_alg=mi["hash_algorithm"]["algorithm"].native,
         imprint=mi["hashed_message"].native, nonce=tst["nonce"].native, certificates=tuple(certs),
         signer_issuer=issuer_der, signer_serial=serial, signer_ski=ski,
