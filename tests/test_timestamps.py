@@ -376,3 +376,21 @@ def test_token_counts_are_bounded(tmp_path, site, tsa, copy_vector):
     assert rep.verified and s.time_basis == "timestamp"
     assert [t["status"] for t in s.timestamps] == ["valid"] * 8 + ["invalid"]
     assert "the rest ignored" in s.timestamps[-1]["reason"]
+
+
+def test_timestamp_refuses_a_ninth_token(tmp_path, cli, site, tsa, copy_vector):
+    """Verification weighs 8 tokens a signature: `timestamp` does not add a 9th it would ignore."""
+    from dataclasses import replace
+    from sifguard.integrity.sign import Signer, sign_image
+    from sifguard.sif.image import NewObject
+    p = copy_vector("apptainer/images/one-group.sif", "nine.sif")
+    sign_image(p, [Signer(site.leaf_key, (site.leaf, site.inter))], stamp=tsa.token)
+    with SifImage(p, writable=True) as img:
+        so = next(d for d in img.objects if d.is_signature)
+        env = dsse.decode(img.read_object(so))
+        e = env.signatures[0]
+        img.append(NewObject(datatype=so.datatype, data=replace(env, signatures=(
+            replace(e, timestamps=e.timestamps * 8),)).encode(), linked_id=so.linked_id, extra=so.extra))
+        img.remove(so.id, zero=True)
+    r = cli("timestamp", p, "--tsa", tsa.url)
+    assert r.rc == 1 and "already carries 8 time-stamps" in r.err, r

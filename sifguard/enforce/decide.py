@@ -29,6 +29,7 @@ from sifguard.x509.chain import ChainError, SignatureMemo, build_path, fingerpri
 __all__ = ["Engine", "Verdict", "load_certs"]
 
 MAX_RECORDED_SIGNERS = 16     # per group, in a findings record
+MAX_RECORD_JUDGEMENTS = 256   # signatures re-judged from one record (path search and tokens each)
 
 
 def load_certs(paths) -> tuple[x509.Certificate, ...]:
@@ -245,6 +246,10 @@ class Engine:
         for g, sigs in sorted(rec["groups"].items(), key=lambda kv: int(kv[0])):
             signers, problems = [], []
             for s in sigs[:MAX_RECORDED_SIGNERS]:
+                budget["judged"] = budget.get("judged", 0) + 1
+                if budget["judged"] > MAX_RECORD_JUDGEMENTS:      # as a fresh verification's 256 checks
+                    problems.append(f"more than {MAX_RECORD_JUDGEMENTS} signatures in the record: the rest not judged")
+                    break
                 chain = decode_chain(s["chain"])
                 res = judge(chain[0], list(chain[1:]) + list(self.intermediates), self.trust,
                             [base64.b64decode(t) for t in s.get("tokens", ())], base64.b64decode(s.get("sig", "")),

@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 
 from sifguard.errors import BadInputError, RefusedError
 from sifguard.integrity import dsse
+from sifguard.integrity.verify import MAX_TOKENS
 from sifguard.sif.format import DT_SIGNATURE
 from sifguard.sif.image import NewObject, SifImage
 from sifguard.x509 import keys
@@ -47,6 +48,8 @@ def _eligible(entry: dsse.EnvelopeSignature, pae: bytes, hashtype: int, now: dt.
     if now > leaf.not_valid_after_utc:
         return who, (f"certificate expired {leaf.not_valid_after_utc:%Y-%m-%d %H:%M:%SZ}: a token made now "
                      "would prove nothing")
+    if len(entry.timestamps) >= MAX_TOKENS:
+        return who, f"already carries {len(entry.timestamps)} time-stamps (verification weighs {MAX_TOKENS})"
     return who, ""
 
 
