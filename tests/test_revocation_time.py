@@ -11,7 +11,7 @@ from pki import SiteChain
 
 from sifguard.enforce import core
 from sifguard.enforce.decide import _signer
-from sifguard.policy.model import Rule
+from sifguard.policy.model import Rule, Verification
 from sifguard.tsp.token import TrustedTime
 from sifguard.x509.chain import build_path
 
@@ -149,3 +149,31 @@ def test_tsa_status_not_established(tmp_path, status, mode, expired, allowed):
         return Answer(status, reason="no answer") if cert == tsa.leaf else Answer("good")
     v = core.decide((Rule(name="r"),), "/i.sif", f, lookup, mode)
     assert v.allowed is allowed, v.reason
+
+
+def test_a_second_tsa_stands_in_when_the_first_is_revoked(tmp_path):
+    """Two tokens from two TSAs: the first TSA's key is compromised (its tokens void); the
+    second token still dates the signature — also after the signer's certificate expired."""
+    now = dt.datetime.now(dt.timezone.utc)
+    start = now - dt.timedelta(minutes=50)
+    signer = SiteChain(tmp_path, cn="s2", start=start, days=20 / 1440)     # expired 30 minutes ago
+    tsa1, tsa2 = SiteChain(tmp_path, cn="tsa1"), SiteChain(tmp_path, cn="tsa2")
+    t1, t2 = stamp(tsa1, start + dt.timedelta(minutes=5)), stamp(tsa2, start + dt.timedelta(minutes=10))
+    base = _signer(1, [signer.leaf, signer.inter, signer.root])
+
+    def verdict(times, compromised):
+        s = core.Signer(**{**base.__dict__, "signed_at": times[0], "later_times": tuple(times[1:])})
+        f = core.Findings(True, groups=((1, (s,), ()),))
+
+        def lookup(cert, issuer, links_left=1):
+            if cert in compromised:
+                return Answer("revoked", reason="revoked (keyCompromise)", revoked_at=NOW.timestamp(),
+                              revocation_reason="keyCompromise", subject=cert.subject.rfc4514_string())
+            return Answer("good")
+        return core.decide((Rule(name="r", verification=Verification(timestamp="required")),), "/i.sif", f,
+                           lookup, "enforce")
+    assert verdict([t1, t2], {tsa1.leaf}).allowed                      # the second token stands in
+    assert not verdict([t1], {tsa1.leaf}).allowed                      # no other token: judged now, expired
+    assert not verdict([t1, t2], {tsa1.leaf, tsa2.leaf}).allowed      # both TSAs compromised
+    late = stamp(tsa2, start + dt.timedelta(minutes=40))               # after the signer expired
+    assert not verdict([t1, late], {tsa1.leaf}).allowed

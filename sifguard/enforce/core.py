@@ -54,6 +54,8 @@ class Signer:
     authenticity: str = ""              # why (not)
     expiry: tuple[bool, str] = (True, "")   # every certificate of path valid at the signing time
     signed_at: object = None            # sifguard.tsp.token.TrustedTime that counted, or None
+    later_times: tuple = ()             # the other tokens that count, in order: stand-ins when the
+                                        # first one's TSA turns out revoked
     time: tuple = ()                    # (key, value) pairs: which time validity was judged at, why
 
     @property
@@ -270,13 +272,16 @@ def evaluate(rule: Rule, findings: Findings, lookup: Lookup, default_mode: str, 
     chosen, revocation, soft = [], [], []
     stamped = []
     rev_memo: dict[int, tuple] = {}
+    void_notes: dict[int, str] = {}     # signer -> why its time-stamps all stopped counting ("" if not)
 
     def revoked_why(s: Signer, g: int) -> tuple:
         """(refusal reason or None, answers to show, soft-fail note, time note) for one signer's path."""
         if id(s) not in rev_memo:
-            answers, note, tsa_asked = answers_for(s, lookup, now, mode)
+            answers, note, tsa_asked, used = answers_for(s, lookup, now, mode)
             revocation.extend(x for x in tsa_asked if x not in revocation)
-            if note and not answers:
+            voided = s.signed_at is not None and used is None
+            void_notes[id(s)] = note if voided else ""
+            if voided and not answers:
                 rev_memo[id(s)] = (f"group {g}: {note}", [], "", note)
             elif all(a.status == "good" for a in answers):
                 rev_memo[id(s)] = (None, answers, "", note)
@@ -379,14 +384,15 @@ def evaluate(rule: Rule, findings: Findings, lookup: Lookup, default_mode: str, 
             else:
                 tally.ok("expiry", s.expiry[1] or "certificates valid at the signing time")
             tnote = rev_memo.get(id(s), (None, [], "", ""))[3]
-            if s.signed_at is not None and tnote and _timestamp_required(rule):
+            void = void_notes.get(id(s), "")
+            if s.signed_at is not None and void and _timestamp_required(rule):
                 # the TSA's revocation voided the token: it no longer meets `timestamp: required`
-                why = f"group {g}: rule '{rule.name}' requires a time-stamp; {_who(s)}: {tnote}"
+                why = f"group {g}: rule '{rule.name}' requires a time-stamp; {_who(s)}: {void}"
                 tally.results["timestamp"] = ("fail", why)
                 if tally.fail("expiry", why):
                     return tally.outcome(False, why, revocation=tuple(revocation),
                                          revocation_source=_sources(revocation))
-            elif s.signed_at is not None and not tnote:
+            elif s.signed_at is not None and not void:
                 stamped.append(s)
             chosen.append(s.as_dict() | ({"time_note": tnote} if tnote else {}))
     if mode != "off" and "revocation" not in tally.results:

@@ -58,7 +58,8 @@ def _signer(group: int, path, res=None) -> Signer:
                   tuple(fingerprint(c) for c in path[1:]) if authentic else (),
                   authentic=authentic, authenticity=res.checks.get("authenticity", (False, ""))[1],
                   expiry=res.checks.get("expiry", (False, "not judged")) if authentic else (False, "not judged"),
-                  signed_at=res.signed_at, time=tuple(res.time_dict().items()) if res.time_basis else ())
+                  signed_at=res.signed_at, later_times=tuple(res.trusted_times[1:]),
+                  time=tuple(res.time_dict().items()) if res.time_basis else ())
 
 
 def _integrity_ok(rep) -> bool:

@@ -80,32 +80,51 @@ class _Spared:
         return self.answer.as_dict() | {"status": "revoked", "spared": True, "reason": self.why}
 
 
-def answers_for(s, lookup, now: dt.datetime, mode: str = "enforce") -> tuple[list, str, list]:
-    """The revocation answers for one signer's path (revocations that spare its time-stamped
-    signature turned into `_Spared`), plus a note when the TSA's own revocation voided the
-    token and the signer had to be judged at now instead."""
-    signed_at, note, asked = s.signed_at, "", []
-    if signed_at is not None:
-        tsa = tuple(signed_at.tsa_path)
-        n = len(tsa) - 1
-        for i in range(n):
-            a = lookup(tsa[i], tsa[i + 1], n - i)
-            asked.append(a.as_dict() | {"role": "tsa"})
-            if a.status == "revoked" and revocation_spares(a, signed_at) is None:
-                # the same rule as for signers: the TSA's revocation reaches the token unless it
-                # is benign and dated (invalidityDate included) after the latest instant the token allows
-                signed_at = None
-                note = f"time-stamp void: TSA certificate {a.subject} is revoked: {a.reason}"
-                break
-            if a.status == "unknown" or (a.status not in ("good", "revoked") and mode != "soft-fail"):
-                signed_at = None    # a token whose TSA's standing is not established dates nothing
-                note = f"time-stamp void: revocation status of TSA certificate {a.subject} is {a.status}: {a.reason}"
-                break
+def _tsa_void(signed_at, lookup, mode: str, asked: list) -> str:
+    """Why the TSA's standing voids this token ("" when it stands); answers land in `asked`."""
+    tsa = tuple(signed_at.tsa_path)
+    n = len(tsa) - 1
+    for i in range(n):
+        a = lookup(tsa[i], tsa[i + 1], n - i)
+        d = a.as_dict() | {"role": "tsa"}
+        if d not in asked:
+            asked.append(d)
+        if a.status == "revoked" and revocation_spares(a, signed_at) is None:
+            # the same rule as for signers: the TSA's revocation reaches the token unless it
+            # is benign and dated (invalidityDate included) after the latest instant the token allows
+            return f"time-stamp void: TSA certificate {a.subject} is revoked: {a.reason}"
+        if a.status == "unknown" or (a.status not in ("good", "revoked") and mode != "soft-fail"):
+            # a token whose TSA's standing is not established dates nothing
+            return f"time-stamp void: revocation status of TSA certificate {a.subject} is {a.status}: {a.reason}"
+    return ""
+
+
+def answers_for(s, lookup, now: dt.datetime, mode: str = "enforce") -> tuple[list, str, list, object]:
+    """(answers, note, TSA answers, the TrustedTime used): the revocation answers for one
+    signer's path (revocations that spare its time-stamped signature turned into `_Spared`);
+    a note when a TSA's standing voided a token — a later token that counts then stands in
+    (the signer's path valid at its time too), else the signer is judged at now (answers
+    empty when it fails there); the TSA answers asked for; the token finally relied on."""
+    from sifguard.x509.chain import validity_problem
+    signed_at, notes, asked = None, [], []
+    for cand in ((s.signed_at,) + tuple(getattr(s, "later_times", ())) if s.signed_at is not None else ()):
+        void = _tsa_void(cand, lookup, mode, asked)
+        if void:
+            notes.append(void)
+            continue
+        if cand is not s.signed_at:     # a later token: the signer's path must be valid at its time too
+            problem = validity_problem(s.path, cand.gen_time, cand.accuracy)
+            if problem:
+                notes.append(f"time-stamp of {cand.as_dict()['gen_time']} by {cand.tsa}: {problem}")
+                continue
+            notes.append(f"judged at the time-stamp of {cand.as_dict()['gen_time']} by {cand.tsa} instead")
+        signed_at = cand
+        break
+    note = "; ".join(notes)
     if signed_at is None and s.signed_at is not None:
-        from sifguard.x509.chain import validity_problem
         problem = validity_problem(s.path, now)
         if problem:
-            return [], f"{note}; at now: {problem}", asked
+            return [], f"{note}; at now: {problem}", asked, None
     links = len(s.path) - 1
     out = []
     for i in range(links):
@@ -115,4 +134,4 @@ def answers_for(s, lookup, now: dt.datetime, mode: str = "enforce") -> tuple[lis
             if why:
                 a = _Spared(a, why)
         out.append(a)
-    return out, note, asked
+    return out, note, asked, signed_at

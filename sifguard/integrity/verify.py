@@ -76,6 +76,7 @@ class SignatureResult:
     chain: tuple = ()             # certificates of the path, leaf to root (x509 mode; validity aside)
     checks: dict = field(default_factory=dict)   # integrity | authenticity | expiry -> (passed, reason)
     signed_at: object = None      # sifguard.tsp.token.TrustedTime of the token that counts, or None
+    trusted_times: tuple = ()     # every token that counts, earliest first (signed_at is the first)
     time_basis: str = ""          # timestamp | now: the instant validity was judged at
     timestamps: list = field(default_factory=list)   # per token: {"status": valid|invalid, ...}
     embedded: tuple = ()          # the certificates the entry carried (x5c), leaf first
@@ -196,6 +197,7 @@ def _timestamps(entry: dsse.EnvelopeSignature, trust: Trust, res: SignatureResul
         good.append(tt)
         res.timestamps.append({"status": "valid", "reason": "token verified; TSA chains to a trusted root",
                                **tt.as_dict()})
+    res.trusted_times = tuple(sorted(good, key=lambda t: (t.latest, t.gen_time)))
     return T.earliest(good)
 
 
