@@ -143,7 +143,8 @@ def test_levels_and_quorum_table(pki, rule, names, revoked, decision, checks):
 
 def test_quorum_reports_each_signer(pki):
     v = decide(pki, R(quorum=Quorum(2, ("builders", "security"))), ["b1", "sec"])
-    assert {s["subject"] for s in v.signers} == {"CN=builder-1", "CN=reviewer"}
+    assert {(s["subject"], s["fills"]) for s in v.signers} == {("CN=builder-1", "builders"),
+                                                                ("CN=reviewer", "security")}
     v = decide(pki, R(quorum=Quorum(2, ("builders", "security"))), ["b1", "b2"])
     assert "needs 2 distinct signers of [builders, security]; 1 found (builders: CN=builder-1" in v.reason
 

@@ -213,8 +213,10 @@ def _key_of(s: Signer) -> bytes:
                                                 serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
-def _quorum(rule: Rule, signer_sets, signers: list[Signer]):
-    """(assigned signers, problem) for the rule's quorum over these signers."""
+def _quorum(rule: Rule, signer_sets, signers: list[Signer], fills: dict | None = None):
+    """(assigned signers, problem) for the rule's quorum over these signers; `fills` gets
+    signer -> the set it fills."""
+    fills = {} if fills is None else fills
     q = getattr(rule, "quorum", None)
     if q is None:
         return None, None
@@ -226,6 +228,7 @@ def _quorum(rule: Rule, signer_sets, signers: list[Signer]):
     ok, assignment = satisfy(slots, pool, q.count, lambda p, s: signer_matches(p, s.identity, s.issuers),
                              key=_key_of)
     chosen = [pool[j] for _, j in assignment]
+    fills.update({id(pool[j]): q.slots[i] for i, j in assignment})
     if ok:
         return chosen, None
     filled = ", ".join(f"{q.slots[i]}: {_who(pool[j])}" for i, j in assignment) or "none"
@@ -331,7 +334,8 @@ def evaluate(rule: Rule, findings: Findings, lookup: Lookup, default_mode: str, 
                     tally.results["timestamp"] = ("fail", exp[id(s)])
             return tally.outcome(False, why, signers=findings.reported)
 
-        assigned, qproblem = _quorum(rule, signer_sets or (), pool)
+        fills: dict[int, str] = {}
+        assigned, qproblem = _quorum(rule, signer_sets or (), pool, fills)
         if qproblem:
             relaxed, rproblem = _quorum(rule, signer_sets or (), [s for s in ranked if s.authentic])
             if not rproblem and acts["expiry"] == "enforce":
@@ -367,6 +371,8 @@ def evaluate(rule: Rule, findings: Findings, lookup: Lookup, default_mode: str, 
                     break
                 spare.remove(sub)
                 need[need.index(s)] = sub
+                if id(s) in fills:
+                    fills[id(sub)] = fills[id(s)]
                 s = sub
             why, answers, softnote, _ = revoked_why(s, g)
             revocation += [a.as_dict() for a in answers]
@@ -394,7 +400,8 @@ def evaluate(rule: Rule, findings: Findings, lookup: Lookup, default_mode: str, 
                                          revocation_source=_sources(revocation))
             elif s.signed_at is not None and not void:
                 stamped.append(s)
-            chosen.append(s.as_dict() | ({"time_note": tnote} if tnote else {}))
+            chosen.append(s.as_dict() | ({"time_note": tnote} if tnote else {})
+                          | ({"fills": fills.get(id(s))} if assigned else {}))
     if mode != "off" and "revocation" not in tally.results:
         tally.ok("revocation", "no certificate on the signers' paths is revoked" + (
             " (revocations dated after the time-stamped signing time spare it: see revocation)" if any(
