@@ -365,3 +365,45 @@ def _make_sif(path, mib):
     create(str(path), [NewObject(0x4001, data=b"Bootstrap: scratch\n", group=1),
                        NewObject(0x4004, path=part, group=1, extra=struct.pack("<ii", 1, 2) + b"02\x00")])
     os.unlink(part)
+
+
+def _as_client(c, *argv, timeout=60):
+    """A Slurm command run by the user `nobody` through the client configuration that has
+    sifguard's cli_filter (tests/slurm/cluster.sh writes it next to the plain one)."""
+    return subprocess.run(["runuser", "-u", "nobody", "--", "env",
+                           f"SLURM_CONF={c['env']['SIFGUARD_CLIENT_SLURM_CONF']}",
+                           f"SIFGUARD_REAL_APPTAINER={c['env']['SIFGUARD_REAL_APPTAINER']}", *argv],
+                          capture_output=True, text=True, env=c["env"], timeout=timeout)
+
+
+def test_submission_feedback_through_cli_filter(cluster, results):
+    """sbatch/srun refuse at submission, with the reason and the script line, what the
+    prolog would refuse at start; a signed image is accepted and runs; a client without the
+    filter (the bypass) gets the job accepted, and the prolog still cancels it."""
+    J = cluster["jobs"]
+    for name, body in (("pre-unsigned", f"echo start\napptainer exec {J}/unsigned.sif echo RAN-BAD"),
+                       ("pre-tamperhead", f"IMG={J}/foreign.sif\napptainer run $IMG")):
+        script = J / f"{name}.sh"
+        script.write_text("#!/bin/bash\n" + body + "\n")
+        os.chmod(script, 0o755)
+        p = _as_client(cluster, "sbatch", "--parsable", "-D", str(J), "-o", str(J / f"{name}.out"), str(script))
+        assert p.returncode != 0, (p.stdout, p.stderr)
+        line = 3 if name == "pre-unsigned" else 3
+        assert f"sbatch: error: sifguard: {name}.sh:{line}: " in p.stderr, p.stderr
+        assert not p.stdout.strip()                                   # no job id: never submitted
+    assert "not signed" in _as_client(cluster, "sbatch", "--wrap", f"apptainer exec {J}/unsigned.sif true",
+                                      "-D", str(J), "-o", "/dev/null").stderr
+    p = _as_client(cluster, "srun", "-D", str(J), "apptainer", "exec", f"{J}/unsigned.sif", "echo", "RAN-SRUN-BAD")
+    assert p.returncode != 0 and "srun: error: sifguard: command:" in p.stderr and "RAN-SRUN-BAD" not in p.stdout
+    # accepted and run
+    script = J / "pre-signed.sh"
+    script.write_text(f"#!/bin/bash\napptainer exec {J}/signed.sif echo RAN-PRE-OK\n")
+    os.chmod(script, 0o755)
+    p = _as_client(cluster, "sbatch", "--parsable", "-D", str(J), "-o", str(J / "pre-signed.out"), str(script))
+    assert p.returncode == 0 and "error" not in p.stderr, p.stderr
+    ok = p.stdout.strip()
+    # the bypass: a client without the filter; the controller's prolog decides
+    bad = submit(cluster, "pre-bypass", f"apptainer exec {J}/unsigned.sif echo RAN-BAD")
+    wait(cluster, [ok, bad])
+    assert state(cluster, ok) == "COMPLETED" and "RAN-PRE-OK" in output(cluster, "pre-signed")
+    assert state(cluster, bad) == "CANCELLED" and "not signed" in output(cluster, "pre-bypass")

@@ -24,6 +24,11 @@ def add_parsers(sub) -> None:
                    "tasks run its verified copies instead of each making a sealed copy")
     i.add_argument("--stager-socket", default="", help="the stager's socket (`sifguard store serve --socket`)")
     i.set_defaults(func=cmd_install)
+    pc = ss.add_parser("precheck",
+                       help="at submission: what the start-time gate will say about a job's images (cli_filter)")
+    from sifguard.slurm.precheck import add_arguments
+    add_arguments(pc)
+    pc.set_defaults(func=cmd_precheck)
 
 
 def _size(text: str) -> int:
@@ -57,4 +62,12 @@ def cmd_install(args) -> int:
     print("# plugstack.conf:")
     for line in out["plugstack.conf"]:
         print(line)
+    print("# slurm.conf, submit-time feedback (optional; the prolog stays authoritative):")
+    for line in out["cli_filter"]:
+        print(line)
     return 0
+
+
+def cmd_precheck(args) -> int:
+    from sifguard.slurm.precheck import run
+    return run(args)

@@ -301,8 +301,9 @@ def _check_entry(entry: dsse.EnvelopeSignature, pae: bytes, hashtype: int, trust
 
 
 def _integrity(img: SifImage, group_objs: list[Descriptor], md: ImageMetadata,
-               cache: DigestCache) -> str | None:
-    """None when the payload covers exactly these objects and every digest matches."""
+               cache: DigestCache | None) -> str | None:
+    """None when the payload covers exactly these objects and every digest matches
+    (`cache` None: the objects' data is not hashed — header and descriptors only)."""
     min_id = min(d.id for d in group_objs)
     signed = {min_id + o.relative_id: o for o in md.objects}
     have = {d.id: d for d in group_objs}
@@ -318,7 +319,7 @@ def _integrity(img: SifImage, group_objs: list[Descriptor], md: ImageMetadata,
         d = have[oid]
         if om.descriptor_digest != descriptor_digest(img, d, om.descriptor_digest.alg):
             return f"descriptor of object {oid} changed (data object descriptor integrity compromised)"
-        if om.object_digest != cache.object(d, om.object_digest.alg):
+        if cache is not None and om.object_digest != cache.object(d, om.object_digest.alg):
             return f"data of object {oid} changed (data object integrity compromised)"
     return None
 
@@ -366,11 +367,15 @@ def _check_signature_object(img: SifImage, g: int, gobjs: list[Descriptor], so: 
 
 
 def verify_image(img: SifImage, trust: Trust, groups: list[int] | None = None,
-                 progress: Progress | None = None, known_digests: dict[int, str] | None = None) -> Report:
+                 progress: Progress | None = None, known_digests: dict[int, str] | None = None,
+                 hash_objects: bool = True) -> Report:
     """`known_digests`: object digests computed over these same bytes in an earlier pass
-    (the image store hashes while it copies); header and descriptors are always re-read."""
+    (the image store hashes while it copies); header and descriptors are always re-read.
+    `hash_objects=False`: the objects' data is not read (a quick look, e.g. at submission:
+    signatures, signers, header and descriptors — never a verdict anything runs on)."""
     rep = Report(img.path)
     cache = DigestCache(img, progress, known_digests)
+    objects = cache if hash_objects else None
     memo = SignatureMemo()            # certificate signature checks, once each for the whole image
     memo.budget = {}                  # ... and the time-stamp tokens weighed for it
     for d in img.objects:
@@ -392,7 +397,7 @@ def verify_image(img: SifImage, trust: Trust, groups: list[int] | None = None,
             s for d in gobjs for s in img.signatures_for_object(d.id)]
         results: list[SignatureResult] = []
         for so in sig_objs:
-            results += _check_signature_object(img, g, gobjs, so, trust, cache, memo)
+            results += _check_signature_object(img, g, gobjs, so, trust, objects, memo)
         rep.signatures += results
         status = _group_status(results)
         rep.groups[g] = status

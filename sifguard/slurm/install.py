@@ -74,8 +74,12 @@ def install(prefix: str, policy: str, slurm_conf: str, apptainer: str, singulari
     os.makedirs(shim, mode=0o755, exist_ok=True)
     os.chmod(prefix, 0o755)
     paths = _python_paths(python)
-    for name in ("sifguard-prolog-slurmctld", "sifguard-spank-check"):
+    for name in ("sifguard-prolog-slurmctld", "sifguard-spank-check", "sifguard-precheck"):
         _copy_script(os.path.join(src, name), os.path.join(prefix, name), python, paths=paths)
+    lua = os.path.join(prefix, "cli_filter.lua")
+    _copy_script(os.path.join(src, "sifguard-cli-filter.lua"), lua, python,
+                 {"@PRECHECK@": os.path.join(prefix, "sifguard-precheck")})
+    os.chmod(lua, 0o644)
     _copy_script(os.path.join(src, "sifguard-task-prolog"), os.path.join(prefix, "sifguard-task-prolog"),
                  python, {"@SHIM_DIR@": shim})
     for tool in ("apptainer", "singularity"):
@@ -110,4 +114,7 @@ def install(prefix: str, policy: str, slurm_conf: str, apptainer: str, singulari
         "slurm.conf": [f"PrologSlurmctld={prefix}/sifguard-prolog-slurmctld",
                        f"TaskProlog={prefix}/sifguard-task-prolog"],
         "plugstack.conf": [f"required {so} helper={prefix}/sifguard-spank-check config={cpath} shim={shim}"],
+        # submit-time feedback: Slurm reads cli_filter.lua from slurm.conf's directory
+        "cli_filter": [f"CliFilterPlugins=cli_filter/lua",
+                       f"# and: install -m 0644 {lua} {os.path.join(os.path.dirname(os.path.abspath(slurm_conf)), 'cli_filter.lua')}"],
     }

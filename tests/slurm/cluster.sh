@@ -157,6 +157,12 @@ PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
 CONF
   grep -E '^required ' "$D/log/install.log" > "$D/etc/plugstack.conf"
   chmod 644 "$D/etc/slurm.conf" "$D/etc/plugstack.conf"
+  # a client configuration with sifguard's submit-time filter (cli_filter/lua reads
+  # cli_filter.lua next to the slurm.conf it uses); the plain one is a client without it
+  mkdir -p "$D/etc-client"
+  { cat "$D/etc/slurm.conf"; grep -E '^CliFilterPlugins=' "$D/log/install.log"; } > "$D/etc-client/slurm.conf"
+  install -m 0644 "$D/hooks/cli_filter.lua" "$D/etc-client/cli_filter.lua"
+  chmod 755 "$D/etc-client"; chmod 644 "$D/etc-client/slurm.conf"
 
   slurmctld -f "$D/etc/slurm.conf"
   slurmd -f "$D/etc/slurm.conf" -N localhost
@@ -170,6 +176,7 @@ CONF
   echo "export SLURM_CONF=$D/etc/slurm.conf"
   echo "export SIFGUARD_REAL_APPTAINER=$D/bin/apptainer"
   echo "export SIFGUARD_CLUSTER_DIR=$D"
+  echo "export SIFGUARD_CLIENT_SLURM_CONF=$D/etc-client/slurm.conf"
 }
 
 case ${1:-} in
