@@ -5,9 +5,13 @@
   caches) and warm (verified-image cache and OCSP cache filled), in-process and as a
   fresh process like the real PrologSlurmctld (interpreter + imports + decision);
 * the shim: `shim/apptainer exec IMAGE true` (parse, sealed copy, verify, exec)
-  versus calling the stand-in runtime directly, for a 40 KiB and a 64 MiB image.
+  versus calling the stand-in runtime directly, for a 40 KiB and a 64 MiB image;
+* submit-time feedback: the installed `sifguard-precheck` (what cli_filter.lua runs) on a
+  job script naming 3 images, as a process — small images and 3 × 64 MiB (size-independent:
+  the data is not read), against `sbatch --version` as the peer process cost.
 
-Goals: warm prolog <= 200 ms, shim <= 100 ms. Usage: tests/bench/enforcement_overhead.py
+Goals: warm prolog <= 200 ms, shim <= 100 ms, precheck <= 300 ms.
+Usage: tests/bench/enforcement_overhead.py
 """
 import os
 import shutil
@@ -95,6 +99,27 @@ def main():
                 shimmed = median_ms(lambda: subprocess.run([shim, "exec", img, "true"], check=True))
                 print(f"  {label:<16} direct {direct:6.1f} ms   via shim {shimmed:7.1f} ms   "
                       f"overhead {shimmed - direct:7.1f} ms")
+
+            # --- submit-time feedback (cli_filter -> sifguard-precheck) -------------
+            pre = f"{d}/hooks/sifguard-precheck"
+            bigs = []
+            for i in range(3):
+                b = f"{d}/big{i}.sif"
+                shutil.copyfile(big, b)
+                bigs.append(b)
+            print("submit-time precheck of a job script naming 3 images (as a process, cold OCSP cache "
+                  "first, then the medians):")
+            peer = shutil.which("sbatch")
+            for label, names in (("3 x busybox", imgs), ("3 x 64 MiB", bigs)):
+                js = f"{d}/job-{label.replace(' ', '')}.sh"
+                open(js, "w").write("#!/bin/bash\n" + "".join(f"apptainer exec {p} true\n" for p in names))
+                cmd = [pre, "--policy", policy(f"pre-{label}"), "--lua", "--", js]
+                first = median_ms(lambda: subprocess.run(cmd, check=True, capture_output=True), 1)
+                warm = median_ms(lambda: subprocess.run(cmd, check=True, capture_output=True), 9)
+                print(f"  {label:<12} first {first:6.1f} ms   median {warm:6.1f} ms (goal <= 300 ms)")
+            if peer:
+                ref = median_ms(lambda: subprocess.run([peer, "--version"], check=True, capture_output=True), 9)
+                print(f"  peer: `sbatch --version` as a process {ref:.1f} ms")
 
 
 if __name__ == "__main__":
