@@ -9,6 +9,21 @@
 -- CliFilterPlugins=cli_filter/lua in slurm.conf.
 local PRECHECK = "@PRECHECK@"
 
+local function program()
+  local f = io.open("/proc/self/comm", "r")
+  if f == nil then
+    return "slurm"
+  end
+  local name = f:read("*l") or "slurm"
+  f:close()
+  return name
+end
+
+-- "sbatch: error: sifguard: job.sh:12: ..." (slurm.log_error would prefix "lua: ")
+local function say(level, message)
+  io.stderr:write(program() .. ": " .. level .. ": " .. message .. "\n")
+end
+
 local function quote(s)
   local q = string.gsub(tostring(s), "'", "'\\''")
   return "'" .. q .. "'"
@@ -29,7 +44,8 @@ function slurm_cli_pre_submit(options, offset)
   local cmd = "timeout 10 " .. quote(PRECHECK) .. " --lua"
   for _, name in ipairs({"account", "partition", "chdir", "wrap"}) do
     local v = options[name]
-    if v ~= nil and v ~= "" then
+    -- an option the running command does not have reads "invalid-context" (e.g. srun's wrap)
+    if v ~= nil and v ~= "" and v ~= "invalid-context" then
       cmd = cmd .. " --" .. (name == "chdir" and "cwd" or name) .. " " .. quote(v)
     end
   end
@@ -49,9 +65,9 @@ function slurm_cli_pre_submit(options, offset)
     if string.sub(line, 1, 8) == "result: " then
       result = string.sub(line, 9)
     elseif string.sub(line, 1, 7) == "error: " then
-      slurm.log_error("%s", string.sub(line, 8))
+      say("error", string.sub(line, 8))
     elseif string.sub(line, 1, 9) == "warning: " then
-      slurm.log_info("%s", "warning: " .. string.sub(line, 10))
+      say("warning", string.sub(line, 10))
     end
   end
   p:close()

@@ -177,7 +177,7 @@ os.exit(slurm_cli_pre_submit(opts, 0) == slurm.ERROR and 3 or 0)
 """.encode())
     p = subprocess.run([lua, driver], capture_output=True, text=True, env={k: v for k, v in os.environ.items()
                                                                             if k != "SLURM_JOB_ID"})
-    assert p.returncode == 3 and "E:sifguard: x: refused" in p.stderr, p
+    assert p.returncode == 3 and ": error: sifguard: x: refused" in p.stderr, p
     got = json.load(open(rec))
     assert got[-4:] == ["a b", "it's", f"$(touch {tmp_path}/pwned)", ";rm -rf /"]
     assert "--partition" in got and got[got.index("--partition") + 1] == "x'y"

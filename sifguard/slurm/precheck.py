@@ -168,7 +168,7 @@ def add_arguments(ap) -> None:
     ap.add_argument("argv", nargs="*", help="the batch script (and its arguments), or the srun command")
 
 
-def run(a) -> int:
+def run(a, script: str | None = None) -> int:
     """`sifguard slurm precheck` (and prolog/sifguard-precheck, which the cli_filter calls).
     Exit 1 when a submission would be refused; `--lua`: lines on stdout for the filter,
     ending with `result: refuse|ok`. Anything that goes wrong is a warning, never a refusal:
@@ -179,7 +179,7 @@ def run(a) -> int:
         from sifguard.slurm import config as hookconf
         shim_dir, policy_path = "", a.policy
         if not policy_path or a.config:
-            cfg = hookconf.load(a.config or hookconf.find(None))
+            cfg = hookconf.load(a.config or hookconf.find(script))
             policy_path, shim_dir = policy_path or cfg.policy, cfg.shim_dir
         out = precheck(load_fast(policy_path), a.argv, a.wrap, a.cwd, account=a.account, partition=a.partition,
                        shim_dir=shim_dir)
@@ -194,9 +194,10 @@ def run(a) -> int:
     return 1 if out.refused else 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, script: str | None = None) -> int:
+    """The installed hook: `script` (its own path) finds the configuration beside it."""
     import argparse
     ap = argparse.ArgumentParser(prog="sifguard-precheck",
                                  description="say at submission what the start-time gate will say")
     add_arguments(ap)
-    return run(ap.parse_args(argv))
+    return run(ap.parse_args(argv), script)
