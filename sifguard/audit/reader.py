@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import zlib
 from collections.abc import Iterator
 
 from sifguard.errors import BadInputError
@@ -45,7 +46,7 @@ def records(path: str, max_line: int = MAX_LINE) -> Iterator[dict | str]:
             except EOFError:            # a gzip file cut short (rotation or copy in progress)
                 yield "partial"
                 return
-            except (OSError, gzip.BadGzipFile) as e:
+            except (OSError, zlib.error) as e:     # (gzip.BadGzipFile is an OSError)
                 raise LogError(f"{path}: cannot read audit log: {getattr(e, 'strerror', None) or e}") from None
             if not line:
                 return

@@ -77,7 +77,8 @@ class ReportBuilder:
         if ts is not None:
             self.first = ts if self.first is None or ts < self.first else self.first
             self.last = ts if self.last is None or ts > self.last else self.last
-            self._day(rec["time"][:10] if rec["time"][10:11] == "T" else iso(ts)[:10], decision)
+            raw = rec["time"]
+            self._day(raw[:10] if raw.endswith("Z") and raw[10:11] == "T" else iso(ts)[:10], decision)
         image = _text(rec.get("image"), "") or _text(rec.get("operand"), "(no image)")
         self.images.add(image)
         if decision in ("refuse", "audit"):

@@ -43,7 +43,7 @@ def render(rep: dict, width: int = 100) -> str:
     win = rep["window"]
     span = f"{win['since'] or 'beginning'} … {win['until'] or 'now'}"
     out.append(f"sifguard audit report — window {span}")
-    out.append(f"  records covered: {first or '-'} … {last or '-'}")
+    out.append(f"  records from {first or '-'} to {last or '-'}")
     out.append(f"  sources: {', '.join(cut(s['path'], 60) for s in rep['sources']) or '-'}")
     ln = rep["lines"]
     skipped = {k: v for k, v in ln.items() if k not in ("records", "blank") and v}

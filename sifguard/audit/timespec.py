@@ -8,6 +8,7 @@ import re
 from sifguard.errors import BadInputError
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+LOWEST, HIGHEST = 0.0, 253402300799.0      # 1970-01-01 … 9999-12-31T23:59:59Z: what `iso` can print
 _DURATION = re.compile(r"(\d{1,7})([smhdw])")
 
 
@@ -17,7 +18,7 @@ def parse_when(text: str, now: float, flag: str = "--since") -> float:
     t = (text or "").strip()
     m = _DURATION.fullmatch(t)
     if m:
-        return now - int(m.group(1)) * _UNITS[m.group(2)]
+        return max(LOWEST, now - int(m.group(1)) * _UNITS[m.group(2)])
     try:
         when = dt.datetime.fromisoformat(t)
     except ValueError:
@@ -25,7 +26,10 @@ def parse_when(text: str, now: float, flag: str = "--since") -> float:
                             "time (2026-12-01, 2026-12-01T08:00Z)") from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.timezone.utc)
-    return when.timestamp()
+    ts = when.timestamp()
+    if not LOWEST <= ts <= HIGHEST:
+        raise BadInputError(f"{flag}: {text!r} is out of range (1970 … 9999)")
+    return ts
 
 
 def iso(ts: float | None) -> str | None:
@@ -45,4 +49,5 @@ def record_time(value) -> float | None:
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.timezone.utc)
-    return when.timestamp()
+    ts = when.timestamp()
+    return ts if LOWEST <= ts <= HIGHEST else None

@@ -46,8 +46,8 @@ def cmd_report(args) -> int:
     if not 1 <= args.top <= 10_000:
         raise BadInputError(f"--top must be between 1 and 10000, not {args.top}")
     now = time.time()
-    since = parse_when(args.since, now, "--since") if args.since else None
-    until = parse_when(args.until, now, "--until") if args.until else None
+    since = parse_when(args.since, now, "--since") if args.since is not None else None
+    until = parse_when(args.until, now, "--until") if args.until is not None else None
     if since is not None and until is not None and until <= since:
         raise BadInputError("--until must be later than --since")
     paths = log_paths(args)
