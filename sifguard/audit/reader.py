@@ -66,7 +66,7 @@ def _parse(line: bytes) -> dict | str:
     if not text:
         return "blank"
     try:
-        rec = json.loads(text)
-    except (ValueError, UnicodeDecodeError, RecursionError):
+        rec = json.loads(text.decode())     # (str: skips json's encoding sniffing of bytes)
+    except (ValueError, RecursionError):    # (UnicodeDecodeError is a ValueError)
         return "malformed" if complete else "partial"
     return rec if isinstance(rec, dict) else "not-a-record"

@@ -15,7 +15,10 @@ def add_parsers(sub) -> None:
     p = sub.add_parser("audit", help="read the audit log back: decisions, refusals and why")
     ss = p.add_subparsers(dest="audit_command", metavar="AUDIT_COMMAND", parser_class=type(p))
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
-    r = ss.add_parser("report", help="totals by decision, refusals by reason/user/image/signer/rule, per day")
+    r = ss.add_parser("report", help="totals by decision, refusals by reason/user/image/signer/rule, per day",
+                      description="Read the JSON-lines audit log back. Records a hook could not write to the "
+                                  "file (the shim, as the job's user, falls back to syslog authpriv) are not in "
+                                  "it and not counted.")
     r.add_argument("--log", action="append", metavar="FILE",
                    help="an audit log (JSON lines, plain or gzip); repeat for rotated files "
                         "(default: the policy's audit.log)")
