@@ -396,6 +396,22 @@ def test_space_saving_exact_under_capacity_and_bounded_over_it():
     for r in ss.top(50):
         assert r["count"] - r["error"] <= true[r["key"]] <= r["count"]
     assert ss.total == len(stream)
+    # the guarantees on many streams: skewed, uniform, sorted, cyclic; small capacities
+    for seed in range(12):
+        rnd = random.Random(seed)
+        cap = rnd.choice((1, 2, 7, 30))
+        kind = seed % 4
+        stream = [f"k{min(int(rnd.paretovariate(1.2)), 500)}" if kind == 0 else f"k{rnd.randrange(200)}"
+                  if kind == 1 else f"k{i // 40}" if kind == 2 else f"k{i % 90}" for i in range(4000)]
+        ss = SpaceSaving(cap)
+        for k in stream:
+            ss.add(k)
+        true = Counter(stream)
+        held = {r["key"]: r for r in ss.top(cap)}
+        assert len(held) <= cap and sum(r["count"] for r in held.values()) == len(stream)
+        for k, r in held.items():
+            assert r["count"] - r["error"] <= true[k] <= r["count"], (seed, k)
+        assert all(k in held for k, n in true.items() if n > len(stream) / cap), seed
 
 
 def _run_measured(args):
@@ -450,3 +466,26 @@ def test_a_million_lines_in_bounded_memory(tmp_path):
         print(f"\naudit report over {name} lines ({os.path.getsize(path) >> 20} MiB): "
               f"{secs:.1f} s, peak RSS {rss[name] / 1024:.1f} MiB")
     assert rss["1M"] <= rss["100k"] * 1.25 + 8 * 1024, rss
+
+
+def test_records_of_any_shape_never_break_the_report():
+    """Every field a report reads, given every JSON type: counted, never an exception."""
+    import itertools
+    import random
+    rnd = random.Random(11)
+    values = [None, 0, -1, 1.5, True, "", "x", "refuse", [], {}, [None], [{}], [{"subject": 5, "status": []}],
+              {"user": []}, {"integrity": "fail"}, {"integrity": {"result": "fail", "action": [], "reason": 3}},
+              {"revocation": {"result": "fail", "action": "enforce", "reason": None}},
+              "2026-12-01T00:00:00Z", "9999-12-31T23:59:59-14:00", "0001-01-01T00:00:00+14:00", "T" * 100]
+    fields = ("image", "operand", "decision", "reason", "rule", "hook", "context", "signers", "revocation",
+              "checks", "time")
+    recs = []
+    for _ in range(3000):
+        recs.append({f: rnd.choice(values) for f in fields if rnd.random() < 0.7})
+    for f, v in itertools.product(fields, values):
+        recs.append({"decision": "refuse", f: v})
+    rep = report.build(recs, top=3)
+    assert rep["lines"]["records"] == len(recs) and rep["decisions_total"] == len(recs)
+    json.dumps(rep)
+    rep = report.build(recs, since=0.0, until=2e9, top=3)
+    assert rep["decisions_total"] + rep["lines"]["out-of-window"] == len(recs)

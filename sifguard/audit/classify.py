@@ -91,7 +91,8 @@ def classify(record: dict) -> str:
             return "expired"
         if check == "revocation":
             answers = record.get("revocation")
-            statuses = {a.get("status") for a in answers if isinstance(a, dict)} if isinstance(answers, list) else set()
+            statuses = {a["status"] for a in answers if isinstance(a, dict) and isinstance(a.get("status"), str)} \
+                if isinstance(answers, list) else set()
             if "revoked" in statuses:
                 return "revoked"
             if statuses & {"unknown", "error"}:

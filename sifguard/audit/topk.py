@@ -1,14 +1,20 @@
 """Bounded heavy-hitter counting (Space-Saving, Metwally, Agrawal & El Abbadi 2005).
 
 At most `capacity` keys are held. While no more distinct keys than that have been seen,
-every count is exact. Past that, a new key takes the place of the key with the smallest
-count and inherits that count as its possible over-count (`error`): any key seen more
-than total/capacity times is guaranteed to be held, and a reported count c with error e
-means the true count lies in [c - e, c]. Memory is O(capacity) whatever the stream."""
+every count is exact (plain dict increments). Past that, a new key takes the place of a
+key with the smallest count and inherits that count as its possible over-count (`error`):
+any key seen more than total/capacity times is guaranteed to be held, and a reported
+count c with error e means the true count lies in [c - e, c]. Memory is O(capacity)
+whatever the stream.
+
+Once full, keys are kept in buckets by count (the "stream summary"), so finding the
+smallest is O(1); among equal smallest counts the key that reached that count first is
+replaced (deterministic for a given input, unlike a hash-ordered choice)."""
 
 from __future__ import annotations
 
 import heapq
+from collections import OrderedDict
 
 KEY_CAP = 256          # characters of a key kept (paths, subjects): bounds memory per key
 
@@ -23,34 +29,49 @@ class SpaceSaving:
             raise ValueError("capacity must be positive")
         self.capacity = capacity
         self.counts: dict[str, list[int]] = {}     # key -> [count, error]
-        self._heap: list[tuple[int, str]] = []     # (count when pushed, key): a lower bound per held key
+        self._buckets: dict[int, OrderedDict] | None = None   # count -> keys (built when full)
+        self._min = 0
         self.total = 0
         self.evictions = 0
 
-    def add(self, key: str, n: int = 1) -> None:
+    def add(self, key: str) -> None:
         key = clip(key)
-        self.total += n
+        self.total += 1
         c = self.counts.get(key)
         if c is not None:
-            c[0] += n
+            if self._buckets is None:
+                c[0] += 1
+            else:
+                self._bump(key, c)
             return
         if len(self.counts) < self.capacity:
-            self.counts[key] = [n, 0]
-            heapq.heappush(self._heap, (n, key))
+            self.counts[key] = [1, 0]
             return
-        # evict the smallest: heap entries are lower bounds (counts only grow); a stale top
-        # is refreshed and pushed back, so the first top whose count is current is the minimum
-        while True:
-            pushed, old = self._heap[0]
-            cur = self.counts[old][0]
-            if cur == pushed:
-                break
-            heapq.heapreplace(self._heap, (cur, old))
-        heapq.heappop(self._heap)
+        if self._buckets is None:
+            self._buckets = {}
+            for k, (n, _) in self.counts.items():
+                self._buckets.setdefault(n, OrderedDict())[k] = None
+            self._min = min(self._buckets)
+        low = self._buckets[self._min]
+        old, _ = low.popitem(last=False)
         del self.counts[old]
         self.evictions += 1
-        self.counts[key] = [pushed + n, pushed]
-        heapq.heappush(self._heap, (pushed + n, key))
+        self.counts[key] = [self._min + 1, self._min]
+        self._buckets.setdefault(self._min + 1, OrderedDict())[key] = None
+        if not low:
+            del self._buckets[self._min]
+            self._min += 1
+
+    def _bump(self, key: str, c: list[int]) -> None:
+        n = c[0]
+        b = self._buckets[n]
+        del b[key]
+        c[0] = n + 1
+        self._buckets.setdefault(n + 1, OrderedDict())[key] = None
+        if not b:
+            del self._buckets[n]
+            if n == self._min:
+                self._min = n + 1
 
     @property
     def exact(self) -> bool:
