@@ -69,6 +69,6 @@ def render(rep: dict, width: int = 100) -> str:
     if rep["days_other"]:
         out.append(f"  ({rep['days_other']} decisions on further days not listed)")
     if not rep["counting"]["exact"]:
-        out.append(f"Counts marked ± are upper bounds within that margin: more than "
-                   f"{rep['counting']['capacity']} distinct keys were seen (space-saving counters).")
+        out.append(f"A count c (±e) lies between c-e and c: more than {rep['counting']['capacity']} distinct "
+                   "keys were seen, so rankings are bounded estimates (space-saving counters).")
     return "\n".join(out).rstrip("\n") + "\n"
