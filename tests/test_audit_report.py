@@ -219,7 +219,8 @@ def test_old_records_without_checks_or_context(tmp_path):
              "image": "/a.sif", "time": iso(t)},
             {"decision": "refuse", "reason": "group 1: data of object 2 changed (data object integrity compromised)",
              "time": iso(t)},
-            {"decision": "refuse", "reason": "group 1: no trusted signature (certificate does not chain to a trusted root)"},
+            {"decision": "refuse",
+             "reason": "group 1: no trusted signature (certificate does not chain to a trusted root)"},
             {"decision": "allow", "image": 7, "context": "junk", "signers": "junk", "time": 12},
             {"decision": "weird", "reason": None, "checks": "junk"},
             {"reason": "no decision at all"}]
@@ -489,3 +490,14 @@ def test_records_of_any_shape_never_break_the_report():
     json.dumps(rep)
     rep = report.build(recs, since=0.0, until=2e9, top=3)
     assert rep["decisions_total"] + rep["lines"]["out-of-window"] == len(recs)
+
+
+def test_reader_line_limit_boundaries(tmp_path):
+    """A line of exactly the limit is read; longer ones are skipped whole (never held), and
+    the line after them is read intact — also when the long line's tail spans many reads."""
+    p = tmp_path / "a.jsonl"
+    exact = b'{"a":"' + b"x" * 2 + b'"}'                      # 10 bytes
+    with open(p, "wb") as f:
+        f.write(b'{"a":1}\n' + exact + b"\n" + b'{"a":"' + b"y" * 100 + b'"}\n' + b'{"b":2}\n' + b"z" * 35)
+    got = list(reader.records(str(p), max_line=10))
+    assert got == [{"a": 1}, {"a": "xx"}, "oversized", {"b": 2}, "oversized"]
