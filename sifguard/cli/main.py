@@ -16,7 +16,7 @@ def build_parser() -> Parser:
     from sifguard.cli import demo, image_cmds
     image_cmds.add_parsers(sub)
     demo.add_parsers(sub)
-    for name in ("ca_cmds", "policy_cmds", "slurm_cmds", "store_cmds"):
+    for name in ("ca_cmds", "policy_cmds", "slurm_cmds", "store_cmds", "audit_cmds"):
         try:
             mod = __import__(f"sifguard.cli.{name}", fromlist=["add_parsers"])
         except ModuleNotFoundError as e:
