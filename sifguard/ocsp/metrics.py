@@ -53,6 +53,7 @@ AGE_BUCKETS = (60, 300, 900, 1800, 3600, 7200, 14400, 28800, 86400)
 CRL_PATHS = frozenset({"/crl.der", "/crl", "/crl.pem", "/root-crl.der"})
 CERT_PATHS = frozenset({"/root.crt", "/intermediate.crt", "/root.pem", "/intermediate.pem",
                         "/ocsp-responder.pem", "/tsa.pem"})
+OCSP_NOT_GOOD = frozenset({"revoked", "unknown", "unauthorized", "malformedRequest", "internalError"})
 OCSP_KEY = "sifguard.ocsp_answer"        # environ key where the responder leaves the OCSP Answer served
 TSA_KEY = "sifguard.tsa_status"          # ... and the TSA its PKIStatus (granted | rejection)
 
@@ -166,7 +167,7 @@ class Metered:
         status = code
         if kind in ("ocsp_post", "ocsp_get") and OCSP_KEY in environ:
             ans = environ[OCSP_KEY]
-            status = ans.status
+            status = ans.status if ans.status in OCSP_NOT_GOOD else "good"   # the CA db says valid, expired…
             if ans.cacheable and ans.this_update is not None:
                 self.m.age.observe(max(0.0, time.time() - ans.this_update.timestamp()))
         elif kind == "tsa" and code == "200":
