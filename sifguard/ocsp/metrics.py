@@ -190,7 +190,7 @@ class Metered:
         body = generate_latest(reg)
         start("200 OK", [("Content-Type", CONTENT_TYPE_LATEST), ("Content-Length", str(len(body))),
                          ("Cache-Control", "no-store")])
-        return [body if method == "GET" else b""]
+        return [body]                   # (the front sends no body for HEAD)
 
     def _handle_health(self, start, method):
         if method not in ("GET", "HEAD"):
@@ -200,7 +200,7 @@ class Metered:
         body = (text + "\n").encode()
         start("200 OK" if ok else "503 Service Unavailable",
               [("Content-Type", "text/plain"), ("Content-Length", str(len(body))), ("Cache-Control", "no-store")])
-        return [body if method == "GET" else b""]
+        return [body]                   # (the front sends no body for HEAD)
 
 
 def database_problem(store) -> str | None:

@@ -117,10 +117,21 @@ def serve(app, listen: str, workers: int, access_log: bool = False, limits: Limi
     sys.stderr.flush()
     mdir, gone = None, None
     if metrics:
+        import importlib.util
+        if importlib.util.find_spec("prometheus_client") is None:   # OCSP matters more than its numbers
+            print("sifguard ca serve: /metrics and /healthz disabled: the prometheus-client package is not "
+                  "installed", file=sys.stderr, flush=True)
+            metrics = False
+    if metrics:
         from sifguard.ocsp import metrics as met
-        mdir = met.prepare()
-        app = met.Metered(app, mdir)
-        gone = lambda pid: met.worker_gone(mdir, pid)   # noqa: E731
+        try:
+            mdir = met.prepare()
+        except OSError as e:
+            print(f"sifguard ca serve: /metrics and /healthz disabled: no private directory for them "
+                  f"({e.strerror or e})", file=sys.stderr, flush=True)
+        else:
+            app = met.Metered(app, mdir)
+            gone = lambda pid: met.worker_gone(mdir, pid)   # noqa: E731
     try:
         _supervise(lambda: _worker(sock, app, limits, host, port, access_log), workers, gone)
     finally:
