@@ -520,3 +520,19 @@ def test_loader_unknown_key_and_snapshot_round_trip(site, tmp_path):
     none = tmp_path / "none.yaml"
     none.write_text("\n".join(x for x in open(p).read().splitlines() if not x.startswith("metrics")))
     assert load(str(none)).metrics_textfile is None
+
+
+def test_events_are_counted_by_the_one_writer(tmp_path):
+    os.chmod(tmp_path, 0o755)
+    tf, log = str(tmp_path / "s.prom"), str(tmp_path / "audit.jsonl")
+    audit.write_event(log, metrics=tf, hook="shim", decision="deferred", reason="decided by the task hook")
+    audit.write_event(log, metrics=tf, hook="shim", decision="refuse", reason="/j/x.sif: no such file")
+    audit.write_event(log, metrics=tf, hook="shim", decision="refuse",
+                      reason="'apptainer build' is not allowed on this cluster by the site policy")
+    audit.write_event(log, metrics=tf, hook="task", decision="allow", image="docker://x")
+    audit.write_decision(log, refusal("/j/y.sif", "group 1 is not signed"), metrics=tf, hook="prolog")
+    audit.write_decision(None, refusal("/j/y.sif", "group 1 is not signed"), metrics=tf, hook="prolog")
+    assert read_counts(tf) == {("shim", "deferred", "other"): 1, ("shim", "refuse", "unreadable"): 1,
+                               ("shim", "refuse", "policy"): 1, ("task", "allow", "ok"): 1,
+                               ("prolog", "refuse", "unsigned"): 2}
+    assert len(open(log).read().splitlines()) == 5
