@@ -536,3 +536,15 @@ def test_events_are_counted_by_the_one_writer(tmp_path):
                                ("shim", "refuse", "policy"): 1, ("task", "allow", "ok"): 1,
                                ("prolog", "refuse", "unsigned"): 2}
     assert len(open(log).read().splitlines()) == 5
+
+
+def test_no_metrics_flag(site):
+    srv = Server(site["ca"], "--no-metrics")
+    try:
+        for path in ("/metrics", "/healthz"):       # plain OCSP GET paths again (malformed requests)
+            r = requests.get(srv.url + path, timeout=10)
+            assert r.status_code == 200 and r.headers["Content-Type"] == "application/ocsp-response"
+        assert post_ocsp(srv.url, ocsp_req(site["alice"], site["issuer"])).certificate_status == \
+            ocsp.OCSPCertStatus.GOOD
+    finally:
+        srv.stop()
