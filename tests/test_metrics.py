@@ -548,3 +548,43 @@ def test_no_metrics_flag(site):
             ocsp.OCSPCertStatus.GOOD
     finally:
         srv.stop()
+
+
+def test_lock_cannot_be_held_by_users_and_a_stuck_holder_costs_one_increment():
+    import tempfile
+    d = tempfile.mkdtemp(prefix="sifguard-tf-", dir="/tmp")
+    try:
+        os.chmod(d, 0o755)
+        path = os.path.join(d, "sifguard.prom")
+        assert counters.count(path, "task", "allow", "ok")
+        assert stat.S_IMODE(os.stat(path + ".lock").st_mode) == 0o600
+        os.chmod(path + ".lock", 0o644)                  # loosened by hand: root tightens it again
+        assert counters.count(path, "task", "allow", "ok")
+        assert stat.S_IMODE(os.stat(path + ".lock").st_mode) == 0o600
+
+        def hold():
+            try:
+                os.open(path + ".lock", os.O_RDONLY)
+            except PermissionError:
+                return 0
+            return 1
+        assert _as_nobody(hold) == 0
+        # a root writer stopped while holding the lock: the others skip, they do not hang
+        r, w = os.pipe()
+        holder = os.fork()
+        if holder == 0:
+            fd = os.open(path + ".lock", os.O_RDWR)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            os.write(w, b"x")
+            time.sleep(30)
+            os._exit(0)
+        try:
+            assert os.read(r, 1) == b"x"
+            assert counters.count(path, "task", "allow", "ok") is False
+        finally:
+            os.kill(holder, signal.SIGKILL)
+            os.waitpid(holder, 0)
+        assert counters.count(path, "task", "allow", "ok")
+        assert read_counts(path) == {("task", "allow", "ok"): 3}
+    finally:
+        shutil.rmtree(d)

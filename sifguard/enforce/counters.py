@@ -8,9 +8,11 @@ else becomes `other`), one of four decisions and one of REASON_CLASSES derived f
 verdict — never an image path, user or job.
 
 The file is rewritten whole under an exclusive flock on a sibling lock file
-(`<file>.lock`): read the counts, add one, write `<file>.<pid>.tmp` (0644), rename over the
-file — so concurrent tasks on a node never lose an increment and the collector never
-reads a partial file (a rename is atomic; `*.tmp` names are not collected). Root creates
+(`<file>.lock`, 0600: a job's user cannot open it, so cannot hold the lock and stall the
+hooks; a writer waits at most LOCK_WAIT for it, then skips its increment): read the counts,
+add one, write `<file>.<pid>.tmp` (0644), rename over the file — so concurrent tasks on a
+node never lose an increment and the collector never reads a partial file (a rename is
+atomic; `*.tmp` names are not collected). Root creates
 the lock file, and writes only into a directory root owns that no one else can write;
 anyone else (the shim runs as the job's user) cannot write the root-owned file and is
 skipped silently (the audit record itself goes to syslog then). No failure here ever
@@ -27,6 +29,8 @@ from __future__ import annotations
 import errno
 import os
 import re
+import stat
+import time
 
 NAME = "sifguard_decisions_total"
 HEADER = (f"# HELP {NAME} Image decisions on this node by hook, decision and reason class.\n"
@@ -36,6 +40,7 @@ REASON_CLASSES = ("ok", "unsigned", "tampered", "untrusted", "expired", "revoked
                   "policy", "unreadable", "other")
 _HOOK = re.compile(r"[A-Za-z0-9_.-]{1,32}\Z")
 _LINE = re.compile(NAME + r'\{hook="([A-Za-z0-9_.-]+)",decision="([a-z]+)",reason_class="([a-z_]+)"\} (\d+)\n')
+LOCK_WAIT = 1.0            # seconds a decision waits for the lock at most; then the increment is skipped
 MAX_SERIES = 1000          # a file grown past this (by hand?) is not trusted: counting restarts
 
 
@@ -135,8 +140,24 @@ def count(path: str | None, hook, decision, cls) -> bool:
         return False
 
 
-def _increment(path: str, key: tuple[str, str, str]) -> None:
+def _lock(fd: int) -> None:
+    """flock(LOCK_EX) within LOCK_WAIT: a writer stopped while holding the lock (SIGSTOP, a
+    hung filesystem) costs the others one skipped increment, never a hung hook."""
     import fcntl
+    deadline = time.monotonic() + LOCK_WAIT
+    pause = 0.0005
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise OSError(errno.EWOULDBLOCK, "metrics lock held too long") from None
+            time.sleep(pause)
+            pause = min(pause * 2, 0.02)
+
+
+def _increment(path: str, key: tuple[str, str, str]) -> None:
     d = os.path.dirname(path) or "."
     root = os.geteuid() == 0
     if root:
@@ -146,9 +167,13 @@ def _increment(path: str, key: tuple[str, str, str]) -> None:
         if st.st_uid != 0 or st.st_mode & 0o022:
             raise OSError(errno.EPERM, f"directory {d} is not root's alone")
     flags = os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK | (os.O_CREAT if root else 0)
-    lock = os.open(path + ".lock", flags, 0o644)
+    lock = os.open(path + ".lock", flags, 0o600)
     try:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not stat.S_ISREG(os.fstat(lock).st_mode):
+            raise OSError(errno.EINVAL, "lock is not a regular file")
+        if root:
+            os.fchmod(lock, 0o600)      # no one else may open it, so no one else can hold the lock
+        _lock(lock)
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
         except FileNotFoundError:
