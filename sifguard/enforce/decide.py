@@ -147,7 +147,8 @@ class Engine:
     def log(self, v: Verdict, **extra) -> None:
         """The one audit writer's call for a decision (errors kept for the caller to report)."""
         try:
-            audit.write_decision(self.policy.audit_log, v, **extra)
+            audit.write_decision(self.policy.audit_log, v, metrics=getattr(self.policy, "metrics_textfile", None),
+                                 **extra)
             self.last_audit_error = ""
         except audit.AuditError as e:
             self.last_audit_error = str(e)

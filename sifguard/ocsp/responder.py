@@ -29,6 +29,7 @@ from sifguard.ca import ocsp_response as oc
 from sifguard.ca import store as castore
 
 OCSP_TYPE = "application/ocsp-response"
+ANSWER_KEY = "sifguard.ocsp_answer"     # environ: the OCSP Answer served (for sifguard.ocsp.metrics)
 TSA_PATHS = frozenset({"/tsa", "/tsa/", "/tsa.pem"})   # sifguard.tsp.service; every other POST is OCSP
 
 
@@ -161,6 +162,7 @@ class ResponderApp:
             import traceback
             print(f"sifguard ca serve: internal error: {type(e).__name__}: {e}\n{traceback.format_exc()}",
                   file=sys.stderr, flush=True)
+            environ[ANSWER_KEY] = oc.INTERNAL
             return self._ocsp(start, oc.INTERNAL)
 
     def _route(self, environ, start_response):
@@ -170,7 +172,8 @@ class ResponderApp:
         if path in TSA_PATHS:
             return self.tsa(environ, start_response, "/tsa.pem" if path == "/tsa.pem" else "/tsa")
         if method == "POST":
-            return self._ocsp(start_response, self.answer(self._body(environ)))
+            ans = environ[ANSWER_KEY] = self.answer(self._body(environ))
+            return self._ocsp(start_response, ans)
         if method not in ("GET", "HEAD"):
             start_response("405 Method Not Allowed", [("Allow", "GET, POST"), ("Content-Length", "0")])
             return [b""]
@@ -189,7 +192,7 @@ class ResponderApp:
             text = f"sifguard OCSP responder for {self.store.config['name']}\n".encode()
             return self._plain(start_response, "200 OK", text, "text/plain", "no-store")
         raw = environ.get("REQUEST_URI") or environ.get("RAW_URI") or ""
-        ans = self.answer(decode_get_path(raw.split("?")[0] if raw.startswith("/") else path))
+        ans = environ[ANSWER_KEY] = self.answer(decode_get_path(raw.split("?")[0] if raw.startswith("/") else path))
         etag = _cache_validators(ans)[0] if ans.cacheable else f'"{hashlib.sha256(ans.der).hexdigest()[:32]}"'
         if ans.cacheable and environ.get("HTTP_IF_NONE_MATCH") == etag:
             start_response("304 Not Modified", [("ETag", etag)])

@@ -101,8 +101,11 @@ def _raise_fd_limit() -> int:
     return soft
 
 
-def serve(app, listen: str, workers: int, access_log: bool = False, limits: Limits | None = None) -> None:
-    """Serve until SIGTERM/SIGINT. Blocks; returns after the workers have stopped."""
+def serve(app, listen: str, workers: int, access_log: bool = False, limits: Limits | None = None,
+          metrics: bool = True) -> None:
+    """Serve until SIGTERM/SIGINT. Blocks; returns after the workers have stopped. With
+    `metrics`, /metrics and /healthz are answered too (sifguard/ocsp/metrics.py), summed
+    over the workers through a private directory removed on the way out."""
     sock = bind(listen)
     fds = _raise_fd_limit()
     limits = limits or Limits()
@@ -112,15 +115,36 @@ def serve(app, listen: str, workers: int, access_log: bool = False, limits: Limi
     host, port = sock.getsockname()[:2]
     sys.stdout.flush()
     sys.stderr.flush()
-    _supervise(lambda: _worker(sock, app, limits, host, port, access_log), workers)
-    sock.close()
+    mdir, gone = None, None
+    if metrics:
+        import importlib.util
+        if importlib.util.find_spec("prometheus_client") is None:   # OCSP matters more than its numbers
+            print("sifguard ca serve: /metrics and /healthz disabled: the prometheus-client package is not "
+                  "installed", file=sys.stderr, flush=True)
+            metrics = False
+    if metrics:
+        from sifguard.ocsp import metrics as met
+        try:
+            mdir = met.prepare()
+        except OSError as e:
+            print(f"sifguard ca serve: /metrics and /healthz disabled: no private directory for them "
+                  f"({e.strerror or e})", file=sys.stderr, flush=True)
+        else:
+            app = met.Metered(app, mdir)
+            gone = lambda pid: met.worker_gone(mdir, pid)   # noqa: E731
+    try:
+        _supervise(lambda: _worker(sock, app, limits, host, port, access_log), workers, gone)
+    finally:
+        sock.close()
+        if mdir:
+            met.cleanup(mdir)
 
 
 class _Stop(Exception):
     pass
 
 
-def _supervise(run_worker, n: int) -> None:
+def _supervise(run_worker, n: int, on_exit=None) -> None:
     stopping = False
 
     def stop(_sig, _frame):
@@ -161,6 +185,8 @@ def _supervise(run_worker, n: int) -> None:
             started = children.pop(pid, None)
             if started is None or stopping:
                 continue
+            if on_exit is not None:
+                on_exit(pid)
             why = f"signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status) else f"exit {os.WEXITSTATUS(status)}"
             if os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGALRM:
                 why = "stuck in a request (app_timeout)"

@@ -137,8 +137,8 @@ SIGNER_GLOBS = ("subject", "email", "issuer")
 
 
 COMPILED_SUFFIX = ".sifguard-compiled.json"
-COMPILED_VERSION = 4     # 2: globs re-validated on load; 3: runtime.direct; 4: verification levels,
-                         # quorum, signer sets, trust.tsa_roots
+COMPILED_VERSION = 5     # 2: globs re-validated on load; 3: runtime.direct; 4: verification levels,
+                         # quorum, signer sets, trust.tsa_roots; 5: metrics.textfile
 SET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 
 
@@ -204,6 +204,20 @@ def check_model(pol: m.Policy) -> None:
         raise SnapshotError("snapshot: invalid revocation mode")
     if pol.runtime.direct not in m.DIRECT:
         raise SnapshotError("snapshot: invalid runtime.direct")
+    if pol.metrics_textfile is not None and textfile_problem(pol.metrics_textfile):
+        raise SnapshotError("snapshot: invalid metrics_textfile")
+
+
+def textfile_problem(p) -> str | None:
+    """Why `p` cannot be metrics.textfile (None: it can): an absolute path to a `.prom`
+    file, the only files node_exporter's textfile collector reads."""
+    if not isinstance(p, str) or not p.strip() or "\0" in p or "\n" in p:
+        return "metrics.textfile must be a path"
+    if not os.path.isabs(p):
+        return f"metrics.textfile must be an absolute path, not '{p}'"
+    if not p.endswith(".prom") or p.endswith("/.prom"):
+        return f"metrics.textfile must name a .prom file (node_exporter's textfile collector reads only those), not '{p}'"
+    return None
 
 
 def _check_patterns(pats, text) -> None:
@@ -286,7 +300,7 @@ def _build(d: dict) -> m.Policy:
     return m.Policy(path=d["path"], version=d["version"], roots=_tuple(d["roots"]),
                     intermediates=_tuple(d["intermediates"]), revocation=m.Revocation(**rev), rules=rules,
                     runtime=m.Runtime(**rt), audit_log=d["audit_log"], image_cache=d["image_cache"],
-                    tsa_roots=_tuple(d["tsa_roots"]), signer_sets=sets)
+                    tsa_roots=_tuple(d["tsa_roots"]), signer_sets=sets, metrics_textfile=d["metrics_textfile"])
 
 
 def load_fast(path: str) -> m.Policy:
@@ -346,7 +360,7 @@ def load(path: str) -> m.Policy:
     if root is None:
         raise PolicyError(f"{path}:1: empty policy")
     top = v.mapping(root, "the top level", {"version": 1, "trust": 1, "revocation": 1, "audit": 1,
-                                              "rules": 1, "runtime": 1, "cache": 1, "signers": 1})
+                                              "rules": 1, "runtime": 1, "cache": 1, "signers": 1, "metrics": 1})
     if "version" not in top:
         v.err(root, "missing 'version: 1'")
     version = int(v.number(top["version"], "version", 1, 1, integer=True))
@@ -418,6 +432,15 @@ def load(path: str) -> m.Policy:
         if "log" in a:
             audit_log = absolute(v.string(a["log"], "audit.log"))
 
+    metrics_textfile = None
+    if "metrics" in top:
+        mt = v.mapping(top["metrics"], "metrics", {"textfile": 1})
+        if "textfile" in mt:
+            metrics_textfile = v.string(mt["textfile"], "metrics.textfile")
+            problem = textfile_problem(metrics_textfile)
+            if problem:
+                v.err(mt["textfile"], problem)
+
     image_cache = "/var/cache/sifguard/images"
     if "cache" in top:
         c = v.mapping(top["cache"], "cache", {"images": 1})
@@ -457,7 +480,7 @@ def load(path: str) -> m.Policy:
             rules.append(_rule(v, n, names, dict(sets)))
     return m.Policy(path=path, version=version, roots=roots, intermediates=inters, revocation=rev,
                     rules=tuple(rules), runtime=runtime, audit_log=audit_log, image_cache=image_cache,
-                    tsa_roots=tsa_roots, signer_sets=sets)
+                    tsa_roots=tsa_roots, signer_sets=sets, metrics_textfile=metrics_textfile)
 
 
 def _signer_sets(v: _V, node) -> tuple:

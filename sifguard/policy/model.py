@@ -120,6 +120,7 @@ class Policy:
     image_cache: str | None = "/var/cache/sifguard/images"
     tsa_roots: tuple[str, ...] = ()    # trust.tsa_roots; empty: the site roots also vouch for TSAs
     signer_sets: tuple[tuple[str, tuple[SignerPattern, ...]], ...] = ()   # top-level `signers:`, in order
+    metrics_textfile: str | None = None   # metrics.textfile: node_exporter textfile-collector counters
 
     def signer_set(self, name: str) -> tuple[SignerPattern, ...] | None:
         """The patterns of a named signer set, None if there is no such set."""

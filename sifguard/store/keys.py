@@ -56,7 +56,7 @@ def decision_key(digest: str, policy_fp: str, candidates: tuple[str, ...]) -> st
     return hashlib.sha256(b"sifguard-store-decision-v1\0" + doc.encode()).hexdigest()
 
 
-LOCAL_ONLY = ("path", "audit_log", "image_cache")     # top-level settings that never change a decision
+LOCAL_ONLY = ("path", "audit_log", "image_cache", "metrics_textfile")     # top-level settings that never change a decision
 LOCAL_ONLY_REVOCATION = ("cache_dir", "shared_cache_dir")
 TRUST_KINDS = ("roots", "intermediates", "tsa_roots")   # hashed by content, never by path
 
