@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import re
 import socket
 import struct
 import time
@@ -108,10 +109,21 @@ def run_probe(checker: Checker, p: Probe, timeout: float) -> tuple[bool, str]:
             return False, f"{p.url}: {_name(p.about)} is REVOKED: {why} ({ms()})"
         return True, f"{p.url}: {st} ({ms()})"
     except RevocationError as e:
-        text = str(e)
-        return False, f"{text if text.startswith(p.url) else p.url + ': ' + text} (after {ms()})"
+        return False, f"{p.url}: {_short(str(e), p.url)} (after {ms()})"
     except Exception as e:  # noqa: BLE001 - a probe reports, never raises
         return False, f"{p.url}: {type(e).__name__}: {e} (after {ms()})"
+
+
+_CAUSES = re.compile(r"\[Errno -?\d+\] [^'\")]+|Read timed out|timed out|Name or service not known|"
+                     r"Temporary failure in name resolution|HTTP \d{3}|no complete answer within the revocation budget")
+
+
+def _short(text: str, url: str) -> str:
+    """The cause in a transport error, without requests' nested reprs."""
+    m = _CAUSES.search(text)
+    if m:
+        return m.group(0)
+    return text[len(url) + 2:] if text.startswith(url + ": ") else text
 
 
 def ping_stager(socket_path: str, timeout: float) -> tuple[bool, str]:
