@@ -33,12 +33,28 @@ def _user_python():
 USER_PY = _user_python()
 
 
+def _public_dir():
+    """A root-owned 0755 directory directly under /tmp: what job users must read lies there.
+    (Not pytest's tmp: pytest sets /tmp/pytest-of-root back to 0700 at every session,
+    also a concurrent one.)"""
+    import pathlib
+    import tempfile
+    d = pathlib.Path(tempfile.mkdtemp(prefix="sifguard-doctor-", dir="/tmp"))
+    os.chmod(d, 0o755)
+    return d
+
+
+@pytest.fixture
+def tmp():
+    d = _public_dir()
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
 @pytest.fixture(scope="module")
-def site(tmp_path_factory):
+def site():
     """A CA served on 127.0.0.1 and a stager serving a store; shared by every installation."""
-    w = tmp_path_factory.mktemp("doctor")
-    for d in (w, w.parent, w.parent.parent):
-        os.chmod(d, 0o755)
+    w = _public_dir()
     port = free_port()
     ca = w / "ca"
     assert run_cli("ca", "init", "--ca", ca, "--name", "Doctor Site", "--url", f"http://127.0.0.1:{port}").rc == 0
@@ -66,6 +82,7 @@ def site(tmp_path_factory):
             stager.wait()
         log.close()
         srv.stop()
+        shutil.rmtree(w, ignore_errors=True)
 
 
 class Install:
@@ -139,8 +156,8 @@ def only_failure(checks, *names):
 
 
 @pytest.fixture
-def inst(tmp_path, site):
-    return Install(tmp_path, site)
+def inst(tmp, site):
+    return Install(tmp, site)
 
 
 # --- the whole picture ----------------------------------------------------------------------
@@ -194,28 +211,28 @@ def test_plugstack_wrong_helper(inst):
     assert "helper=" in checks["plugstack.conf"]["detail"]
 
 
-def test_plugstack_through_include_and_default_path(tmp_path, site):
+def test_plugstack_through_include_and_default_path(tmp, site):
     """No PlugStackConfig: plugstack.conf next to slurm.conf, which includes plugstack.conf.d/*.conf."""
-    inst = Install(tmp_path, site)
+    inst = Install(tmp, site)
     inst.slurm_conf.write_text("\n".join(x for x in inst.slurm_conf.read_text().splitlines()
                                          if not x.startswith("PlugStackConfig")) + "\n")
-    (tmp_path / "plugstack.conf.d").mkdir()
-    (tmp_path / "plugstack.conf.d" / "sifguard.conf").write_text(inst.plugstack.read_text())
+    (tmp / "plugstack.conf.d").mkdir()
+    (tmp / "plugstack.conf.d" / "sifguard.conf").write_text(inst.plugstack.read_text())
     inst.plugstack.write_text("include plugstack.conf.d/*.conf\n")
     rc, checks, _ = inst.doctor()
     assert checks["plugstack.conf"]["status"] == "ok", checks["plugstack.conf"]
     assert "sifguard.conf:1" in checks["plugstack.conf"]["detail"]
 
 
-def test_slurm_conf_include_chain(tmp_path, site):
+def test_slurm_conf_include_chain(tmp, site):
     """Include directives (relative, glob, nested), case-insensitive keys, comma lists."""
-    inst = Install(tmp_path, site)
-    conf = tmp_path / "slurm.conf"
-    (tmp_path / "slurm.conf.d").mkdir()
+    inst = Install(tmp, site)
+    conf = tmp / "slurm.conf"
+    (tmp / "slurm.conf.d").mkdir()
     pro = f"{inst.prefix}/sifguard-prolog-slurmctld"
-    (tmp_path / "slurm.conf.d" / "10-hooks.conf").write_text(
+    (tmp / "slurm.conf.d" / "10-hooks.conf").write_text(
         f"prologslurmctld=/usr/local/sbin/site-prolog,{pro}  # two controller prologs\nInclude ../tasks.conf\n")
-    (tmp_path / "tasks.conf").write_text(f"TASKPROLOG={inst.prefix}/sifguard-task-prolog\n")
+    (tmp / "tasks.conf").write_text(f"TASKPROLOG={inst.prefix}/sifguard-task-prolog\n")
     conf.write_text(f"ClusterName=t\ninclude slurm.conf.d/*.conf\nPlugStackConfig={inst.plugstack}\n")
     rc, checks, _ = inst.doctor()
     assert checks["slurm.conf PrologSlurmctld"]["status"] == "ok", checks["slurm.conf PrologSlurmctld"]
@@ -254,17 +271,17 @@ def test_spank_plugin_missing_or_garbage(inst):
     assert checks["SPANK plugin"]["status"] == "fail" and "does not exist" in checks["SPANK plugin"]["detail"]
 
 
-def test_spank_plugin_needing_a_missing_library(inst, tmp_path):
+def test_spank_plugin_needing_a_missing_library(inst, tmp):
     """A plugin linked against a library that is gone (as libslurm after an upgrade): a clear ✘."""
-    lib = tmp_path / "libgone.so"
-    src = tmp_path / "gone.c"
+    lib = tmp / "libgone.so"
+    src = tmp / "gone.c"
     src.write_text("int gone(void) { return 1; }\n")
     subprocess.run(["cc", "-shared", "-fPIC", "-o", lib, src], check=True, timeout=60)
-    plugin = tmp_path / "p.c"
+    plugin = tmp / "p.c"
     plugin.write_text("int gone(void);\nint slurm_spank_init(void) { return gone(); }\n"
                       "int slurm_spank_task_init_privileged(void) { return 0; }\n")
     subprocess.run(["cc", "-shared", "-fPIC", "-o", inst.prefix / "sifguard_spank.so", plugin,
-                    f"-L{tmp_path}", "-lgone"], check=True, timeout=60)
+                    f"-L{tmp}", "-lgone"], check=True, timeout=60)
     os.unlink(lib)
     rc, checks, _ = inst.doctor()
     c = checks["SPANK plugin"]
@@ -300,8 +317,8 @@ def test_hook_owned_by_a_user(inst):
     assert "chown root:root" in checks["hook sifguard-task-prolog"]["fix"]
 
 
-def test_symlinked_hook(inst, tmp_path):
-    real = tmp_path / "elsewhere-spank-check"
+def test_symlinked_hook(inst, tmp):
+    real = tmp / "elsewhere-spank-check"
     shutil.copyfile(inst.prefix / "sifguard-spank-check", real)
     os.chmod(real, 0o755)                       # root's alone, yet not what install wrote
     os.unlink(inst.prefix / "sifguard-spank-check")
@@ -312,9 +329,9 @@ def test_symlinked_hook(inst, tmp_path):
     assert "symlink" in checks["hook sifguard-spank-check"]["detail"]
 
 
-def test_interpreter_writable_by_users(inst, tmp_path):
+def test_interpreter_writable_by_users(inst, tmp):
     """A hook whose interpreter (resolved through `env` and PATH) someone else could replace."""
-    bindir = tmp_path / "ubin"
+    bindir = tmp / "ubin"
     bindir.mkdir(mode=0o777)
     os.chmod(bindir, 0o777)
     os.symlink("/bin/sh", bindir / "python3")
@@ -338,9 +355,9 @@ def test_unreadable_root(inst):
     assert "nobody cannot read" in checks[name]["detail"] and f"chmod a+r {inst.root}" in checks[name]["fix"]
 
 
-def test_root_in_a_directory_users_cannot_enter(tmp_path, site):
-    inst = Install(tmp_path, site)
-    private = tmp_path / "private"
+def test_root_in_a_directory_users_cannot_enter(tmp, site):
+    inst = Install(tmp, site)
+    private = tmp / "private"
     private.mkdir(mode=0o700)
     root = private / "root.pem"
     shutil.copyfile(inst.root, root)
@@ -362,24 +379,24 @@ def test_policy_that_does_not_load(inst):
     assert rc == 1 and checks["policy"]["status"] == "fail" and "policy check" in checks["policy"]["fix"]
 
 
-def _self_signed(tmp_path, name, days, start):
+def _self_signed(tmp, name, days, start):
     key = pki.new_key()
     c = pki.cert(key, name, ca=True, days=days, start=start)
-    return pki.write(tmp_path / f"{name}.pem", pki.pem(c))
+    return pki.write(tmp / f"{name}.pem", pki.pem(c))
 
 
-def test_expired_root(tmp_path, site):
-    old = _self_signed(tmp_path, "Old Root", 30, dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=60))
-    inst = Install(tmp_path, site, roots=[str(tmp_path / "root.pem"), old])
+def test_expired_root(tmp, site):
+    old = _self_signed(tmp, "Old Root", 30, dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=60))
+    inst = Install(tmp, site, roots=[str(tmp / "root.pem"), old])
     rc, checks, _ = inst.doctor()
     assert rc == 1
     only_failure(checks, f"trust root {old}")
     assert "EXPIRED" in checks[f"trust root {old}"]["detail"]
 
 
-def test_root_expiring_soon_warns(tmp_path, site):
-    soon = _self_signed(tmp_path, "Soon Root", 40, dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=30))
-    inst = Install(tmp_path, site, roots=[str(tmp_path / "root.pem"), soon])
+def test_root_expiring_soon_warns(tmp, site):
+    soon = _self_signed(tmp, "Soon Root", 40, dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=30))
+    inst = Install(tmp, site, roots=[str(tmp / "root.pem"), soon])
     rc, checks, _ = inst.doctor()
     c = checks[f"trust root {soon}"]
     assert c["status"] == "warn" and "expires in" in c["detail"]
@@ -388,9 +405,9 @@ def test_root_expiring_soon_warns(tmp_path, site):
 
 
 # --- revocation endpoints -------------------------------------------------------------------
-def test_responder_down(tmp_path, site):
+def test_responder_down(tmp, site):
     dead = free_port()
-    inst = Install(tmp_path, site, policy_extra=f"  responders:\n    - issuer: \"CN=Doctor Site Root CA*\"\n"
+    inst = Install(tmp, site, policy_extra=f"  responders:\n    - issuer: \"CN=Doctor Site Root CA*\"\n"
                                                 f"      url: http://127.0.0.1:{dead}/\n")
     rc, checks, _ = inst.doctor()
     name = f"OCSP http://127.0.0.1:{dead}/"
@@ -400,13 +417,13 @@ def test_responder_down(tmp_path, site):
     assert checks[f"CRL http://127.0.0.1:{site['port']}/root-crl.der"]["status"] == "ok"
 
 
-def test_responder_that_never_answers_is_bounded(tmp_path, site):
+def test_responder_that_never_answers_is_bounded(tmp, site):
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     s.listen(8)                                   # accepts connections, never answers
     try:
         url = f"http://127.0.0.1:{s.getsockname()[1]}/"
-        inst = Install(tmp_path, site, policy_extra=f"  responders:\n    - issuer: \"CN=Doctor Site Root CA*\"\n"
+        inst = Install(tmp, site, policy_extra=f"  responders:\n    - issuer: \"CN=Doctor Site Root CA*\"\n"
                                                     f"      url: {url}\n")
         rc, checks, _ = inst.doctor("--timeout", "1")
         assert rc == 1 and checks[f"OCSP {url}"]["status"] == "fail"
@@ -414,27 +431,27 @@ def test_responder_that_never_answers_is_bounded(tmp_path, site):
         s.close()
 
 
-def test_responder_override_for_the_issuing_ca(tmp_path, site):
+def test_responder_override_for_the_issuing_ca(tmp, site):
     """An override for the intermediate's own certificates: asked about a serial it never used."""
     url = f"http://127.0.0.1:{site['port']}/"
-    inst = Install(tmp_path, site, policy_extra=f"  responders:\n    - issuer: \"CN=Doctor Site Issuing CA*\"\n"
+    inst = Install(tmp, site, policy_extra=f"  responders:\n    - issuer: \"CN=Doctor Site Issuing CA*\"\n"
                                                 f"      url: {url}extra\n")
     rc, checks, _ = inst.doctor()
     c = checks[f"OCSP {url}extra"]
     assert c["status"] == "ok", c
 
 
-def test_revoked_intermediate(tmp_path, site):
+def test_revoked_intermediate(tmp, site):
     """The responder answers, and says the issuing CA is revoked: that is a ✘ too."""
     port = free_port()
-    ca = tmp_path / "ca2"
+    ca = tmp / "ca2"
     assert run_cli("ca", "init", "--ca", ca, "--name", "Revoked Site", "--url", f"http://127.0.0.1:{port}").rc == 0
     r = run_cli("ca", "revoke", "--ca", ca, "--cert", ca / "intermediate.pem", "--reason", "keyCompromise")
     if r.rc != 0:
         pytest.skip(f"`ca revoke` does not revoke the intermediate: {r.err.strip()[:200]}")
     srv = Server(ca, port=port)
     try:
-        inst = Install(tmp_path, {**site, "ca": ca})
+        inst = Install(tmp, {**site, "ca": ca})
         rc, checks, _ = inst.doctor()
         c = checks[f"OCSP http://127.0.0.1:{port}/"]
         assert rc == 1 and c["status"] == "fail" and "REVOKED" in c["detail"]
@@ -443,32 +460,32 @@ def test_revoked_intermediate(tmp_path, site):
 
 
 # --- store, stager, logs, caches ------------------------------------------------------------
-def test_unsafe_store_dir(tmp_path, site):
-    store = tmp_path / "store"
+def test_unsafe_store_dir(tmp, site):
+    store = tmp / "store"
     store.mkdir()
     os.chmod(store, 0o775)
-    inst = Install(tmp_path, site, store=store)
+    inst = Install(tmp, site, store=store)
     rc, checks, _ = inst.doctor()
     assert rc == 1
     assert checks["image store"]["status"] == "fail"
     assert f"chmod go-w {store}" in checks["image store"]["fix"]
 
 
-def test_store_under_a_user_writable_directory(tmp_path, site):
-    up = tmp_path / "shared"
+def test_store_under_a_user_writable_directory(tmp, site):
+    up = tmp / "shared"
     up.mkdir()
     os.chmod(up, 0o777)
     (up / "store").mkdir(mode=0o755)
-    inst = Install(tmp_path, site, store=up / "store")
+    inst = Install(tmp, site, store=up / "store")
     rc, checks, _ = inst.doctor()
     assert checks["image store"]["status"] == "fail" and str(up) in checks["image store"]["fix"]
 
 
-def test_stager_down(tmp_path, site):
-    inst = Install(tmp_path, site)
+def test_stager_down(tmp, site):
+    inst = Install(tmp, site)
     cfgp = inst.prefix / "sifguard-slurm.json"
     cfg = json.loads(cfgp.read_text())
-    cfg["stager_socket"] = str(tmp_path / "no.sock")
+    cfg["stager_socket"] = str(tmp / "no.sock")
     cfgp.write_text(json.dumps(cfg))
     rc, checks, _ = inst.doctor()
     assert rc == 1
@@ -476,17 +493,17 @@ def test_stager_down(tmp_path, site):
     assert "store serve" in checks["stager"]["fix"]
 
 
-def test_stager_socket_answered_by_a_user_process(tmp_path, site):
-    inst = Install(tmp_path, site)
-    sock = tmp_path / "user.sock"
+def test_stager_socket_answered_by_a_user_process(tmp, site):
+    inst = Install(tmp, site)
+    sock = tmp / "user.sock"
     code = ("import socket,sys,time; s=socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); s.listen(4); "
             "print('up', flush=True); time.sleep(60)")
     p = subprocess.Popen(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", code,
                           str(sock)], stdout=subprocess.PIPE, text=True)
     try:
-        os.chmod(tmp_path, 0o777)
+        os.chmod(tmp, 0o777)
         assert p.stdout.readline().strip() == "up"
-        os.chmod(tmp_path, 0o755)
+        os.chmod(tmp, 0o755)
         cfgp = inst.prefix / "sifguard-slurm.json"
         cfg = json.loads(cfgp.read_text())
         cfg["stager_socket"] = str(sock)
@@ -523,8 +540,8 @@ def test_bad_usage_exits_2(inst, bad):
     assert r.rc == 2 and len(r.err.strip().splitlines()) == 1 and not r.out
 
 
-def test_no_installation_here(tmp_path):
-    r = run_cli("slurm", "doctor", "--prefix", tmp_path / "nothing", "--json")
+def test_no_installation_here(tmp):
+    r = run_cli("slurm", "doctor", "--prefix", tmp / "nothing", "--json")
     doc = json.loads(r.out)
     checks = {c["name"]: c for c in doc["checks"]}
     assert r.rc == 1 and checks["hooks configuration"]["status"] == "fail"
@@ -540,3 +557,49 @@ def test_as_an_unprivileged_user(inst):
     os.chmod(inst.prefix / "shim" / "apptainer", 0o777)
     rc, checks, _ = inst.doctor(as_nobody=True)
     assert rc == 1 and checks["hook shim/apptainer"]["status"] == "fail"
+
+
+def test_policy_writable_by_group(inst):
+    os.chmod(inst.policy, 0o664)
+    rc, checks, _ = inst.doctor()
+    assert rc == 1
+    only_failure(checks, "policy")
+    assert f"chmod go-w {inst.policy}" in checks["policy"]["fix"]
+
+
+def test_real_runtime_writable_by_users(tmp, site):
+    inst = Install(tmp, site)
+    rt = tmp / "apptainer"
+    shutil.copyfile("/bin/true", rt)
+    os.chmod(rt, 0o777)
+    cfgp = inst.prefix / "sifguard-slurm.json"
+    cfg = json.loads(cfgp.read_text())
+    cfg["apptainer"] = cfg["singularity"] = str(rt)
+    cfgp.write_text(json.dumps(cfg))
+    rc, checks, _ = inst.doctor()
+    only_failure(checks, f"runtime {rt}")
+
+
+def test_include_loop_is_bounded(inst):
+    inst.slurm_conf.write_text(inst.slurm_conf.read_text() + f"Include {inst.slurm_conf}\n")
+    rc, checks, _ = inst.doctor()
+    assert rc == 1 and "too many" in checks["slurm.conf"]["detail"]
+
+
+def test_slurm_conf_parsing(tmp):
+    from sifguard.slurm import slurm_conf as SC
+    (tmp / "a.conf").write_text('# TaskProlog=/commented\nNodeName=n1 CPUs=4 Feature="x y"\n'
+                                     "taskprolog=/one # trailing comment\nInclude b*.conf\n")
+    (tmp / "b1.conf").write_text("TaskProlog=/two\n")
+    (tmp / "b2.conf").write_text("TASKPROLOG=/three\nPrologSlurmctld=/p1,/p2\n")
+    settings, files = SC.read_slurm_conf(str(tmp / "a.conf"))
+    assert [s.value for s in settings["taskprolog"]] == ["/one", "/two", "/three"]
+    assert SC.last(settings, "TaskProlog").file.endswith("b2.conf")
+    assert settings["feature"][0].value == "x y" and settings["cpus"][0].value == "4"
+    assert len(files) == 3
+    (tmp / "p.conf").write_text("optional /x.so a=1\ninclude sub/*.conf\n")
+    (tmp / "sub").mkdir()
+    (tmp / "sub" / "s.conf").write_text("required /y.so b=2 c=3\n")
+    plugins, _ = SC.read_plugstack(str(tmp / "p.conf"))
+    assert [(p.kind, p.path, p.args) for p in plugins] == [("optional", "/x.so", ("a=1",)),
+                                                           ("required", "/y.so", ("b=2", "c=3"))]

@@ -98,7 +98,8 @@ def check_slurm_conf(s: Setup) -> list[Check]:
     try:
         settings, files = SC.read_slurm_conf(s.slurm_conf)
     except SC.ConfError as e:
-        return [Check("slurm.conf", FAIL, str(e), f"point --slurm-conf at the cluster's slurm.conf ({e})")]
+        return [Check("slurm.conf", FAIL, str(e), "point --slurm-conf at the cluster's slurm.conf (a configless "
+                      "node keeps a copy in slurmd's conf-cache, e.g. /run/slurm/conf/slurm.conf)")]
     out = []
     for key, script in (("PrologSlurmctld", "sifguard-prolog-slurmctld"), ("TaskProlog", "sifguard-task-prolog")):
         want = _p(s, script)
@@ -257,9 +258,25 @@ def check_interpreters(s: Setup) -> list[Check]:
         problems += [p for p in F.ancestor_problems(os.path.join(d, "x")) if p not in problems]
         pkg = os.path.join(d, "sifguard")
         if os.path.isdir(pkg):
-            problems += [p for p in F.ancestor_problems(os.path.join(pkg, "x")) if p not in problems]
+            problems += [p for p in F.tree_problems(pkg) if p not in problems]
     if paths:
         out.append(_problems_check("hook imports", problems, ", ".join(paths)))
+    return out
+
+
+def check_runtimes(s: Setup) -> list[Check]:
+    """The real runtimes the shim execs (as the job's user) and the SPANK hook compares with."""
+    if s.cfg is None:
+        return []
+    out = []
+    for exe in dict.fromkeys((s.cfg.apptainer, s.cfg.singularity)):
+        if not exe:
+            continue
+        if not os.path.lexists(exe):
+            out.append(Check(f"runtime {exe}", SKIP, "not on this host (needed on compute nodes only)"))
+            continue
+        out.append(_problems_check(f"runtime {exe}", F.file_problems(exe, follow=True, want_exec=True),
+                                   f"root's alone (-> {os.path.realpath(exe)})"))
     return out
 
 
@@ -372,8 +389,12 @@ def check_trust(s: Setup, now: dt.datetime | None = None) -> list[Check]:
             continue
         try:
             certs = _load_certs(path)
-        except (OSError, ValueError) as e:
-            out.append(Check(name, FAIL, f"not a certificate file: {getattr(e, 'strerror', None) or e}",
+        except OSError as e:
+            out.append(Check(name, FAIL, f"cannot read it{' as root' if s.is_root else ''}: {e.strerror}",
+                             f"make {path} readable (root-squashed NFS? keep trust files on local disk)"))
+            continue
+        except ValueError as e:
+            out.append(Check(name, FAIL, f"not a certificate file: {e}",
                              f"replace {path} with the PEM certificate(s)"))
             continue
         worst, notes, fixes = OK, [], []
@@ -510,7 +531,8 @@ def _t(s: Setup) -> float:
 
 
 STEPS = (check_config, check_policy, check_slurm_conf, check_plugstack, check_spank, check_hook_files,
-         check_interpreters, check_user_run, check_trust, check_store, check_audit, check_caches, check_revocation)
+         check_interpreters, check_runtimes, check_user_run, check_trust, check_store, check_audit, check_caches,
+         check_revocation)
 
 
 def run(s: Setup) -> list[Check]:

@@ -73,6 +73,30 @@ def file_problems(path: str, follow: bool = False, want_exec: bool = False) -> l
     return out
 
 
+def tree_problems(top: str, limit: int = 5000) -> list[tuple[str, str]]:
+    """`top`, the directories above it, and everything below it (up to `limit` entries)
+    root's alone: what root-run hooks import from there cannot be changed by anyone else."""
+    out = list(ancestor_problems(os.path.join(top, "x")))
+    n = 0
+    for d, dirs, files in os.walk(top):
+        for name in [*dirs, *files]:
+            n += 1
+            if n > limit:
+                return out
+            p = os.path.join(d, name)
+            try:
+                st = os.lstat(p)
+            except OSError:
+                continue
+            if st.st_uid != 0:
+                out.append((f"{p} is owned by uid {st.st_uid}", f"chown -R root:root {top}"))
+            elif st.st_mode & 0o022 and not stat.S_ISLNK(st.st_mode):
+                out.append((f"{p} is writable by group/others (mode {_mode(st)})", f"chmod -R go-w {top}"))
+            if len(out) > 5:
+                return out
+    return out
+
+
 def shebang(path: str) -> list[str]:
     """The interpreter line of a script, split (empty when there is none)."""
     try:
