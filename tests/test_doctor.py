@@ -603,3 +603,20 @@ def test_slurm_conf_parsing(tmp):
     plugins, _ = SC.read_plugstack(str(tmp / "p.conf"))
     assert [(p.kind, p.path, p.args) for p in plugins] == [("optional", "/x.so", ("a=1",)),
                                                            ("required", "/y.so", ("b=2", "c=3"))]
+
+
+def test_plugin_writable_by_others_is_not_loaded(inst):
+    """Loading a plugin runs its constructors: the doctor (root) never loads one a user could
+    have written — here one that would leave a mark if it were loaded."""
+    src = inst.d / "evil.c"
+    mark = inst.d / "loaded"
+    src.write_text('#include <stdio.h>\n__attribute__((constructor)) static void c(void) '
+                   f'{{ FILE *f = fopen("{mark}", "w"); if (f) fclose(f); }}\n'
+                   "int slurm_spank_init(void) { return 0; }\n"
+                   "int slurm_spank_task_init_privileged(void) { return 0; }\n")
+    so = inst.prefix / "sifguard_spank.so"
+    subprocess.run(["cc", "-shared", "-fPIC", "-o", so, src], check=True, timeout=60)
+    os.chmod(so, 0o777)
+    rc, checks, _ = inst.doctor()
+    assert checks["SPANK plugin"]["status"] == "fail" and "not loaded" in checks["SPANK plugin"]["detail"]
+    assert not mark.exists()
