@@ -620,3 +620,13 @@ def test_plugin_writable_by_others_is_not_loaded(inst):
     rc, checks, _ = inst.doctor()
     assert checks["SPANK plugin"]["status"] == "fail" and "not loaded" in checks["SPANK plugin"]["detail"]
     assert not mark.exists()
+
+
+def test_revocation_off_skips_the_endpoints(tmp, site):
+    dead = free_port()
+    inst = Install(tmp, site, policy_extra=f"  responders:\n    - issuer: \"CN=Doctor Site Root CA*\"\n"
+                                           f"      url: http://127.0.0.1:{dead}/\n")
+    inst.policy.write_text(inst.policy.read_text().replace("mode: enforce", "mode: off"))
+    rc, checks, _ = inst.doctor()
+    assert checks["revocation endpoints"]["status"] == "skip"
+    assert not [n for n in checks if n.startswith(("OCSP ", "CRL "))]

@@ -17,7 +17,6 @@ INSTALLED_CONFIG = "sifguard-slurm.json"
 DEFAULT_PREFIX = "/usr/libexec/sifguard"
 SCRIPTS = ("sifguard-prolog-slurmctld", "sifguard-task-prolog", "sifguard-spank-check",
            "shim/apptainer", "shim/singularity")
-USER_SCRIPTS = ("sifguard-task-prolog", "shim/apptainer", "shim/singularity")   # run as the job's user
 
 
 @dataclass(frozen=True)

@@ -137,6 +137,10 @@ def check_revocation(s: Setup) -> list[Check]:
     if not probes:
         return [Check("revocation endpoints", SKIP, "the trust files name no OCSP/CRL endpoint and the policy no "
                       "responder override (list the issuing CA under trust.intermediates to have it probed)")]
+    modes = {s.policy.revocation.mode} | {r.revocation_mode for r in s.policy.rules if r.revocation_mode}
+    if modes == {"off"}:
+        return [Check("revocation endpoints", SKIP, "revocation checking is off in every rule of the policy")]
+    checker.fetcher.session          # the HTTP stack is loaded before the clock starts: latency is the exchange's
     out = []
     for p in probes:
         ok, detail = N.run_probe(checker, p, _t(s))
