@@ -630,3 +630,19 @@ def test_revocation_off_skips_the_endpoints(tmp, site):
     rc, checks, _ = inst.doctor()
     assert checks["revocation endpoints"]["status"] == "skip"
     assert not [n for n in checks if n.startswith(("OCSP ", "CRL "))]
+
+
+def test_site_task_prolog_wrapping_sifguards(inst):
+    """A site task prolog that calls sifguard's: a warning (the doctor cannot prove it runs it),
+    not a failure; one that does not mention it: a failure whose fix says how to combine them."""
+    site_tp = inst.d / "site-task-prolog"
+    site_tp.write_text(f"#!/bin/sh\necho export FOO=1\nexec {inst.prefix}/sifguard-task-prolog\n")
+    os.chmod(site_tp, 0o755)
+    text = inst.slurm_conf.read_text()
+    inst.slurm_conf.write_text(text + f"TaskProlog={site_tp}\n")
+    rc, checks, _ = inst.doctor()
+    assert checks["slurm.conf TaskProlog"]["status"] == "warn"
+    site_tp.write_text("#!/bin/sh\necho export FOO=1\n")
+    rc, checks, _ = inst.doctor()
+    c = checks["slurm.conf TaskProlog"]
+    assert rc == 1 and c["status"] == "fail" and f"also run {inst.prefix}/sifguard-task-prolog" in c["fix"]

@@ -12,7 +12,7 @@ import sys
 
 from sifguard.slurm import slurm_conf as SC
 from sifguard.slurm import doctor_fs as F
-from sifguard.slurm.doctor import FAIL, INSTALLED_CONFIG, OK, SCRIPTS, SKIP, Check, Setup
+from sifguard.slurm.doctor import FAIL, INSTALLED_CONFIG, OK, SCRIPTS, SKIP, WARN, Check, Setup
 from sifguard.slurm.doctor import problems_check as _problems_check
 from sifguard.slurm.doctor import t as _t
 
@@ -46,12 +46,32 @@ def check_slurm_conf(s: Setup) -> list[Check]:
         if any(_same(v, want) for v in vals if v):
             out.append(Check(f"slurm.conf {key}", OK, f"{st.file}:{st.line}: {key}={st.value}"))
             continue
+        wrapper = next((v for v in vals if v and _mentions(v, want)), None)
+        if wrapper:
+            out.append(Check(f"slurm.conf {key}", WARN, f"{st.file}:{st.line}: {key}={st.value}; {wrapper} "
+                             f"mentions {want} (whether it runs it, and passes its output on, is not verified)"))
+            continue
         seen = f"{st.file}:{st.line} sets {key}={st.value}" if st else \
             f"no {key} in {', '.join(files)}"
-        fix = (f"add {want} to {key} in {st.file}:{st.line} (a comma-separated list)" if st and st.value
-               else f"add the line `{key}={want}` to {s.slurm_conf}") + "; then `scontrol reconfigure`"
+        if not (st and st.value):
+            fix = f"add the line `{key}={want}` to {s.slurm_conf}"
+        elif key == "TaskProlog":       # one program: a site task prolog must call sifguard's (its output counts)
+            fix = (f"set {key}={want} in {st.file}:{st.line}, or have the site's task prolog {st.value} also run "
+                   f"{want} (its `export PATH=…` output must reach Slurm)")
+        else:
+            fix = f"add {want} to {key} in {st.file}:{st.line} (a comma-separated list)"
+        fix += "; then `scontrol reconfigure`"
         out.append(Check(f"slurm.conf {key}", FAIL, seen + f" — the sifguard hook {want} is not enabled", fix))
     return out
+
+
+def _mentions(script: str, path: str) -> bool:
+    """Whether a site's own hook script names `path` (a wrapper that may call sifguard's)."""
+    try:
+        with open(script, "rb") as f:
+            return path.encode() in f.read(1 << 16)
+    except OSError:
+        return False
 
 
 def plugstack_path(s: Setup) -> str:
