@@ -380,12 +380,13 @@ def test_doctor_finds_the_test_cluster_healthy(cluster):
     assert r.rc == 0 and not bad, bad
     assert {n for n, c in checks.items() if c["status"] == "skip"} <= {"revocation endpoints"}, checks
     for n in ("slurm.conf PrologSlurmctld", "slurm.conf TaskProlog", "plugstack.conf", "SPANK plugin",
-              "hooks run as a job user", "image store", "stager", "audit log"):
+              "hooks run as a job user", "image store", "stager", "audit log", "running slurmctld"):
         assert checks[n]["status"] == "ok", checks[n]
     w = cluster["w"]
     shutil.copyfile(w / "ca" / "intermediate.pem", w / "intermediate.pem")
     os.chmod(w / "intermediate.pem", 0o644)
-    text = (w / "policy.yaml").read_text().replace("trust: {roots: [", f"trust: {{intermediates: [{w}/intermediate.pem], roots: [")
+    text = (w / "policy.yaml").read_text().replace(
+        "trust: {roots: [", f"trust: {{intermediates: [{w}/intermediate.pem], roots: [")
     (w / "policy-doctor.yaml").write_text(text)
     os.chmod(w / "policy-doctor.yaml", 0o644)
     r = run_cli("slurm", "doctor", "--prefix", f"{D}/hooks", "--policy", w / "policy-doctor.yaml", "--json",

@@ -65,6 +65,43 @@ def check_slurm_conf(s: Setup) -> list[Check]:
     return out
 
 
+def check_live_config(s: Setup) -> list[Check]:
+    """What the running slurmctld uses (`scontrol show config`, bounded): a slurm.conf edited
+    but not reconfigured leaves the hooks off however right the file looks."""
+    exe = shutil.which("scontrol") or (s.cfg.bin_dir + "/scontrol" if s.cfg is not None else "")
+    if not exe or not os.path.exists(exe):
+        return [Check("running slurmctld", SKIP, "no scontrol here")]
+    env = {"PATH": "/usr/bin:/bin", "SLURM_CONF": s.slurm_conf}
+    try:
+        p = subprocess.run([exe, "show", "config"], capture_output=True, text=True, timeout=_t(s), env=env,
+                           stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        return [Check("running slurmctld", SKIP, f"scontrol did not answer within {_t(s):g} s")]
+    except OSError as e:
+        return [Check("running slurmctld", SKIP, f"scontrol: {e.strerror or e}")]
+    if p.returncode != 0:
+        last = (p.stderr.strip().splitlines() or [f"exit {p.returncode}"])[-1]
+        return [Check("running slurmctld", SKIP, f"not reachable from here ({last[:200]})")]
+    live = {}
+    for line in p.stdout.splitlines():
+        k, eq, v = line.partition("=")
+        if eq:
+            live[k.strip().lower()] = v.strip()
+    wrong = []
+    for key, script in (("PrologSlurmctld", "sifguard-prolog-slurmctld"), ("TaskProlog", "sifguard-task-prolog")):
+        want = _p(s, script)
+        vals = [v.strip() for v in live.get(key.lower(), "").split(",")]
+        if not any(v and (_same(v, want) or _mentions(v, want)) for v in vals):
+            wrong.append(f"{key} = {live.get(key.lower(), '(none)')}")
+    ps = live.get("plugstackconfig", "")
+    if ps and not _same(ps, plugstack_path(s)):
+        wrong.append(f"PlugStackConfig = {ps}, not {plugstack_path(s)}")
+    if wrong:
+        return [Check("running slurmctld", FAIL, "the running controller has " + "; ".join(wrong),
+                      "scontrol reconfigure (or restart slurmctld and slurmd) after editing slurm.conf")]
+    return [Check("running slurmctld", OK, "uses the sifguard hooks (scontrol show config)")]
+
+
 def _mentions(script: str, path: str) -> bool:
     """Whether a site's own hook script names `path` (a wrapper that may call sifguard's)."""
     try:
