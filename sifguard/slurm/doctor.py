@@ -51,10 +51,13 @@ def locate(prefix: str | None = None, slurm_conf: str | None = None, policy: str
         cands = [hook_config.DEFAULT, os.path.join(DEFAULT_PREFIX, INSTALLED_CONFIG)]
     cpath = next((c for c in cands if os.path.exists(c)), cands[0])
     cfg, err = None, ""
-    try:
-        cfg = hook_config.load(cpath)
-    except Exception as e:  # noqa: BLE001 - reported as a failed check
-        err = str(e)
+    if not os.path.exists(cpath):
+        err = f"{cpath}: not found (are the hooks installed here? looked for {', '.join(cands)})"
+    else:
+        try:
+            cfg = hook_config.load(cpath)
+        except Exception as e:  # noqa: BLE001 - reported as a failed check
+            err = str(e)
     if not prefix:
         prefix = os.path.dirname(cfg.shim_dir) if cfg is not None and cfg.shim_dir else os.path.dirname(cpath)
     return Setup(prefix=os.path.abspath(prefix), config_path=cpath,

@@ -71,6 +71,8 @@ def check_live_config(s: Setup) -> list[Check]:
     exe = shutil.which("scontrol") or (s.cfg.bin_dir + "/scontrol" if s.cfg is not None else "")
     if not exe or not os.path.exists(exe):
         return [Check("running slurmctld", SKIP, "no scontrol here")]
+    if not os.path.isfile(s.slurm_conf):
+        return [Check("running slurmctld", SKIP, f"{s.slurm_conf} is not here to reach it with")]
     env = {"PATH": "/usr/bin:/bin", "SLURM_CONF": s.slurm_conf}
     try:
         p = subprocess.run([exe, "show", "config"], capture_output=True, text=True, timeout=_t(s), env=env,
