@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 def add_parsers(sub) -> None:
-    p = sub.add_parser("slurm", help="Slurm enforcement: install the hooks")
+    p = sub.add_parser("slurm", help="Slurm enforcement: install the hooks, check the setup")
     ss = p.add_subparsers(dest="slurm_command", metavar="SLURM_COMMAND", parser_class=type(p))
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
     i = ss.add_parser("install", help="install prolog, task prolog, shim and SPANK plugin; print the Slurm lines")
@@ -29,6 +29,14 @@ def add_parsers(sub) -> None:
     from sifguard.slurm.precheck import add_arguments
     add_arguments(pc)
     pc.set_defaults(func=cmd_precheck)
+    d = ss.add_parser("doctor", help="check this controller/node's sifguard Slurm setup; a fix for each failure")
+    d.add_argument("--prefix", help="where the hooks are installed (default: the installed configuration's)")
+    d.add_argument("--slurm-conf", help="slurm.conf (default: the one `slurm install` recorded)")
+    d.add_argument("--policy", help="site policy (default: the one `slurm install` recorded)")
+    d.add_argument("--json", action="store_true", help="one JSON object instead of the table")
+    d.add_argument("--timeout", type=_seconds, help="seconds per network/child check (default: the policy's "
+                   "revocation.timeout)")
+    d.set_defaults(func=cmd_doctor)
 
 
 def _size(text: str) -> int:
@@ -43,6 +51,29 @@ def _size(text: str) -> int:
     if n <= 0:
         raise argparse.ArgumentTypeError(f"size must be positive: {text!r}")
     return n
+
+
+def _seconds(text: str) -> float:
+    import argparse
+    try:
+        v = float(text)
+    except ValueError:
+        v = -1.0
+    if not 0 < v <= 600:
+        raise argparse.ArgumentTypeError(f"not a number of seconds in (0, 600]: {text!r}")
+    return v
+
+
+def cmd_doctor(args) -> int:
+    from sifguard.cli.common import print_json
+    from sifguard.slurm import doctor
+    setup = doctor.locate(args.prefix, args.slurm_conf, args.policy, args.timeout)
+    checks = doctor.run(setup)
+    if args.json:
+        print_json(doctor.as_json(setup, checks))
+    else:
+        print(doctor.render(checks))
+    return 1 if any(c.status == doctor.FAIL for c in checks) else 0
 
 
 def cmd_install(args) -> int:
