@@ -182,3 +182,18 @@ os.exit(slurm_cli_pre_submit(opts, 0) == slurm.ERROR and 3 or 0)
     assert got[-4:] == ["a b", "it's", f"$(touch {tmp_path}/pwned)", ";rm -rf /"]
     assert "--partition" in got and got[got.index("--partition") + 1] == "x'y"
     assert not (tmp_path / "pwned").exists()
+
+
+def test_store_records_make_the_answer_exact(env, tmp_path):
+    """An image the verified image store staged is judged from the store's findings record
+    (its content was hashed when it was staged): a data change the quick look cannot see is
+    caught once the store knows the bytes."""
+    store = tmp_path / "store"
+    p = f"{env['imgs']}/data-changed.sif"
+    r = run_cli("store", "stage", p, "--store", store, "--policy", env["policy"])
+    assert r.rc in (0, 1), r                     # staged (and refused: its data changed)
+    s = script(env, f"apptainer exec {p} true")
+    quick = precheck(load(env["policy"]), [s])
+    exact = precheck(load(env["policy"]), [s], store=str(store))
+    assert levels(quick) == [(OK, "job.sh:3")]
+    assert levels(exact) == [(REFUSE, "job.sh:3")] and "changed" in exact.notes[0].message

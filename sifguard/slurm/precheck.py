@@ -5,8 +5,8 @@
 It runs as the submitting user, before the job exists, so it is feedback only — a user can
 bypass a client filter; the controller prolog stays authoritative. The job script (or the
 srun command line) goes through the prolog's scanner; each image it names statically is
-judged the quick way: by the verified-image cache when the image is known there (an exact
-answer), else by its signatures, signers, header and descriptors and the policy's rules and
+judged the quick way: from what the verified image store or the verified-image cache recorded
+when the image is known there (exact: its content was hashed), else by its signatures, signers, header and descriptors and the policy's rules and
 revocation (cache first) without reading the objects' data — any image size costs the
 same. A refusal names the script line; what cannot be judged (an image named at run time,
 a rule that depends on a partition the user did not give) is a warning, never a refusal.
@@ -66,7 +66,8 @@ def _script_of(argv: list[str], wrap: str | None, cwd: str) -> tuple[str, str, s
 
 
 def precheck(policy, argv: list[str], wrap: str | None = None, cwd: str | None = None, env: dict | None = None,
-             account: str | None = None, partition: str | None = None, shim_dir: str = "") -> Outcome:
+             account: str | None = None, partition: str | None = None, shim_dir: str = "",
+             store: str = "") -> Outcome:
     """Judge the images a job would run, as far as can be known before it is submitted."""
     from sifguard.slurm.gate import image_source, reaches_runtime_directly
     from sifguard.slurm.script_scan import scan
@@ -102,7 +103,7 @@ def precheck(policy, argv: list[str], wrap: str | None = None, cwd: str | None =
         if engine is None:
             from sifguard.enforce.decide import Engine
             engine = Engine(policy)
-        out.notes.append(_judge(engine, path, f.image, where, ctx))
+        out.notes.append(_judge(engine, path, f.image, where, ctx, store))
     return out
 
 
@@ -120,7 +121,27 @@ def _context(account, partition) -> JobContext:
     return JobContext(user=user, group=group, account=account or UNKNOWN, partition=partition or UNKNOWN)
 
 
-def _judge(engine, path: str, shown: str, where: str, ctx: JobContext) -> Note:
+def _recorded(engine, img, store: str):
+    """Findings the store or the image cache recorded for these bytes (hashed then), or None."""
+    if store:
+        try:
+            from sifguard.store import lookup, records
+            from sifguard.store.layout import Store
+            st = img.stat
+            s = Store(store)
+            idx = lookup.index_record(s, lookup.source_key(img.fileno(), st), st)
+            rec = records.read(s.findings_path(idx["digest"], engine.roots_id)) if idx else None
+            if rec and rec.get("format") == 2:
+                return engine.findings_from_record(rec)
+        except Exception:  # noqa: BLE001 - the store only saves work here; the quick look stands in
+            pass
+    hit = engine.image_cache.get(img.stat) if engine.policy.image_cache else None
+    if hit and hit.get("format") == 2:
+        return engine._from_record(hit, "hit")
+    return None
+
+
+def _judge(engine, path: str, shown: str, where: str, ctx: JobContext, store: str = "") -> Note:
     """One image, the quick way (see the module docstring)."""
     from sifguard.enforce import core
     from sifguard.errors import SifguardError
@@ -134,10 +155,8 @@ def _judge(engine, path: str, shown: str, where: str, ctx: JobContext) -> Note:
         if all(r.require == "any" or core.rule_actions(r)["integrity"] == "skip" for r in rules):
             return Note(OK, where, f"{shown}: no signature required")
         with SifImage(path) as img:
-            hit = engine.image_cache.get(img.stat) if engine.policy.image_cache else None
-            if hit and hit.get("format") == 2:
-                findings = engine._from_record(hit, "hit")
-            else:
+            findings = _recorded(engine, img, store)
+            if findings is None:
                 from sifguard.enforce.decide import _record
                 rep = verify_image(img, engine.trust, hash_objects=False)
                 findings = engine._from_report(rep, _record(rep), "quick")
@@ -177,12 +196,12 @@ def run(a, script: str | None = None) -> int:
     try:
         from sifguard.policy.loader import load_fast
         from sifguard.slurm import config as hookconf
-        shim_dir, policy_path = "", a.policy
+        shim_dir, store, policy_path = "", "", a.policy
         if not policy_path or a.config:
             cfg = hookconf.load(a.config or hookconf.find(script))
-            policy_path, shim_dir = policy_path or cfg.policy, cfg.shim_dir
+            policy_path, shim_dir, store = policy_path or cfg.policy, cfg.shim_dir, cfg.store
         out = precheck(load_fast(policy_path), a.argv, a.wrap, a.cwd, account=a.account, partition=a.partition,
-                       shim_dir=shim_dir)
+                       shim_dir=shim_dir, store=store)
     except Exception as e:  # noqa: BLE001 - feedback only: never block a submission on our own failure
         out = Outcome([Note(WARN, "precheck", f"not checked ({type(e).__name__}: {str(e)[:200]})")])
     lines = out.lines()
