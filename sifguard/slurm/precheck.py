@@ -169,11 +169,7 @@ def _judge(engine, path: str, shown: str, where: str, ctx: JobContext, store: st
         return Note(OK, where, f"{shown}: {v.reason}")
     if len(rules) > 1:       # depends on an account/partition the submission does not name
         return Note(WARN, where, f"{shown}: may be refused when the job starts: {v.reason}")
-    return Note(REFUSE, where, f"{shown}: {_short(v.reason)}")
-
-
-def _short(reason: str) -> str:
-    return reason
+    return Note(REFUSE, where, f"{shown}: {v.reason}")
 
 
 def add_arguments(ap) -> None:
