@@ -167,9 +167,12 @@ def test_good_installation_all_pass(inst):
     rc, checks, doc = inst.doctor()
     assert rc == 0, {n: c for n, c in checks.items() if c["status"] != "ok"}
     assert doc["ok"] is True
-    # no slurmctld runs for these installations: the one check that asks it is skipped
+    # no slurmctld runs for these installations: the one check that asks it is skipped; the
+    # submit-time filter is optional and not enabled here
     assert checks["running slurmctld"]["status"] == "skip"
-    assert all(c["status"] == "ok" for n, c in checks.items() if n != "running slurmctld"), checks
+    assert checks["submit-time feedback"]["status"] == "skip"
+    assert all(c["status"] == "ok" for n, c in checks.items()
+               if n not in ("running slurmctld", "submit-time feedback")), checks
     for name in ("slurm.conf PrologSlurmctld", "slurm.conf TaskProlog", "plugstack.conf", "SPANK plugin",
                  "hook shim/apptainer", "hooks run as a job user", "policy readable by users", "image store",
                  "stager", "audit log", "image cache"):
@@ -648,3 +651,30 @@ def test_site_task_prolog_wrapping_sifguards(inst):
     rc, checks, _ = inst.doctor()
     c = checks["slurm.conf TaskProlog"]
     assert rc == 1 and c["status"] == "fail" and f"also run {inst.prefix}/sifguard-task-prolog" in c["fix"]
+
+
+def test_submit_time_filter(inst):
+    """Optional: skipped until enabled; then the cli_filter.lua next to slurm.conf must exist,
+    be root's alone (it runs in every user's sbatch) and call the installed precheck."""
+    rc, checks, _ = inst.doctor()
+    assert checks["submit-time feedback"]["status"] == "skip" and "CliFilterPlugins" in checks["submit-time feedback"]["detail"]
+    with open(inst.slurm_conf, "a") as f:
+        f.write("CliFilterPlugins=cli_filter/lua\n")
+    lua = os.path.join(os.path.dirname(str(inst.slurm_conf)), "cli_filter.lua")
+    rc, checks, _ = inst.doctor()
+    assert rc == 1
+    only_failure(checks, "submit-time feedback")
+    assert "install -m 0644" in checks["submit-time feedback"]["fix"]
+    shutil.copyfile(os.path.join(str(inst.prefix), "cli_filter.lua"), lua)
+    os.chmod(lua, 0o644)
+    rc, checks, _ = inst.doctor()
+    assert checks["submit-time feedback"]["status"] == "ok", checks["submit-time feedback"]
+    os.chmod(lua, 0o666)                      # anyone could make every sbatch run their code
+    rc, checks, _ = inst.doctor()
+    only_failure(checks, "submit-time feedback")
+    os.chmod(lua, 0o644)
+    with open(lua, "w") as f:                  # a site's own filter that does not call ours
+        f.write("function slurm_cli_pre_submit(o, i) return slurm.SUCCESS end\n")
+    rc, checks, _ = inst.doctor()
+    only_failure(checks, "submit-time feedback")
+    assert "does not call" in checks["submit-time feedback"]["detail"]

@@ -407,6 +407,8 @@ def test_submission_feedback_through_cli_filter(cluster, results):
     wait(cluster, [ok, bad])
     assert state(cluster, ok) == "COMPLETED" and "RAN-PRE-OK" in output(cluster, "pre-signed")
     assert state(cluster, bad) == "CANCELLED" and "not signed" in output(cluster, "pre-bypass")
+
+
 def test_doctor_finds_the_test_cluster_healthy(cluster):
     """`sifguard slurm doctor` on the running cluster: everything `slurm install` and cluster.sh
     set up passes (the policy's roots name no revocation endpoint: that check is skipped);
@@ -418,7 +420,13 @@ def test_doctor_finds_the_test_cluster_healthy(cluster):
     bad = {n: c for n, c in checks.items() if c["status"] not in ("ok", "skip")
            and not (n == "policy snapshot" and c["status"] == "warn")}   # stale until a root hook runs
     assert r.rc == 0 and not bad, bad
-    assert {n for n, c in checks.items() if c["status"] == "skip"} <= {"revocation endpoints"}, checks
+    # the controller's slurm.conf has no client filter (tests use a client configuration for it)
+    assert {n for n, c in checks.items() if c["status"] == "skip"} <= {"revocation endpoints",
+                                                                       "submit-time feedback"}, checks
+    r = run_cli("slurm", "doctor", "--prefix", f"{D}/hooks", "--slurm-conf",
+                cluster["env"]["SIFGUARD_CLIENT_SLURM_CONF"], "--json", env=cluster["env"])
+    client = {c["name"]: c for c in json.loads(r.out)["checks"]}
+    assert client["submit-time feedback"]["status"] == "ok", client["submit-time feedback"]
     for n in ("slurm.conf PrologSlurmctld", "slurm.conf TaskProlog", "plugstack.conf", "SPANK plugin",
               "hooks run as a job user", "image store", "stager", "audit log", "running slurmctld"):
         assert checks[n]["status"] == "ok", checks[n]

@@ -15,7 +15,7 @@ OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
 EXPIRY_WARN_DAYS = 30
 INSTALLED_CONFIG = "sifguard-slurm.json"
 DEFAULT_PREFIX = "/usr/libexec/sifguard"
-SCRIPTS = ("sifguard-prolog-slurmctld", "sifguard-task-prolog", "sifguard-spank-check",
+SCRIPTS = ("sifguard-prolog-slurmctld", "sifguard-task-prolog", "sifguard-spank-check", "sifguard-precheck",
            "shim/apptainer", "shim/singularity")
 
 
@@ -81,7 +81,7 @@ def steps() -> tuple:
     """The checks in order: the forks (as nobody) before any network thread starts."""
     from sifguard.slurm import doctor_install as I, doctor_state as S, doctor_trust as T
     return (I.check_config, T.check_policy, I.check_slurm_conf, I.check_live_config, I.check_plugstack,
-            I.check_spank, I.check_hook_files, I.check_interpreters, I.check_runtimes, I.check_user_run, T.check_trust,
+            I.check_cli_filter, I.check_spank, I.check_hook_files, I.check_interpreters, I.check_runtimes, I.check_user_run, T.check_trust,
             S.check_store, S.check_audit, S.check_caches, T.check_revocation)
 
 

@@ -219,6 +219,42 @@ def check_spank(s: Setup) -> list[Check]:
     return [Check("SPANK plugin", OK, f"{so} loads, has the SPANK entry points{ver}")]
 
 
+def check_cli_filter(s: Setup) -> list[Check]:
+    """Submit-time feedback (optional): CliFilterPlugins=cli_filter/lua with the cli_filter.lua
+    next to slurm.conf calling the installed precheck. The script runs inside every user's
+    sbatch/srun, so it must be root's alone like a hook."""
+    name = "submit-time feedback"
+    installed, precheck = _p(s, "cli_filter.lua"), _p(s, "sifguard-precheck")
+    try:
+        settings, _ = SC.read_slurm_conf(s.slurm_conf)
+    except (SC.ConfError, OSError):
+        return []                      # the slurm.conf check says why
+    st = SC.last(settings, "CliFilterPlugins")
+    plugins = [p.strip() for p in (st.value if st else "").split(",") if p.strip()]
+    lua = os.path.join(os.path.dirname(os.path.abspath(s.slurm_conf)), "cli_filter.lua")
+    install = f"install -m 0644 {installed} {lua}"
+    if not any(p in ("cli_filter/lua", "lua") for p in plugins):
+        return [Check(name, SKIP, f"not enabled (optional): add CliFilterPlugins=cli_filter/lua to slurm.conf and "
+                                  f"`{install}`")]
+    if not os.path.exists(lua):
+        return [Check(name, FAIL, f"CliFilterPlugins has cli_filter/lua but {lua} does not exist", install)]
+    problems = F.file_problems(lua)
+    if problems:
+        return [_problems_check(name, problems, "")]
+    try:
+        with open(lua, encoding="utf-8", errors="replace") as f:
+            calls = precheck in f.read()
+    except OSError as e:
+        return [Check(name, FAIL, f"{lua}: {e.strerror}", install)]
+    if not calls:
+        return [Check(name, FAIL, f"{lua} does not call {precheck}",
+                      f"{install} (or merge its slurm_cli_pre_submit into the site's script)")]
+    pre = F.file_problems(precheck)
+    if pre:
+        return [_problems_check(name, pre, "")]
+    return [Check(name, OK, f"{st.file}:{st.line}: cli_filter/lua; {lua} calls {precheck}")]
+
+
 def check_hook_files(s: Setup) -> list[Check]:
     out = []
     for rel in SCRIPTS + ("sifguard_spank.so",):
