@@ -5,9 +5,8 @@ edge (CLI, Slurm hooks through enforce/gate.py) prints that Verdict its own way.
 
 from __future__ import annotations
 
-import dataclasses
-import datetime as dt
 import base64
+import dataclasses
 import hashlib
 import os
 import time
@@ -24,7 +23,7 @@ from sifguard.policy.decide import JobContext, candidate_rules
 from sifguard.policy.model import Policy
 from sifguard.sif.image import Progress, SifImage
 from sifguard.x509 import keys
-from sifguard.x509.chain import ChainError, SignatureMemo, build_path, fingerprint, identity
+from sifguard.x509.chain import SignatureMemo, fingerprint, identity
 
 __all__ = ["Engine", "Verdict", "load_certs"]
 

@@ -164,7 +164,7 @@ def _signed_bytes(der: bytes) -> tuple[bytes, bytes]:
 
 
 def _parse(der: bytes) -> Token:
-    from asn1crypto import cms, core, tsp   # noqa: F401 - tsp registers TSTInfo and the ESS attributes
+    from asn1crypto import cms, tsp   # noqa: F401 - tsp registers TSTInfo and the ESS attributes
     ci = cms.ContentInfo.load(der, strict=True)
     if ci["content_type"].native != "signed_data":
         raise TimestampError("time-stamp token is not CMS SignedData")
