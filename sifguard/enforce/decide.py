@@ -168,17 +168,20 @@ class Engine:
 
     # ------------------------------------------------------------------------------
     def findings(self, image: str, fd: int | None = None, progress: Progress | None = None,
-                 cache: bool = True) -> Findings:
+                 cache: bool = True, hash_objects: bool = True) -> Findings:
         """Integrity findings with each signer's path built exactly once: by the verifier
-        on a cache miss, from the cached chain (at now) on a hit."""
+        on a cache miss, from the cached chain (at now) on a hit. `hash_objects=False`: on a
+        miss, the quick look of verify_image (data not read; never cached, image_cache "quick")."""
         use = bool(self.policy.image_cache) and cache
         with SifImage(image, fd=fd) as img:
             st = img.stat
             hit = self.image_cache.get(st) if use else None
             if hit and hit.get("format") == 2:
                 return self._from_record(hit, "hit")
-            rep = verify_image(img, self.trust, progress=progress)
+            rep = verify_image(img, self.trust, progress=progress, hash_objects=hash_objects)
         rec = _record(rep)
+        if not hash_objects:
+            return self._from_report(rep, rec, "quick")
         if use and rep.verified:
             self.image_cache.put(st, rec)
         return self._from_report(rep, rec, "miss" if use else "off")

@@ -121,32 +121,28 @@ def _context(account, partition) -> JobContext:
     return JobContext(user=user, group=group, account=account or UNKNOWN, partition=partition or UNKNOWN)
 
 
-def _recorded(engine, img, store: str):
-    """Findings the store or the image cache recorded for these bytes (hashed then), or None."""
-    if store:
+def _stored(engine, path: str, store: str):
+    """Findings the image store recorded for these bytes (hashed when staged), or None."""
+    try:
+        from sifguard.store import lookup, records
+        from sifguard.store.layout import Store
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         try:
-            from sifguard.store import lookup, records
-            from sifguard.store.layout import Store
-            st = img.stat
+            st = os.fstat(fd)
             s = Store(store)
-            idx = lookup.index_record(s, lookup.source_key(img.fileno(), st), st)
-            rec = records.read(s.findings_path(idx["digest"], engine.roots_id)) if idx else None
-            if rec and rec.get("format") == 2:
-                return engine.findings_from_record(rec)
-        except Exception:  # noqa: BLE001 - the store only saves work here; the quick look stands in
-            pass
-    hit = engine.image_cache.get(img.stat) if engine.policy.image_cache else None
-    if hit and hit.get("format") == 2:
-        return engine._from_record(hit, "hit")
-    return None
+            idx = lookup.index_record(s, lookup.source_key(fd, st), st)
+        finally:
+            os.close(fd)
+        rec = records.read(s.findings_path(idx["digest"], engine.roots_id)) if idx else None
+        return engine.findings_from_record(rec) if rec and rec.get("format") == 2 else None
+    except Exception:  # noqa: BLE001 - the store only saves work here; the quick look stands in
+        return None
 
 
 def _judge(engine, path: str, shown: str, where: str, ctx: JobContext, store: str = "") -> Note:
     """One image, the quick way (see the module docstring)."""
     from sifguard.enforce import core
     from sifguard.errors import SifguardError
-    from sifguard.integrity.verify import verify_image
-    from sifguard.sif.image import SifImage
     if not os.path.lexists(path):
         return Note(WARN, where, f"{shown}: does not exist yet: checked when the job starts")
     real = os.path.realpath(path)
@@ -154,12 +150,8 @@ def _judge(engine, path: str, shown: str, where: str, ctx: JobContext, store: st
     try:
         if all(r.require == "any" or core.rule_actions(r)["integrity"] == "skip" for r in rules):
             return Note(OK, where, f"{shown}: no signature required")
-        with SifImage(path) as img:
-            findings = _recorded(engine, img, store)
-            if findings is None:
-                from sifguard.enforce.decide import _record
-                rep = verify_image(img, engine.trust, hash_objects=False)
-                findings = engine._from_report(rep, _record(rep), "quick")
+        findings = (_stored(engine, path, store) if store else None) or \
+            engine.findings(path, hash_objects=False)      # the image cache's record, else the quick look
     except FileNotFoundError:
         return Note(WARN, where, f"{shown}: does not exist yet: checked when the job starts")
     except (SifguardError, OSError) as e:
