@@ -60,43 +60,10 @@ def _strip_comment(line: str) -> str:
     return "".join(out).strip()
 
 
-def read_slurm_conf(path: str) -> tuple[dict[str, list[Setting]], list[str]]:
-    """{lower-case key: every setting in file order}, and the files read (path first)."""
-    settings: dict[str, list[Setting]] = {}
-    files: list[str] = []
-
-    def walk(p: str, depth: int) -> None:
-        if len(files) >= MAX_FILES or depth > 16:
-            raise ConfError(f"{p}: too many or too deeply nested Include files")
-        files.append(p)
-        for n, raw in enumerate(_read(p), 1):
-            line = _strip_comment(raw)
-            if not line:
-                continue
-            head, _, rest = line.partition(" ")
-            if head.lower() == "include" and "=" not in head:
-                for inc in _includes(rest, os.path.dirname(p)):
-                    walk(inc, depth + 1)
-                continue
-            try:
-                words = shlex.split(line)
-            except ValueError:
-                words = line.split()
-            for w in words:
-                k, eq, v = w.partition("=")
-                if eq and k:
-                    settings.setdefault(k.lower(), []).append(Setting(k, v, p, n))
-    walk(path, 0)
-    return settings, files
-
-
-def last(settings: dict[str, list[Setting]], key: str) -> Setting | None:
-    vals = settings.get(key.lower())
-    return vals[-1] if vals else None
-
-
-def read_plugstack(path: str) -> tuple[list[Plugin], list[str]]:
-    plugins: list[Plugin] = []
+def _walk(path: str, include_args, on_line) -> list[str]:
+    """Every non-comment line of `path` and the files it includes (depth and count bounded):
+    `include_args(line)` is the include operand of an include line, else None;
+    `on_line(line, file, number)` gets the rest. Returns the files read, `path` first."""
     files: list[str] = []
 
     def walk(p: str, depth: int) -> None:
@@ -107,15 +74,53 @@ def read_plugstack(path: str) -> tuple[list[Plugin], list[str]]:
             line = _strip_comment(raw)
             if not line:
                 continue
-            try:
-                words = shlex.split(line)
-            except ValueError:
-                words = line.split()
-            kind = words[0].lower()
-            if kind == "include" and len(words) > 1:
-                for inc in _includes(words[1], os.path.dirname(p)):
-                    walk(inc, depth + 1)
-            elif kind in ("required", "optional") and len(words) > 1:
-                plugins.append(Plugin(kind, words[1], tuple(words[2:]), p, n))
+            inc = include_args(line)
+            if inc is not None:
+                for f in _includes(inc, os.path.dirname(p)):
+                    walk(f, depth + 1)
+            else:
+                on_line(line, p, n)
     walk(path, 0)
-    return plugins, files
+    return files
+
+
+def _words(line: str) -> list[str]:
+    try:
+        return shlex.split(line)
+    except ValueError:
+        return line.split()
+
+
+def read_slurm_conf(path: str) -> tuple[dict[str, list[Setting]], list[str]]:
+    """{lower-case key: every setting in file order}, and the files read (path first)."""
+    settings: dict[str, list[Setting]] = {}
+
+    def include(line: str):
+        head, _, rest = line.partition(" ")
+        return rest if head.lower() == "include" and "=" not in head else None
+
+    def setting(line: str, p: str, n: int) -> None:
+        for w in _words(line):
+            k, eq, v = w.partition("=")
+            if eq and k:
+                settings.setdefault(k.lower(), []).append(Setting(k, v, p, n))
+    return settings, _walk(path, include, setting)
+
+
+def last(settings: dict[str, list[Setting]], key: str) -> Setting | None:
+    vals = settings.get(key.lower())
+    return vals[-1] if vals else None
+
+
+def read_plugstack(path: str) -> tuple[list[Plugin], list[str]]:
+    plugins: list[Plugin] = []
+
+    def include(line: str):
+        words = _words(line)
+        return words[1] if len(words) > 1 and words[0].lower() == "include" else None
+
+    def plugin(line: str, p: str, n: int) -> None:
+        words = _words(line)
+        if len(words) > 1 and words[0].lower() in ("required", "optional"):
+            plugins.append(Plugin(words[0].lower(), words[1], tuple(words[2:]), p, n))
+    return plugins, _walk(path, include, plugin)
