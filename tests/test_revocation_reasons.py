@@ -14,9 +14,7 @@ import re
 import shutil
 import sqlite3
 import subprocess
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from cryptography import x509
@@ -306,29 +304,7 @@ def _crl(ca_dir, revoked=(), expired_certs_on=None):
     return b.sign(_key(ca_dir, "intermediate.key"), hashes.SHA256()).public_bytes(serialization.Encoding.DER)
 
 
-class Canned:
-    """An OCSP responder on 127.0.0.1 whose answers `answer(request DER)` makes."""
-
-    def __init__(self, answer):
-        class H(BaseHTTPRequestHandler):
-            def do_POST(self):
-                data = answer(self.rfile.read(int(self.headers.get("Content-Length", 0))))
-                self.send_response(200)
-                self.send_header("Content-Type", "application/ocsp-response")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *a):
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def stop(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+from test_revocation import Canned   # noqa: E402 - the hostile-responder helper of the revocation tests
 
 
 EXPIRED_KINDS = ("ours", "no-crl", "crl-plain", "crl-late", "crl-exact", "crl-ca", "cutoff-late", "cutoff-exact",
