@@ -290,14 +290,15 @@ class Gate:
 
     def _log(self, v: Verdict, fields: dict) -> None:
         try:
-            audit.write_decision(self.policy.audit_log, v, hook=self.hook, metrics=self.policy.metrics_textfile, **self.audit_extra, **fields)
+            audit.write_decision(self.policy.audit_log, v, hook=self.hook, metrics=self.policy.metrics_textfile,
+                                 **self.audit_extra, **fields)
         except audit.AuditError:
             pass   # the decision stands; the log's problem is reported by `slurm doctor`
 
     def _event(self, decision: str, ctx: JobContext, fields: dict) -> None:
         try:
-            audit.write_event(self.policy.audit_log, metrics=self.policy.metrics_textfile, hook=self.hook, decision=decision, context=ctx.as_dict(),
-                              **self.audit_extra, **fields)
+            audit.write_event(self.policy.audit_log, metrics=self.policy.metrics_textfile, hook=self.hook,
+                              decision=decision, context=ctx.as_dict(), **self.audit_extra, **fields)
         except audit.AuditError:
             pass
 
