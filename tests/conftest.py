@@ -53,6 +53,68 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class OpensslOcsp:
+    """`openssl ocsp` as an independent responder on 127.0.0.1, ready when constructed.
+
+    Readiness is a real OCSP request for (cert, issuer): openssl serves one connection at a
+    time and stalls on one that closes without a request, so a bare connect is no probe. A
+    process that exits (a port taken between free_port() and its bind) is restarted on a new
+    port, at most three times; its stderr is in the error if it never comes up."""
+
+    def __init__(self, index, rsigner, rkey, ca, probe, *extra, wait=30.0):
+        import tempfile
+        import time
+        self.proc = None
+        errors = []
+        for _ in range(3):
+            self.port = free_port()
+            self.url = f"http://127.0.0.1:{self.port}/"
+            log = tempfile.TemporaryFile()
+            self.proc = subprocess.Popen(["openssl", "ocsp", "-index", str(index), "-port", str(self.port),
+                                          "-rsigner", str(rsigner), "-rkey", str(rkey), "-CA", str(ca),
+                                          *map(str, extra)],
+                                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log)
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    log.seek(0)
+                    errors.append(log.read().decode(errors="replace").strip()[-500:])
+                    break
+                if self._answers(probe):
+                    return
+                time.sleep(0.05)
+            else:
+                self.stop()
+                raise RuntimeError(f"openssl ocsp on port {self.port} did not answer in {wait:.0f} s")
+        raise RuntimeError(f"openssl ocsp exited three times: {errors}")
+
+    def _answers(self, probe) -> bool:
+        import urllib.request
+        try:
+            urllib.request.urlopen(urllib.request.Request(self.url, data=probe, headers={
+                "Content-Type": "application/ocsp-request"}), timeout=2).read()
+            return True
+        except OSError:
+            return False
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def ocsp_probe(cert, issuer) -> bytes:
+    """A DER OCSP request about cert, to probe a responder with."""
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.x509 import ocsp
+    return ocsp.OCSPRequestBuilder().add_certificate(cert, issuer, hashes.SHA1()).build().public_bytes(
+        serialization.Encoding.DER)
+
+
 class Server:
     """`sifguard ca serve` as a real process on 127.0.0.1; stopped by PID."""
 

@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import socket
-import subprocess
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -16,7 +15,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 
-from conftest import APPT, Server, free_port, run_cli, split_pem
+from conftest import APPT, OpensslOcsp, Server, free_port, ocsp_probe, run_cli, split_pem
 from pki import cert as mkcert, new_key
 from sifguard.enforce.decide import Engine
 from sifguard.ocsp.client import Checker
@@ -141,14 +140,10 @@ def openssl_responder(site):
         rev = dt.datetime.now(dt.timezone.utc).strftime("%y%m%d%H%M%SZ") if status == "R" else ""
         lines.append(f"{status}\t{exp}\t{rev}\t{c.serial_number:X}\tunknown\t/CN={who}\n")
     (d / "index.txt").write_text("".join(lines))
-    port = free_port()
-    p = subprocess.Popen(["openssl", "ocsp", "-index", d / "index.txt", "-port", str(port),
-                          "-rsigner", site["ca"] / "ocsp-responder.pem", "-rkey", site["ca"] / "ocsp-responder.key",
-                          "-CA", d / "issuer.pem", "-nmin", "5"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(0.5)
-    yield f"http://127.0.0.1:{port}/"
-    p.terminate()
-    p.wait(5)
+    srv = OpensslOcsp(d / "index.txt", site["ca"] / "ocsp-responder.pem", site["ca"] / "ocsp-responder.key",
+                      d / "issuer.pem", ocsp_probe(site["alice"], site["issuer"]), "-nmin", "5")
+    yield srv.url
+    srv.stop()
 
 
 @pytest.mark.parametrize("who,want", [("alice", "good"), ("eve", "revoked"), ("mallory", "unknown")])

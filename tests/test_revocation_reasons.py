@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
-from conftest import Server, free_port, run_cli, split_pem
+from conftest import OpensslOcsp, Server, free_port, ocsp_probe, run_cli, split_pem
 from sifguard.ca import ocsp_response as oc
 from sifguard.ca import store as castore
 from sifguard.ca.names import REASON_NAMES
@@ -339,38 +339,17 @@ def old(tmp_path_factory):
         st, when = ("R", f"{created:%y%m%d%H%M%SZ},keyCompromise") if kind == "revoked-openssl" else ("V", "")
         lines.append(f"{st}\t{exp}\t{when}\t{c.serial_number:X}\tunknown\t/CN={kind}\n")
     (d / "index.txt").write_text("".join(lines))
-    ossl_port = free_port()
-    ossl = subprocess.Popen(["openssl", "ocsp", "-index", d / "index.txt", "-port", str(ossl_port),
-                             "-rsigner", ca / "ocsp-responder.pem", "-rkey", ca / "ocsp-responder.key",
-                             "-CA", ca / "intermediate.pem", "-ndays", "3"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ossl = OpensslOcsp(d / "index.txt", ca / "ocsp-responder.pem", ca / "ocsp-responder.key",
+                       ca / "intermediate.pem", ocsp_probe(out["certs"]["ours"], out["issuer"]), "-ndays", "3")
     srv = None
     try:
         srv = Server(ca, port=port)
-        out["openssl"] = f"http://127.0.0.1:{ossl_port}/"
-        _wait_for(ossl_port, out["certs"]["ours"], out["issuer"])
+        out["openssl"] = ossl.url
         yield out
     finally:
         if srv is not None:
             srv.stop()
-        ossl.terminate()
-        ossl.wait(10)
-
-
-def _wait_for(port, cert, issuer):
-    """Probe with a real request: `openssl ocsp` serves one connection at a time and stalls
-    on a connection that closes without sending one."""
-    import urllib.request
-    body = ocsp.OCSPRequestBuilder().add_certificate(cert, issuer, hashes.SHA1()).build().public_bytes(
-        serialization.Encoding.DER)
-    for _ in range(100):
-        try:
-            urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/", data=body, headers={
-                "Content-Type": "application/ocsp-request"}), timeout=2).read()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError("openssl ocsp did not come up")
+        ossl.stop()
 
 
 def _expired_checker(tmp_path, responder=None, **kw):
