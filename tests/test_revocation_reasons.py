@@ -368,6 +368,31 @@ def test_expired_good_from_our_responder(old, tmp_path):
     assert (st.status, st.source) == ("good", "cache (ocsp)"), st
 
 
+@pytest.mark.parametrize("kind", ["ours", "revoked-ours"])
+def test_static_export_answers_for_expired_certificates(old, tmp_path, kind):
+    """`ca export-ocsp` run after a certificate expired still publishes its answer, with the
+    archiveCutoff that keeps a `good` meaningful; served as nginx maps GETs (request path =
+    base64 of the request), our client accepts it about the expired certificate."""
+    from sifguard.ocsp.export import export, request_path
+    cert, out = old["certs"][kind], tmp_path / "www"
+    export(castore.CAStore(str(old["ca"])), str(out), now=later())
+    listed = [r for r in json.load(open(out / "manifest.json"))["responses"] if int(r["serial"], 16) == cert.serial_number]
+    assert {r["hash"] for r in listed} == {"sha1", "sha256"}, listed
+    assert {r["certificate"] for r in listed} == ({"expired"} if kind == "ours" else {"revoked"}), listed
+    resp = ocsp.load_der_ocsp_response((out / "by-serial" / f"{cert.serial_number:X}.sha256.der").read_bytes())
+    assert resp.certificate_status == (ocsp.OCSPCertStatus.GOOD if kind == "ours" else ocsp.OCSPCertStatus.REVOKED)
+    assert bytes.fromhex("06092b0601050507300106") in resp.public_bytes(serialization.Encoding.DER)  # archiveCutoff
+    static = Canned(lambda req: (out / request_path(req)).read_bytes())
+    try:
+        st = _expired_checker(tmp_path, static.url, crl_fallback=False).check(cert, old["issuer"])
+    finally:
+        static.stop()
+    want = ("good", "ocsp") if kind == "ours" else ("revoked", "ocsp")
+    assert (st.status, st.source) == want, st
+    if kind == "revoked-ours":
+        assert st.revocation_reason == "superseded" and st.invalidity_date is not None, st
+
+
 @pytest.mark.parametrize("kind,crl,want", [
     ("no-crl", None, None),
     ("crl-plain", "plain", None),

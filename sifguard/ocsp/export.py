@@ -6,6 +6,10 @@ URL. '/' inside the base64 becomes a directory level (and '//' collapses, as ngi
 merges slashes), so the files map 1:1 onto request paths; a path ending in '/' stores
 its answer as `index.ocsp` in that directory (see config/nginx-ocsp.conf). Re-run before nextUpdate
 (e.g. from cron every validity/2); each file is replaced atomically.
+
+Expired certificates are answered too, as `ca serve` answers them: every answer carries the
+CA's archiveCutoff (its creation), so a `good` about an expired certificate stays evidence
+for a signature time-stamped while it was valid (RFC 6960 §4.4.4).
 """
 
 from __future__ import annotations
@@ -28,17 +32,15 @@ def request_path(der: bytes) -> str:
     return rel + INDEX if rel.endswith("/") else rel
 
 
-def export(s: castore.CAStore, out: str, sign_with: str = "responder") -> int:
+def export(s: castore.CAStore, out: str, sign_with: str = "responder", now: dt.datetime | None = None) -> int:
     validity = dt.timedelta(hours=s.config.get("ocsp_validity_hours", 4))
     issuer = s.intermediate
     key = s.key(castore.INT_KEY if sign_with == "issuer" else castore.OCSP_KEY)
     signer = oc.Signer(issuer, key, issuer if sign_with == "issuer" else s.responder, validity, s.created)
-    now = dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.timezone.utc)
     os.makedirs(out, exist_ok=True)
     manifest, n, skipped = [], 0, 0
     for row in s.rows():
-        if row.effective_status(int(now.timestamp())) == "expired":
-            continue
         serial = int(row.serial, 16)
         for alg in ("sha1", "sha256"):
             der = oc.minimal_request(serial, issuer, alg)
@@ -55,6 +57,7 @@ def export(s: castore.CAStore, out: str, sign_with: str = "responder") -> int:
                     skipped += 1
                     rel = None
             manifest.append({"serial": row.serial, "hash": alg, "status": ans.status,
+                             "certificate": row.effective_status(int(now.timestamp())),
                              "path": "/" + rel if rel else None,
                              "next_update": ans.next_update.strftime("%Y-%m-%dT%H:%M:%SZ")})
             n += 1
