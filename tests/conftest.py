@@ -154,6 +154,34 @@ class Server:
             pass
 
 
+def issue_and_sign(ca, d, who):
+    """`ca issue` a code-signing certificate for `who` (key d/who.key, chain d/who.pem) and
+    `sign` a copy of the one-group vector with it (d/who.sif): (leaf, issuer) certificates."""
+    import shutil
+    from cryptography import x509
+    assert run_cli("ca", "issue", "--ca", ca, "--cn", who, "--email", f"{who}@example.org",
+                   "--out-key", d / f"{who}.key", "--out", d / f"{who}.pem").rc == 0
+    img = d / f"{who}.sif"
+    shutil.copyfile(os.path.join(APPT, "images", "one-group.sif"), img)
+    assert run_cli("sign", img, "--key", d / f"{who}.key", "--cert", d / f"{who}.pem").rc == 0
+    leaf, inter = split_pem(d / f"{who}.pem")
+    return x509.load_pem_x509_certificate(leaf.encode()), x509.load_pem_x509_certificate(inter.encode())
+
+
+def ca_site(d, name, people, *init_args):
+    """A CA made by `ca init` in d/ca whose URL is a free port on 127.0.0.1 (nothing serves it
+    yet), and for each of `people` a certificate and a signed image (issue_and_sign).
+    A dict: d, ca, root (path), port, issuer, and each person's leaf certificate."""
+    port = free_port()
+    ca = d / "ca"
+    r = run_cli("ca", "init", "--ca", ca, "--name", name, "--url", f"http://127.0.0.1:{port}", *init_args)
+    assert r.rc == 0, r
+    out = {"d": d, "ca": ca, "root": str(ca / "root.pem"), "port": port}
+    for who in people:
+        out[who], out["issuer"] = issue_and_sign(ca, d, who)
+    return out
+
+
 def split_pem(path):
     import re
     text = open(path).read()

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import APPT, Server, free_port, run_cli, split_pem
+from conftest import APPT, Server, ca_site, free_port, run_cli
 from pki import SiteChain
 from sifguard.enforce import audit, counters
 from sifguard.enforce.core import refusal
@@ -32,20 +32,8 @@ ONE_GROUP = os.path.join(APPT, "images", "one-group.sif")
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
     d = tmp_path_factory.mktemp("msite")
-    port = free_port()
-    ca = d / "ca"
-    assert run_cli("ca", "init", "--ca", ca, "--name", "Metrics Site", "--url", f"http://127.0.0.1:{port}",
-                   "--ocsp-validity-hours", "1").rc == 0
-    out = {"d": d, "ca": ca, "root": str(ca / "root.pem"), "port": port}
-    for who in ("alice", "eve"):
-        assert run_cli("ca", "issue", "--ca", ca, "--cn", who, "--email", f"{who}@example.org",
-                       "--out-key", d / f"{who}.key", "--out", d / f"{who}.pem").rc == 0
-        img = d / f"{who}.sif"
-        shutil.copyfile(ONE_GROUP, img)
-        assert run_cli("sign", img, "--key", d / f"{who}.key", "--cert", d / f"{who}.pem").rc == 0
-        leaf, inter = split_pem(d / f"{who}.pem")
-        out[who] = x509.load_pem_x509_certificate(leaf.encode())
-    out["issuer"] = x509.load_pem_x509_certificate(inter.encode())
+    out = ca_site(d, "Metrics Site", ("alice", "eve"), "--ocsp-validity-hours", "1")
+    ca, port = out["ca"], out["port"]
     assert run_cli("ca", "revoke", "--ca", ca, "--cert", d / "eve.pem", "--reason", "keyCompromise").rc == 0
     shutil.copyfile(ONE_GROUP, d / "unsigned.sif")
     shutil.copyfile(d / "alice.sif", d / "tampered.sif")

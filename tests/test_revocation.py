@@ -4,7 +4,6 @@ serve` and the independent `openssl ocsp -index` — plus hostile canned respond
 import datetime as dt
 import json
 import os
-import shutil
 import socket
 import threading
 import time
@@ -15,7 +14,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 
-from conftest import APPT, OpensslOcsp, Server, free_port, ocsp_probe, run_cli, split_pem
+from conftest import OpensslOcsp, Server, ca_site, free_port, ocsp_probe, run_cli
 from pki import cert as mkcert, new_key
 from sifguard.enforce.decide import Engine
 from sifguard.ocsp.client import Checker
@@ -27,21 +26,9 @@ from sifguard.policy.model import Revocation, Responder
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
     d = tmp_path_factory.mktemp("site")
-    port = free_port()
-    ca = d / "ca"
-    assert run_cli("ca", "init", "--ca", ca, "--name", "Rev Site", "--url", f"http://127.0.0.1:{port}",
-                   "--ocsp-validity-hours", "1").rc == 0
-    out = {"d": d, "ca": ca, "root": str(ca / "root.pem"), "port": port}
-    for who in ("alice", "eve", "mallory", "trudy"):
-        assert run_cli("ca", "issue", "--ca", ca, "--cn", who, "--email", f"{who}@example.org",
-                       "--out-key", d / f"{who}.key", "--out", d / f"{who}.pem").rc == 0
-        img = d / f"{who}.sif"
-        shutil.copyfile(os.path.join(APPT, "images", "one-group.sif"), img)
-        assert run_cli("sign", img, "--key", d / f"{who}.key", "--cert", d / f"{who}.pem").rc == 0
-        leaf, inter = split_pem(d / f"{who}.pem")
-        out[who] = x509.load_pem_x509_certificate(leaf.encode())
-    out["issuer"] = x509.load_pem_x509_certificate(inter.encode())
-    (d / "issuer.pem").write_text(inter)
+    out = ca_site(d, "Rev Site", ("alice", "eve", "mallory", "trudy"), "--ocsp-validity-hours", "1")
+    ca, port = out["ca"], out["port"]
+    (d / "issuer.pem").write_bytes(out["issuer"].public_bytes(serialization.Encoding.PEM))
     srv = Server(ca, port=port)
     out["url"] = srv.url
     yield out

@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
-from conftest import APPT, HERE, Server, free_port, run_cli, split_pem
+from conftest import HERE, Server, free_port, issue_and_sign, run_cli
 from pki import new_key
 from sifguard.enforce.decide import Engine
 from sifguard.errors import RefusedError, SifguardError
@@ -140,16 +140,6 @@ class Peer:
 
 
 # --- sites --------------------------------------------------------------------------------
-def _issue(ca, d, who):
-    assert run_cli("ca", "issue", "--ca", ca, "--cn", who, "--email", f"{who}@example.org",
-                   "--out-key", d / f"{who}.key", "--out", d / f"{who}.pem").rc == 0
-    img = d / f"{who}.sif"
-    shutil.copyfile(os.path.join(APPT, "images", "one-group.sif"), img)
-    assert run_cli("sign", img, "--key", d / f"{who}.key", "--cert", d / f"{who}.pem").rc == 0
-    leaf, inter = split_pem(d / f"{who}.pem")
-    return x509.load_pem_x509_certificate(leaf.encode()), x509.load_pem_x509_certificate(inter.encode())
-
-
 def _load(path):
     return x509.load_pem_x509_certificate(open(path, "rb").read())
 
@@ -166,7 +156,7 @@ def hostile_site(tmp_path_factory):
     peer = Peer()
     ca = d / "ca"
     assert run_cli("ca", "init", "--ca", ca, "--name", "Hostile Site", "--url", f"http://127.0.0.1:{peer.port}").rc == 0
-    leaf, inter = _issue(ca, d, "alice")
+    leaf, inter = issue_and_sign(ca, d, "alice")
     yield {"d": d, "ca": ca, "peer": peer, "leaf": leaf, "issuer": inter, "root": _load(ca / "root.pem")}
     peer.stop()
 
@@ -182,7 +172,7 @@ def site(tmp_path_factory):
     out = {"d": d, "ca": ca, "port": port, "url": f"http://127.0.0.1:{port}", "root": _load(ca / "root.pem"),
            "root_pem": str(ca / "root.pem")}
     for who in ("alice", "eve", "trudy", "mallory", "oscar", "victor"):
-        out[who], out["issuer"] = _issue(ca, d, who)
+        out[who], out["issuer"] = issue_and_sign(ca, d, who)
     return out
 
 
@@ -625,7 +615,7 @@ def test_a_delegated_responder_known_revoked_is_not_believed(tmp_path):
     port = free_port()
     ca = tmp_path / "ca"
     assert run_cli("ca", "init", "--ca", ca, "--name", "Resp Site", "--url", f"http://127.0.0.1:{port}").rc == 0
-    leaf, issuer = _issue(ca, tmp_path, "alice")
+    leaf, issuer = issue_and_sign(ca, tmp_path, "alice")
     srv = Server(ca, port=port)
     try:
         cache = str(tmp_path / "c")
