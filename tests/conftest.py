@@ -53,6 +53,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def stop_process(proc, grace=10):
+    """SIGTERM, then SIGKILL after `grace` seconds; reaped either way."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 class OpensslOcsp:
     """`openssl ocsp` as an independent responder on 127.0.0.1, ready when constructed.
 
@@ -98,13 +109,8 @@ class OpensslOcsp:
             return False
 
     def stop(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            stop_process(self.proc)
 
 
 def ocsp_probe(cert, issuer) -> bytes:
@@ -141,13 +147,7 @@ class Server:
         raise RuntimeError("ca serve did not come up in 20 s")
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         try:
             os.unlink(self.log.name) if not os.environ.get("KEEP_SERVE_LOG") else None
         except OSError:
