@@ -3,7 +3,7 @@
 # package with its test extras), then runs the whole suite. Extra args go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DEB_PACKAGES=(openssl curl nginx slurm-wlm munge libslurm-dev gcc python3-venv lua5.1)
+DEB_PACKAGES=(openssl curl nginx slurm-wlm munge libslurm-dev gcc python3-venv lua5.1 systemd)
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   missing=()
   for p in "${DEB_PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done

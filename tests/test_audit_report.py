@@ -334,8 +334,8 @@ def test_json_schema_is_stable(tmp_path):
     assert list(rep) == ["schema", "sources", "window", "range", "decisions_total", "decisions", "lines",
                          "refusals", "audits", "top_images", "per_day", "days_other", "counting", "reason_labels"]
     assert list(rep["decisions"]) == ["allow", "refuse", "audit", "deferred", "other"]
-    assert list(rep["lines"]) == ["malformed", "partial", "oversized", "not-a-record", "blank", "records",
-                                  "out-of-window", "undated"]
+    assert list(rep["lines"]) == ["malformed", "partial", "oversized", "not-a-record", "blank", "unattested",
+                                  "records", "out-of-window", "undated"]
     assert list(rep["refusals"]) == ["total", "by_reason", "by_user", "by_image", "by_signer", "by_rule", "by_hook"]
     assert list(rep["refusals"]["by_reason"]) == list(CLASSES) == list(rep["audits"]["by_reason"])
     assert list(rep["reason_labels"]) == list(CLASSES)

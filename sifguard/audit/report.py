@@ -16,7 +16,7 @@ from sifguard.audit.topk import SpaceSaving, clip
 
 SCHEMA = "sifguard-audit-report/1"
 DECISIONS = ("allow", "refuse", "audit", "deferred")
-LINE_PROBLEMS = ("malformed", "partial", "oversized", "not-a-record", "blank")
+LINE_PROBLEMS = ("malformed", "partial", "oversized", "not-a-record", "blank", "unattested")
 MAX_DAYS = 3660
 DEFAULT_CAPACITY = 10_000
 

@@ -44,7 +44,7 @@ def render(rep: dict, width: int = 100) -> str:
     span = f"{win['since'] or 'beginning'} … {win['until'] or 'now'}"
     out.append(f"sifguard audit report — window {span}")
     out.append(f"  records from {first or '-'} to {last or '-'}")
-    out.append(f"  sources: {', '.join(cut(s['path'], 60) for s in rep['sources']) or '-'}")
+    out.append("  sources: " + (", ".join(f"{cut(s['path'], 60)} ({s['lines']} lines)" for s in rep["sources"]) or "-"))
     ln = rep["lines"]
     skipped = {k: v for k, v in ln.items() if k not in ("records", "blank") and v}
     if skipped:
@@ -68,6 +68,9 @@ def render(rep: dict, width: int = 100) -> str:
     out += table("Per day", ("day", *DECISIONS), [(r["day"], *(r[k] for k in DECISIONS)) for r in days], width)
     if rep["days_other"]:
         out.append(f"  ({rep['days_other']} decisions on further days not listed)")
+    if rep["sources"] and not any(s["path"].startswith("journal") for s in rep["sources"]):
+        out.append("Records that hooks running as the job's user logged to syslog (they cannot write the file) "
+                   "are not included: add --journal.")
     if not rep["counting"]["exact"]:
         out.append(f"A count c (±e) lies between c-e and c: more than {rep['counting']['capacity']} distinct "
                    "keys were seen, so rankings are bounded estimates (space-saving counters).")
