@@ -80,8 +80,9 @@ def records(directory: str | None = None, since: float | None = None, until: flo
     where = f"journal {directory}" if directory else "journal"
     with tempfile.TemporaryFile() as err:
         try:
+            env = {"LC_ALL": "C", "PATH": os.environ.get("PATH") or "/usr/bin:/bin"}
             p = subprocess.Popen(command(directory, since, until), stdin=subprocess.DEVNULL,
-                                 stdout=subprocess.PIPE, stderr=err, env={"LC_ALL": "C", "PATH": os.environ.get("PATH") or "/usr/bin:/bin"})
+                                 stdout=subprocess.PIPE, stderr=err, env=env)
         except OSError as e:
             raise LogError(f"{where}: cannot run journalctl: {e.strerror}") from None
         try:
@@ -105,4 +106,3 @@ def records(directory: str | None = None, since: float | None = None, until: flo
             err.seek(0)
             text = " ".join(err.read(4000).decode(errors="replace").split())
             raise LogError(f"{where}: journalctl failed (exit {rc}): {text or 'no message'}")
-
