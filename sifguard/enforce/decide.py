@@ -71,6 +71,28 @@ def _integrity_ok(rep) -> bool:
                for g, st in rep.groups.items())
 
 
+def _recorded_times(verdicts: dict) -> dict:
+    """Token verdicts that stay true under the same roots and TSA roots (the record's key):
+    a trusted time, or why a token does not count. Reused on a hit so that a warm decision
+    neither parses nor re-verifies tokens (asn1crypto's import alone is ~25 ms a process);
+    the TSA path's revocation is still checked on every decision."""
+    return {h: (v if isinstance(v, str) else v.as_record()) for h, v in verdicts.items()}
+
+
+def _times_from_record(d) -> dict | None:
+    """The verdicts _recorded_times kept; None (every token verified again) when damaged."""
+    if not isinstance(d, dict) or not d:
+        return None
+    from sifguard.tsp.token import TrustedTime
+    out = {}
+    try:
+        for h, v in list(d.items())[:64]:
+            out[h] = v if isinstance(v, str) else TrustedTime.from_record(v)
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return None
+    return out
+
+
 def _record(rep) -> dict:
     """What a verification report found, JSON-ready — the form the image cache and the
     store keep: per group, every signature that verified over intact content (its chain,
@@ -86,7 +108,8 @@ def _record(rep) -> dict:
             groups.setdefault(str(s.group), []).append({
                 "chain": encode_chain(s.chain or s.embedded), "authentic": bool(s.chain),
                 "sig": base64.b64encode(s.sig).decode(),
-                "tokens": [base64.b64encode(t).decode() for t in s.tokens]})
+                "tokens": [base64.b64encode(t).decode() for t in s.tokens],
+                "times": _recorded_times(s.token_verdicts)})
     integrity = _integrity_ok(rep)
     rec = {"format": 2, "verified": rep.verified, "integrity": integrity, "reason": rep.reason,
            "reported": reported, "groups": groups if integrity else {}}
@@ -257,7 +280,7 @@ class Engine:
                 chain = decode_chain(s["chain"])
                 res = judge(chain[0], list(chain[1:]) + list(self.intermediates), self.trust,
                             [base64.b64decode(t) for t in s.get("tokens", ())], base64.b64decode(s.get("sig", "")),
-                            self._memo, budget)
+                            self._memo, budget, _times_from_record(s.get("times")))
                 res.checks = {"integrity": (True, "recorded"), **res.checks}
                 signer = _signer(int(g), chain, res)
                 signers.append(signer)

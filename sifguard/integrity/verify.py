@@ -20,6 +20,7 @@ three pass.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from dataclasses import dataclass, field
 
 from cryptography import x509
@@ -82,6 +83,7 @@ class SignatureResult:
     embedded: tuple = ()          # the certificates the entry carried (x5c), leaf first
     tokens: tuple = ()            # the entry's time-stamp tokens (DER)
     sig: bytes = b""              # the entry's signature value (what the tokens are over)
+    token_verdicts: dict = field(default_factory=dict)   # sha256 hex of a token -> TrustedTime | reason
 
     def passed(self, check: str) -> bool:
         return bool(self.checks.get(check, (False,))[0])
@@ -169,9 +171,12 @@ def _signer_candidates(entry: dsse.EnvelopeSignature, leaves, res: SignatureResu
 
 
 def _timestamps(entry: dsse.EnvelopeSignature, trust: Trust, res: SignatureResult, memo: SignatureMemo,
-                budget: dict):
+                budget: dict, recorded: dict | None = None):
     """The earliest trusted time the entry's tokens give its signature value, or None;
-    every token's outcome lands in res.timestamps."""
+    every token's outcome lands in res.timestamps, and in res.token_verdicts (by the
+    token's SHA-256) those that stay true: a TrustedTime, or why the token does not count —
+    except "in the future", which time may cure. `recorded`: such verdicts found under the
+    same roots and TSA roots (a findings record): reused, not re-verified."""
     if not entry.timestamps or not trust.timestamps:
         return None
     from sifguard.tsp import token as T
@@ -185,15 +190,26 @@ def _timestamps(entry: dsse.EnvelopeSignature, trust: Trust, res: SignatureResul
             res.timestamps.append({"status": "invalid",
                                    "reason": f"the image carries more than {MAX_IMAGE_TOKENS} tokens: the rest ignored"})
             break
-        try:
-            tok = T.parse(der)
-            tt = T.verify(tok, entry.sig, trust.tsa_anchors(), trust.intermediates, limits=trust.limits, memo=memo)
-            if tok.earliest > dt.datetime.now(dt.timezone.utc) + FUTURE_SKEW:
-                # the clock, not trust.at: no token can come from the real future
-                raise T.TimestampError(f"time-stamp genTime {tok.gen_time:%Y-%m-%dT%H:%M:%SZ} is in the future")
-        except T.TimestampError as e:
-            res.timestamps.append({"status": "invalid", "reason": str(e)})
+        digest = hashlib.sha256(der).hexdigest()
+        tt = (recorded or {}).get(digest)
+        if tt is None:
+            try:
+                tok = T.parse(der)
+                tt = T.verify(tok, entry.sig, trust.tsa_anchors(), trust.intermediates, limits=trust.limits,
+                              memo=memo)
+                if tok.earliest > dt.datetime.now(dt.timezone.utc) + FUTURE_SKEW:
+                    # the clock, not trust.at: no token can come from the real future
+                    raise T.TimestampError(f"time-stamp genTime {tok.gen_time:%Y-%m-%dT%H:%M:%SZ} is in the future")
+            except T.TimestampError as e:
+                if "in the future" not in str(e):
+                    res.token_verdicts[digest] = str(e)
+                res.timestamps.append({"status": "invalid", "reason": str(e)})
+                continue
+        if isinstance(tt, str):
+            res.token_verdicts[digest] = tt
+            res.timestamps.append({"status": "invalid", "reason": tt})
             continue
+        res.token_verdicts[digest] = tt
         good.append(tt)
         res.timestamps.append({"status": "valid", "reason": "token verified; TSA chains to a trusted root",
                                **tt.as_dict()})
@@ -201,12 +217,15 @@ def _timestamps(entry: dsse.EnvelopeSignature, trust: Trust, res: SignatureResul
     return T.earliest(good)
 
 
-def judge(leaf, hints, trust: Trust, tokens, sig: bytes, memo: SignatureMemo, budget: dict) -> SignatureResult:
+def judge(leaf, hints, trust: Trust, tokens, sig: bytes, memo: SignatureMemo, budget: dict,
+          recorded: dict | None = None) -> SignatureResult:
     """Authenticity, expiry and the signing time of a signature whose integrity is known
-    (a recorded one): the tokens re-verified, the path rebuilt at the signing time.
+    (a recorded one): the tokens re-verified unless `recorded` holds their verdicts (see
+    _timestamps), the path rebuilt at the signing time.
     `budget`: shared by the judgements of one image (bounds the tokens weighed)."""
     res = SignatureResult(0, 0, 0, "dsse", UNTRUSTED, "")
-    res.signed_at = _timestamps(dsse.EnvelopeSignature("", sig, (), tuple(tokens)), trust, res, memo, budget)
+    res.signed_at = _timestamps(dsse.EnvelopeSignature("", sig, (), tuple(tokens)), trust, res, memo, budget,
+                                recorded)
     _judge_path(leaf, hints, trust, res, memo)
     return res
 

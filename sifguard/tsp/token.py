@@ -23,6 +23,7 @@ is present); every digest and signature check is pyca/cryptography's.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import hashlib
 from dataclasses import dataclass
@@ -108,6 +109,29 @@ class TrustedTime:
     def as_dict(self) -> dict:
         return {"gen_time": _iso(self.gen_time), "accuracy_ms": int(self.accuracy.total_seconds() * 1000),
                 "tsa": self.tsa, "policy": self.policy, "serial": f"{self.serial:X}"}
+
+    def as_record(self) -> dict:
+        """JSON-ready and exact (microseconds), for a findings record: from_record() gives it back."""
+        from cryptography.hazmat.primitives.serialization import Encoding
+        return {"gen_time_us": int((self.gen_time - EPOCH) / dt.timedelta(microseconds=1)),
+                "accuracy_us": self.accuracy // dt.timedelta(microseconds=1), "policy": self.policy,
+                "serial": f"{self.serial:X}",
+                "tsa_path": [base64.b64encode(c.public_bytes(Encoding.DER)).decode() for c in self.tsa_path]}
+
+    @classmethod
+    def from_record(cls, d: dict) -> "TrustedTime":
+        """ValueError (or TypeError/KeyError) for anything but what as_record() made."""
+        gen, acc, path = d["gen_time_us"], d["accuracy_us"], d["tsa_path"]
+        if not all(isinstance(x, int) and not isinstance(x, bool) for x in (gen, acc)) or not 0 <= acc <= \
+                MAX_ACCURACY // dt.timedelta(microseconds=1) or not isinstance(path, list) or not 1 <= len(path) <= 16 \
+                or not isinstance(d["policy"], str):
+            raise ValueError("not a recorded trusted time")
+        return cls(EPOCH + dt.timedelta(microseconds=gen), dt.timedelta(microseconds=acc), d["policy"],
+                   int(d["serial"], 16),
+                   tuple(x509.load_der_x509_certificate(base64.b64decode(c, validate=True)) for c in path))
+
+
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 
 
 def _iso(t: dt.datetime) -> str:

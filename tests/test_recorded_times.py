@@ -1,0 +1,142 @@
+"""Token verdicts kept in a findings record (image cache, store): a warm decision reuses
+them instead of parsing and re-verifying every token (asn1crypto's import alone is ~25 ms a
+process), with the same verdict a fresh verification gives; a damaged record falls back to
+verifying again; a verdict time may change ("in the future") is never kept.
+Tokens are real: `openssl ts -reply` (tests/tsa_peers.py) and the TSA core behind `ca serve`."""
+import datetime as dt
+import hashlib
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from pki import SiteChain
+from tsa_peers import OpensslTsa, tsa_cert
+
+from sifguard.enforce import decide as D
+from sifguard.enforce.decide import Engine
+from sifguard.integrity import verify as V
+from sifguard.integrity.sign import Signer, sign_image
+from sifguard.policy.loader import load
+from sifguard.tsp import token as T
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture
+def site(tmp_path):
+    return SiteChain(tmp_path)
+
+
+@pytest.fixture
+def tsa(tmp_path, site):
+    t = OpensslTsa(tmp_path / "tsa", site.int_key, site.inter, chain=(site.inter,))
+    yield t
+
+
+def _policy(tmp_path, site):
+    p = tmp_path / "policy.yaml"
+    p.write_text(f"version: 1\ntrust: {{roots: [{site.root_pem}]}}\nrevocation: {{mode: off}}\n"
+                 f"cache: {{images: {tmp_path / 'img'}}}\n")
+    return str(p)
+
+
+def _signed(copy_vector, site, stamp, name="s.sif"):
+    p = copy_vector("apptainer/images/one-group.sif", name)
+    sign_image(p, [Signer(site.leaf_key, (site.leaf, site.inter))], stamp=stamp)
+    return p
+
+
+def _times(v):
+    return [s.get("time") for s in v.signers]
+
+
+def test_trusted_time_round_trips_exactly(site, tsa):
+    tt = T.verify(T.parse(tsa.token(b"sig")), b"sig", [site.root])
+    back = T.TrustedTime.from_record(json.loads(json.dumps(tt.as_record())))
+    assert back == tt and back.gen_time.tzinfo is not None
+    for bad in ({**tt.as_record(), "gen_time_us": "1"}, {**tt.as_record(), "accuracy_us": -1},
+                {**tt.as_record(), "tsa_path": []}, {**tt.as_record(), "tsa_path": ["!!"]},
+                {**tt.as_record(), "serial": "zz"}, {k: v for k, v in tt.as_record().items() if k != "policy"}):
+        with pytest.raises((ValueError, TypeError, KeyError)):
+            T.TrustedTime.from_record(bad)
+
+
+def test_hit_reuses_verdicts_and_decides_alike(tmp_path, site, tsa, copy_vector):
+    good = _signed(copy_vector, site, tsa.token, "good.sif")
+    moved = _signed(copy_vector, site, lambda sig: tsa.token(b"another" + sig), "moved.sif")
+    eng = Engine(load(_policy(tmp_path, site)))
+    for img in (good, moved):
+        miss = eng.decide(img, log=False)
+        assert miss.image_cache == "miss" and miss.allowed, miss.reason
+        hit = Engine(load(_policy(tmp_path, site))).decide(img, log=False)
+        assert hit.image_cache == "hit"
+        assert _times(hit) == _times(miss) and hit.reason == miss.reason
+    # what the record holds: one verdict per token, keyed by its SHA-256
+    from sifguard.sif.image import SifImage
+    with SifImage(moved) as img:
+        rec = eng.image_cache.get(img.stat)
+    (sig,) = rec["groups"]["1"]
+    (tok,) = sig["tokens"]
+    import base64
+    h = hashlib.sha256(base64.b64decode(tok)).hexdigest()
+    assert list(sig["times"]) == [h] and "over another signature" in sig["times"][h]
+
+
+def test_hit_neither_imports_asn1crypto_nor_parses(tmp_path, site, tsa, copy_vector):
+    """A fresh process, as each task's hook is: the warm decision of a time-stamped image
+    names genTime without importing asn1crypto."""
+    img = _signed(copy_vector, site, tsa.token)
+    pol = _policy(tmp_path, site)
+    assert Engine(load(pol)).decide(img, log=False).image_cache == "miss"
+    code = ("import sys; from sifguard.enforce.decide import Engine; from sifguard.policy.loader import load; "
+            "v = Engine(load(sys.argv[1])).decide(sys.argv[2], log=False); "
+            "print(v.image_cache, v.allowed, v.signers[0]['time']['basis'], 'asn1crypto' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code, pol, img], capture_output=True, text=True, cwd=REPO,
+                         timeout=60)
+    assert out.stdout.split() == ["hit", "True", "timestamp", "False"], out
+
+
+def test_damaged_record_verifies_tokens_again(tmp_path, site, tsa, copy_vector, monkeypatch):
+    img = _signed(copy_vector, site, tsa.token)
+    eng = Engine(load(_policy(tmp_path, site)))
+    fresh = eng.decide(img, log=False)
+    for damage in ({"x": {"gen_time_us": "late"}}, ["not", "a", "dict"], {"x": {"tsa_path": "AAAA"}}, None, {}):
+        assert D._times_from_record(damage) is None
+    parsed = []
+    real_parse = T.parse
+    monkeypatch.setattr(T, "parse", lambda der: parsed.append(1) or real_parse(der))
+    from sifguard.sif.image import SifImage
+    with SifImage(img) as f:
+        st = f.stat
+    rec = eng.image_cache.get(st)
+    rec["groups"]["1"][0]["times"] = {"x": {"gen_time_us": "late"}}
+    eng.image_cache.put(st, rec)
+    again = Engine(load(_policy(tmp_path, site))).decide(img, log=False)
+    assert again.image_cache == "hit" and parsed == [1] and _times(again) == _times(fresh)
+
+
+def test_a_verdict_from_the_future_is_not_kept(tmp_path, site):
+    """A token dated beyond the clock's skew does not count now, and may later: it is
+    verified again next time, while a time-independent refusal is kept."""
+    from sifguard.tsp import request as R
+    from sifguard.tsp.authority import Authority
+    from pki import new_key
+    k = new_key()
+    cert = tsa_cert(k, site.int_key, site.inter, days=400)
+    later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=2)
+    q = R.request(b"sig")
+    future = R.read_reply(Authority(cert, k, (cert, site.inter), "1.2.3.4").respond(q.der, later, 7), q)
+    q2 = R.request(b"other")
+    elsewhere = R.read_reply(Authority(cert, k, (cert, site.inter), "1.2.3.4").respond(
+        q2.der, dt.datetime.now(dt.timezone.utc), 8), q2)
+    res = V.SignatureResult(0, 0, 0, "dsse", V.UNTRUSTED, "")
+    from sifguard.integrity import dsse
+    from sifguard.x509.chain import SignatureMemo
+    got = V._timestamps(dsse.EnvelopeSignature("", b"sig", (), (future, elsewhere)), V.Trust(roots=(site.root,)),
+                        res, SignatureMemo(), {})
+    assert got is None and [t["status"] for t in res.timestamps] == ["invalid", "invalid"]
+    assert "in the future" in res.timestamps[0]["reason"]
+    assert list(res.token_verdicts) == [hashlib.sha256(elsewhere).hexdigest()]
