@@ -103,7 +103,11 @@ def test_damaged_record_verifies_tokens_again(tmp_path, site, tsa, copy_vector, 
     img = _signed(copy_vector, site, tsa.token)
     eng = Engine(load(_policy(tmp_path, site)))
     fresh = eng.decide(img, log=False)
-    for damage in ({"x": {"gen_time_us": "late"}}, ["not", "a", "dict"], {"x": {"tsa_path": "AAAA"}}, None, {}):
+    good = T.verify(T.parse(tsa.token(b"sig")), b"sig", [site.root]).as_record()
+    assert D._times_from_record({"x": good}) is not None
+    for damage in ({"x": {"gen_time_us": "late"}}, ["not", "a", "dict"], {"x": {"tsa_path": "AAAA"}}, None, {},
+                   {"x": {**good, "gen_time_us": 10 ** 30}}, {"x": {**good, "gen_time_us": -10 ** 30}},
+                   {"x": {**good, "tsa_path": ["MAA="]}}, {"x": {**good, "tsa_path": ["AAAA" * 10]}}):
         assert D._times_from_record(damage) is None
     parsed = []
     real_parse = T.parse

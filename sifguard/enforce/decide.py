@@ -84,11 +84,16 @@ def _times_from_record(d) -> dict | None:
     if not isinstance(d, dict) or not d:
         return None
     from sifguard.tsp.token import TrustedTime
+    from sifguard.x509.keys import certificate_problem
     out = {}
     try:
         for h, v in list(d.items())[:64]:
+            if not isinstance(h, str):
+                return None
             out[h] = v if isinstance(v, str) else TrustedTime.from_record(v)
-    except (ValueError, TypeError, KeyError, AttributeError):
+            if not isinstance(v, str) and any(certificate_problem(c) for c in out[h].tsa_path):
+                return None
+    except (ValueError, TypeError, KeyError, AttributeError, OverflowError):
         return None
     return out
 
