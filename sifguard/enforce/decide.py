@@ -71,34 +71,49 @@ def _integrity_ok(rep) -> bool:
                for g, st in rep.groups.items())
 
 
-def _recorded_times(verdicts: dict) -> dict:
-    """Token verdicts that stay true under the same roots and TSA roots (the record's key):
-    a trusted time, or why a token does not count. Reused on a hit so that a warm decision
-    neither parses nor re-verifies tokens (asn1crypto's import alone is ~25 ms a process);
-    the TSA path's revocation is still checked on every decision."""
-    return {h: (v if isinstance(v, str) else v.as_record()) for h, v in verdicts.items()}
+# What a token's verdict depends on besides its bytes and the signature value (both in the
+# record entry) and the roots/TSA roots (the record's key): the token rules of this code,
+# the policy's intermediates and the path-search limits. Bump on any change to the rules in
+# sifguard/tsp/token.py or sifguard/x509/chain.py that could refuse a token accepted before.
+TOKEN_RULES = b"sifguard-token-rules-1"
 
 
-def _times_from_record(d) -> dict | None:
-    """The verdicts _recorded_times kept; None (every token verified again) when damaged."""
-    if not isinstance(d, dict) or not d:
+def times_id(trust) -> str:
+    h = hashlib.sha256(TOKEN_RULES + b"\0" + repr(trust.limits).encode() + b"\0")
+    h.update(b"".join(sorted(c.public_bytes(serialization.Encoding.DER) for c in trust.intermediates or ())))
+    return h.hexdigest()
+
+
+def _recorded_times(verdicts: dict, tid: str) -> dict:
+    """The tokens that counted, as a findings record keeps them: their trusted times (TSA
+    path as DER) under `tid`. Reused on a hit so that a warm decision neither parses nor
+    re-verifies them (asn1crypto's import alone is ~25 ms a process); the TSA path's
+    revocation is still asked on every decision, and a token that did not count is
+    verified again (its refusal may be the path search's bounds or the clock)."""
+    return {"id": tid, "valid": {h: v.as_record() for h, v in verdicts.items()}}
+
+
+def _times_from_record(d, tid: str) -> dict | None:
+    """The trusted times _recorded_times kept under `tid`; None (every token verified
+    again) when they were kept under other rules or the entry is damaged."""
+    if not isinstance(d, dict) or d.get("id") != tid or not isinstance(d.get("valid"), dict) or not d["valid"]:
         return None
     from sifguard.tsp.token import TrustedTime
     from sifguard.x509.keys import certificate_problem
     out = {}
     try:
-        for h, v in list(d.items())[:64]:
+        for h, v in list(d["valid"].items())[:64]:
             if not isinstance(h, str):
                 return None
-            out[h] = v if isinstance(v, str) else TrustedTime.from_record(v)
-            if not isinstance(v, str) and any(certificate_problem(c) for c in out[h].tsa_path):
+            out[h] = TrustedTime.from_record(v)
+            if any(certificate_problem(c) for c in out[h].tsa_path):
                 return None
     except (ValueError, TypeError, KeyError, AttributeError, OverflowError):
         return None
     return out
 
 
-def _record(rep) -> dict:
+def _record(rep, tid: str) -> dict:
     """What a verification report found, JSON-ready — the form the image cache and the
     store keep: per group, every signature that verified over intact content (its chain,
     signature value and time-stamp tokens: authenticity and expiry are judged again on
@@ -114,7 +129,7 @@ def _record(rep) -> dict:
                 "chain": encode_chain(s.chain or s.embedded), "authentic": bool(s.chain),
                 "sig": base64.b64encode(s.sig).decode(),
                 "tokens": [base64.b64encode(t).decode() for t in s.tokens],
-                "times": _recorded_times(s.token_verdicts)})
+                "times": _recorded_times(s.token_verdicts, tid)})
     integrity = _integrity_ok(rep)
     rec = {"format": 2, "verified": rep.verified, "integrity": integrity, "reason": rep.reason,
            "reported": reported, "groups": groups if integrity else {}}
@@ -138,6 +153,7 @@ class Engine:
         for certs in (self.roots, self.tsa_roots):
             h.update(b"".join(sorted(r.public_bytes(serialization.Encoding.DER) for r in certs or ())) + b"\0")
         self.roots_id = h.hexdigest()
+        self.times_id = times_id(self.trust)
         self.image_cache = ImageCache(policy.image_cache, self.roots_id)
         self._checker = checker
         self._memo = SignatureMemo(max_total=None)   # each link's signature checked once per process
@@ -207,7 +223,7 @@ class Engine:
             if hit and hit.get("format") == 2:
                 return self._from_record(hit, "hit")
             rep = verify_image(img, self.trust, progress=progress, hash_objects=hash_objects)
-        rec = _record(rep)
+        rec = _record(rep, self.times_id)
         if not hash_objects:
             return self._from_report(rep, rec, "quick")
         if use and rep.verified:
@@ -235,7 +251,7 @@ class Engine:
         def verify(fd: int, known: dict) -> dict:
             with SifImage("<store copy>", fd=fd) as img:
                 rep = verify_image(img, self.trust, known_digests={int(k): v for k, v in known.items()})
-            return _record(rep)
+            return _record(rep, self.times_id)
         return verify
 
     def findings_from_record(self, rec: dict) -> Findings:
@@ -285,7 +301,7 @@ class Engine:
                 chain = decode_chain(s["chain"])
                 res = judge(chain[0], list(chain[1:]) + list(self.intermediates), self.trust,
                             [base64.b64decode(t) for t in s.get("tokens", ())], base64.b64decode(s.get("sig", "")),
-                            self._memo, budget, _times_from_record(s.get("times")))
+                            self._memo, budget, _times_from_record(s.get("times"), self.times_id))
                 res.checks = {"integrity": (True, "recorded"), **res.checks}
                 signer = _signer(int(g), chain, res)
                 signers.append(signer)

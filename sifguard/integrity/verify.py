@@ -83,7 +83,7 @@ class SignatureResult:
     embedded: tuple = ()          # the certificates the entry carried (x5c), leaf first
     tokens: tuple = ()            # the entry's time-stamp tokens (DER)
     sig: bytes = b""              # the entry's signature value (what the tokens are over)
-    token_verdicts: dict = field(default_factory=dict)   # sha256 hex of a token -> TrustedTime | reason
+    token_verdicts: dict = field(default_factory=dict)   # sha256 hex of a token that counts -> TrustedTime
 
     def passed(self, check: str) -> bool:
         return bool(self.checks.get(check, (False,))[0])
@@ -173,10 +173,12 @@ def _signer_candidates(entry: dsse.EnvelopeSignature, leaves, res: SignatureResu
 def _timestamps(entry: dsse.EnvelopeSignature, trust: Trust, res: SignatureResult, memo: SignatureMemo,
                 budget: dict, recorded: dict | None = None):
     """The earliest trusted time the entry's tokens give its signature value, or None;
-    every token's outcome lands in res.timestamps, and in res.token_verdicts (by the
-    token's SHA-256) those that stay true: a TrustedTime, or why the token does not count —
-    except "in the future", which time may cure. `recorded`: such verdicts found under the
-    same roots and TSA roots (a findings record): reused, not re-verified."""
+    every token's outcome lands in res.timestamps, and each token that counts in
+    res.token_verdicts (its TrustedTime, by the token's SHA-256). `recorded`: such verdicts
+    a findings record kept under the same trust (see enforce/decide.py times_id): reused,
+    not re-verified — unless the clock now says the token is from the future. A token that
+    does not count is verified again each time: some refusals (path search bounds, the
+    clock) are not the token's fault and may pass later."""
     if not entry.timestamps or not trust.timestamps:
         return None
     from sifguard.tsp import token as T
@@ -192,7 +194,7 @@ def _timestamps(entry: dsse.EnvelopeSignature, trust: Trust, res: SignatureResul
             break
         digest = hashlib.sha256(der).hexdigest()
         tt = (recorded or {}).get(digest)
-        if tt is None:
+        if tt is None or tt.gen_time - tt.accuracy > dt.datetime.now(dt.timezone.utc) + FUTURE_SKEW:
             try:
                 tok = T.parse(der)
                 tt = T.verify(tok, entry.sig, trust.tsa_anchors(), trust.intermediates, limits=trust.limits,
@@ -201,14 +203,8 @@ def _timestamps(entry: dsse.EnvelopeSignature, trust: Trust, res: SignatureResul
                     # the clock, not trust.at: no token can come from the real future
                     raise T.TimestampError(f"time-stamp genTime {tok.gen_time:%Y-%m-%dT%H:%M:%SZ} is in the future")
             except T.TimestampError as e:
-                if "in the future" not in str(e):
-                    res.token_verdicts[digest] = str(e)
                 res.timestamps.append({"status": "invalid", "reason": str(e)})
                 continue
-        if isinstance(tt, str):
-            res.token_verdicts[digest] = tt
-            res.timestamps.append({"status": "invalid", "reason": tt})
-            continue
         res.token_verdicts[digest] = tt
         good.append(tt)
         res.timestamps.append({"status": "valid", "reason": "token verified; TSA chains to a trusted root",

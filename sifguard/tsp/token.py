@@ -113,7 +113,7 @@ class TrustedTime:
     def as_record(self) -> dict:
         """JSON-ready and exact (microseconds), for a findings record: from_record() gives it back."""
         from cryptography.hazmat.primitives.serialization import Encoding
-        return {"gen_time_us": int((self.gen_time - EPOCH) / dt.timedelta(microseconds=1)),
+        return {"gen_time_us": (self.gen_time - EPOCH) // dt.timedelta(microseconds=1),
                 "accuracy_us": self.accuracy // dt.timedelta(microseconds=1), "policy": self.policy,
                 "serial": f"{self.serial:X}",
                 "tsa_path": [base64.b64encode(c.public_bytes(Encoding.DER)).decode() for c in self.tsa_path]}
@@ -122,9 +122,11 @@ class TrustedTime:
     def from_record(cls, d: dict) -> "TrustedTime":
         """ValueError (or TypeError/KeyError) for anything but what as_record() made."""
         gen, acc, path = d["gen_time_us"], d["accuracy_us"], d["tsa_path"]
-        if not all(isinstance(x, int) and not isinstance(x, bool) for x in (gen, acc)) or not 0 <= acc <= \
-                MAX_ACCURACY // dt.timedelta(microseconds=1) or not isinstance(path, list) or not 1 <= len(path) <= 16 \
-                or not isinstance(d["policy"], str):
+        us = dt.timedelta(microseconds=1)
+        if not all(isinstance(x, int) and not isinstance(x, bool) for x in (gen, acc)) \
+                or not 0 <= acc <= (MAX_ACCURACY + dt.timedelta(seconds=1)) // us \
+                or not 0 <= gen <= (LATEST_RECORDED - EPOCH) // us \
+                or not isinstance(path, list) or not 1 <= len(path) <= 16 or not isinstance(d["policy"], str):
             raise ValueError("not a recorded trusted time")
         return cls(EPOCH + dt.timedelta(microseconds=gen), dt.timedelta(microseconds=acc), d["policy"],
                    int(d["serial"], 16),
@@ -132,6 +134,7 @@ class TrustedTime:
 
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+LATEST_RECORDED = dt.datetime(9000, 1, 1, tzinfo=dt.timezone.utc)   # genTime ± accuracy never overflows
 
 
 def _iso(t: dt.datetime) -> str:
