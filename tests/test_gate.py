@@ -6,7 +6,6 @@ stand-in that records what it was given (Apptainer itself is not installable her
 import hashlib
 import os
 import shutil
-import stat
 import subprocess
 import threading
 import time

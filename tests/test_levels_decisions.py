@@ -4,7 +4,6 @@ certificates from cryptography's builders: trusted, expired, untrusted, time-sta
 revoked) → the decision and each check's result. The end-to-end form (policy YAML, CLI,
 images) is at the bottom."""
 import datetime as dt
-import json
 
 import pytest
 
@@ -15,7 +14,7 @@ from sifguard.enforce import core
 from sifguard.enforce.decide import _signer
 from sifguard.policy.model import Quorum, Rule, SignerPattern, Verification
 from sifguard.tsp.token import TrustedTime
-from sifguard.x509.chain import build_path, identity, fingerprint
+from sifguard.x509.chain import identity
 
 NOW = dt.datetime.now(dt.timezone.utc)
 

@@ -1,7 +1,6 @@
 """The apptainer/singularity grammar and the job-script scanner, adversarial scripts included."""
 import pytest
 
-from sifguard.errors import RefusedError
 
 from sifguard.slurm import runtime_argv as ra
 from sifguard.slurm.script_scan import scan

@@ -1,7 +1,6 @@
 """The store's pure parts: names and keys, how long a recorded decision lives, which
 records are believed. (Staging, the stager and the hooks are in test_store.py.)"""
 import dataclasses
-import datetime as dt
 import os
 import time
 

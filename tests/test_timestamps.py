@@ -4,18 +4,16 @@ Real parts only: SIF images (the Apptainer/sylabs vectors), certificates made wi
 cryptography's builders, tokens made by `openssl ts -reply` acting as a TSA (tests/tsa_peers.py,
 served over HTTP on 127.0.0.1 to the real `sifguard sign --tsa`), and `openssl ts -verify`
 as an independent checker of the tokens sifguard stores."""
-import base64
 import datetime as dt
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import time
 
 import pytest
 
-from pki import SiteChain, cert, new_key, pem, write
+from pki import SiteChain, write
 from tsa_peers import OpensslTsa
 
 from sifguard.integrity import dsse

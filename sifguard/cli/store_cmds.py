@@ -164,5 +164,5 @@ def cmd_gc(args) -> int:
               f"holds them; store {_human(res.total_before)} → {_human(res.total_after)} "
               f"(budget {_human(args.budget)})")
     if res.total_after > args.budget:
-        print(f"sifguard: store still over budget: images in use cannot be removed", file=sys.stderr)
+        print("sifguard: store still over budget: images in use cannot be removed", file=sys.stderr)
     return 0

@@ -115,6 +115,6 @@ def install(prefix: str, policy: str, slurm_conf: str, apptainer: str, singulari
                        f"TaskProlog={prefix}/sifguard-task-prolog"],
         "plugstack.conf": [f"required {so} helper={prefix}/sifguard-spank-check config={cpath} shim={shim}"],
         # submit-time feedback: Slurm reads cli_filter.lua from slurm.conf's directory
-        "cli_filter": [f"CliFilterPlugins=cli_filter/lua",
+        "cli_filter": ["CliFilterPlugins=cli_filter/lua",
                        f"# and: install -m 0644 {lua} {os.path.join(os.path.dirname(os.path.abspath(slurm_conf)), 'cli_filter.lua')}"],
     }

@@ -91,7 +91,7 @@ def main():
                     subprocess.run(SG + ["verify", "--policy", pols[k], imgs[k]], check=True, capture_output=True)
                     runs[k].append((time.perf_counter() - t) * 1000)
             fresh = {k: statistics.median(v) for k, v in runs.items()}
-            print(f"warm verify (fresh process: sifguard verify --policy, image cache hit, OCSP cached):")
+            print("warm verify (fresh process: sifguard verify --policy, image cache hit, OCSP cached):")
             print(f"  without token {fresh['plain']:.1f} ms, with one token {fresh['stamped']:.1f} ms: "
                   f"+{fresh['stamped'] - fresh['plain']:.1f} ms")
 
