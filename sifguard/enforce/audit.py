@@ -40,22 +40,23 @@ def write_decision(path: str | None, verdict, *, metrics: str | None = None, **e
     fields come first and user-supplied fields are capped, so no argv can push the decision
     out of a record. `metrics`: the policy's metrics.textfile, whose counter for this
     decision goes up by one first (sifguard/enforce/counters.py; never raises)."""
-    if metrics:
-        from sifguard.enforce import counters
-        counters.count(metrics, extra.get("hook"), verdict.decision, counters.reason_class(verdict))
-    _write(path, verdict.as_dict() | _stamp() | {k: _cap(v) for k, v in extra.items()})
+    _write(path, _counted(metrics, verdict.as_dict() | _stamp() | {k: _cap(v) for k, v in extra.items()}))
 
 
 def write_event(path: str | None, *, metrics: str | None = None, **fields) -> None:
     """A record that is not a verdict: e.g. an image deferred to the runtime hooks
     (`metrics` as for write_decision)."""
+    first = {k: fields[k] for k in ("decision", "reason", "image") if k in fields}
+    _write(path, _counted(metrics, {k: _cap(v) for k, v in first.items()} | _stamp()
+                          | {k: _cap(v) for k, v in fields.items()}))
+
+
+def _counted(metrics: str | None, record: dict) -> dict:
+    """`record`, its node counter raised by one first when the policy keeps them."""
     if metrics:
         from sifguard.enforce import counters
-        decision = fields.get("decision")
-        cls = "ok" if decision == "allow" else counters.text_class(str(fields.get("reason", "")))
-        counters.count(metrics, fields.get("hook"), decision, cls)
-    first = {k: fields[k] for k in ("decision", "reason", "image") if k in fields}
-    _write(path, {k: _cap(v) for k, v in first.items()} | _stamp() | {k: _cap(v) for k, v in fields.items()})
+        counters.count(metrics, record.get("hook"), record.get("decision"), counters.record_class(record))
+    return record
 
 
 def _write(path: str | None, record: dict) -> None:

@@ -4,8 +4,8 @@
 
 Updated by the one audit writer (sifguard/enforce/audit.py) for every decision and event
 it records. Labels are bounded: the hook name (a short identifier the code sets, anything
-else becomes `other`), one of four decisions and one of REASON_CLASSES derived from the
-verdict — never an image path, user or job.
+else becomes `other`), one of four decisions and one of REASON_CLASSES — the audit
+report's class of the same record, folded — never an image path, user or job.
 
 The file is rewritten whole under an exclusive flock on a sibling lock file
 (`<file>.lock`, 0600: a job's user cannot open it, so cannot hold the lock and stall the
@@ -44,66 +44,25 @@ LOCK_WAIT = 1.0            # seconds a decision waits for the lock at most; then
 MAX_SERIES = 1000          # a file grown past this (by hand?) is not trusted: counting restarts
 
 
-# --- which class a verdict falls in (pure) -----------------------------------------------
-_UNSIGNED = ("is not signed", "no signed content", "not in any object group", "carries only",
-             "holds no signature", "no signature")
-_UNREADABLE = ("no such file", "cannot read", "cannot open", "cannot pin", "not a regular file",
-               "not at its path", "is a directory", "permission denied")
+# --- which class a decision falls in (pure) ----------------------------------------------
+# The audit report's classes (sifguard/audit/classify.py: checks first, then the fixed
+# wordings with user-chosen text removed), folded onto this metric's label values.
+_FOLD = {"unsigned": "unsigned", "untrusted-signer": "untrusted", "tampered": "tampered", "revoked": "revoked",
+         "expired": "expired", "revocation-unavailable": "revocation_unavailable", "signer-not-allowed": "policy",
+         "unreadable": "unreadable", "runtime-refused": "policy", "other": "other"}
 
 
-def _check_class(check: str, why: str, verdict) -> str:
-    w = why.lower()
-    if check == "integrity":
-        return "unsigned" if any(s in w for s in _UNSIGNED) else "tampered"
-    if check == "authenticity":
-        if "does not allow" in w or "is not allowed by rule" in w or "distinct signers" in w:
-            return "policy"            # trusted, but not who (or not as many as) the rule wants
-        return "untrusted"
-    if check == "expiry":
-        return "policy" if "requires a time-stamp" in w else "expired"
-    if check == "timestamp":
-        return "policy"
-    if check == "revocation":
-        revoked = "is revoked" in w or any(isinstance(a, dict) and a.get("status") == "revoked"
-                                           for a in getattr(verdict, "revocation", ()))
-        return "revoked" if revoked else "revocation_unavailable"
-    return "other"
-
-
-def text_class(reason: str) -> str:
-    """The class of a decision known only by its reason (a refusal before verification)."""
-    w = (reason or "").lower()
-    if any(s in w for s in _UNREADABLE):
-        return "unreadable"
-    if any(s in w for s in _UNSIGNED):
-        return "unsigned"
-    if "is revoked" in w:
-        return "revoked"
-    if "revocation status" in w:
-        return "revocation_unavailable"
-    if "expired" in w or "not yet valid" in w:
-        return "expired"
-    if "does not chain" in w or "no trusted signature" in w or "untrusted" in w:
-        return "untrusted"
-    if "tamper" in w or "does not match" in w or "does not verify" in w:
-        return "tampered"
-    if "no rule" in w or "not allowed" in w or "not understood" in w or "without an image" in w or "policy" in w:
-        return "policy"
-    return "other"
+def record_class(record: dict) -> str:
+    """One of REASON_CLASSES for an audit record (a verdict's as_dict(), or an event)."""
+    if record.get("decision") == "allow":
+        return "ok"
+    from sifguard.audit.classify import classify
+    return _FOLD.get(classify(record), "other")
 
 
 def reason_class(verdict) -> str:
-    """One of REASON_CLASSES for a Verdict: `ok` for an allow; else the check that refused
-    (for `audit`, the first check whose failure was logged); else from its reason."""
-    decision = getattr(verdict, "decision", "refuse")
-    if decision == "allow":
-        return "ok"
-    failed = [(c, a, why) for c, a, r, why in getattr(verdict, "checks", ()) if r == "fail"]
-    if decision != "audit":
-        failed = [f for f in failed if f[1] == "enforce"] or failed
-    if failed:
-        return _check_class(failed[0][0], failed[0][2] or "", verdict)
-    return text_class(getattr(verdict, "reason", ""))
+    """One of REASON_CLASSES for a Verdict."""
+    return record_class(verdict.as_dict())
 
 
 def labels(hook, decision, cls) -> tuple[str, str, str]:
