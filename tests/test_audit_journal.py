@@ -5,6 +5,7 @@ journalctl), each checked against the uid journald saw send it."""
 import glob
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -55,6 +56,8 @@ def test_a_user_cannot_pin_a_record_on_another_user():
     assert isinstance(journal.attest(entry(mine, 1001), names), dict)
     assert journal.attest(entry(framed, 1001), names) == "unattested"
     assert isinstance(journal.attest(entry(framed, 1001), lambda uid: None), dict)    # uid unknown here
+    numeric = '{"decision":"refuse","uid":1001,"context":{"user":"1001"}}'              # unknown where it ran
+    assert isinstance(journal.attest(entry(numeric, 1001), names), dict)
     by_root = '{"decision":"refuse","uid":0,"context":{"user":"alice"}}'                 # root's hooks judge others
     assert isinstance(journal.attest(entry(by_root, 0), names), dict)
     assert journal.login_name(0) == "root" and journal.login_name(2 ** 40) is None
@@ -120,14 +123,9 @@ def _as(jd, uid, argv, **kw):
     """argv as uid (no groups), its syslog reaching the test journald."""
     cmd = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", *argv]
     if jd["bind"]:
-        inner = " ".join(map(_q, cmd))
         cmd = ["unshare", "-m", "--propagation", "private", "sh", "-c",
-               f"mount --bind {_q(jd['devlog'])} /dev/log && exec {inner}"]
+               f"mount --bind {shlex.quote(jd['devlog'])} /dev/log && exec {shlex.join(map(str, cmd))}"]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=REPO, **kw)
-
-
-def _q(s):
-    return "'" + str(s).replace("'", "'\\''") + "'"
 
 
 def _journal_dir(jd):
