@@ -182,6 +182,27 @@ def ca_site(d, name, people, *init_args):
     return out
 
 
+def responder_policy(path, site, mode="enforce", url=None, crl=False, audit=None, tail=""):
+    """A policy file at `path` trusting a ca_site's root, asking `url` (default the site's own
+    responder) with 1 s and no retries, a fresh revocation cache, no image cache; `tail`:
+    more top-level YAML."""
+    import time
+    path.write_text(f"""
+version: 1
+trust: {{roots: [{site['root']}]}}
+revocation:
+  mode: {mode}
+  timeout: 1
+  retries: 0
+  crl_fallback: {'true' if crl else 'false'}
+  cache_dir: {path.parent}/rc-{time.monotonic_ns()}
+  responders: [{{issuer: "*", url: "{url or site['url'] + '/'}"}}]
+cache: {{images: off}}
+audit: {{log: {audit or path.parent / 'audit.jsonl'}}}
+{tail}""")
+    return str(path)
+
+
 def split_pem(path):
     import re
     text = open(path).read()

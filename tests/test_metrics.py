@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import APPT, Server, ca_site, free_port, run_cli
+from conftest import APPT, Server, ca_site, free_port, responder_policy, run_cli
 from pki import SiteChain
 from sifguard.enforce import audit, counters
 from sifguard.enforce.core import refusal
@@ -409,25 +409,11 @@ def test_labels_are_bounded_and_hand_edits_tolerated(tmp_path):
 
 
 def _policy(site, tmp_path, textfile, mode="enforce", url=None, extra=""):
-    pol = tmp_path / "policy.yaml"
-    pol.write_text(f"""
-version: 1
-trust: {{roots: [{site['root']}]}}
-revocation:
-  mode: {mode}
-  timeout: 1
-  retries: 0
-  crl_fallback: false
-  cache_dir: {tmp_path}/rc-{time.monotonic_ns()}
-  responders: [{{issuer: "*", url: "{url or site['url'] + '/'}"}}]
-cache: {{images: off}}
-audit: {{log: {tmp_path}/audit.jsonl}}
-metrics: {{textfile: {textfile}}}
+    return responder_policy(tmp_path / "policy.yaml", site, mode, url, tail=f"""metrics: {{textfile: {textfile}}}
 rules:
 {extra}  - name: default
     require: signed
 """)
-    return str(pol)
 
 
 def test_reason_classes_from_real_verdicts(site, tmp_path):

@@ -14,8 +14,8 @@ import sys
 
 import pytest
 
-from pki import SiteChain
-from tsa_peers import OpensslTsa, tsa_cert
+from test_timestamps import site, tsa  # noqa: F401 - the time-stamp tests' fixtures
+from tsa_peers import tsa_cert
 
 from sifguard.enforce import decide as D
 from sifguard.enforce.decide import Engine
@@ -25,17 +25,6 @@ from sifguard.policy.loader import load
 from sifguard.tsp import token as T
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-@pytest.fixture
-def site(tmp_path):
-    return SiteChain(tmp_path)
-
-
-@pytest.fixture
-def tsa(tmp_path, site):
-    t = OpensslTsa(tmp_path / "tsa", site.int_key, site.inter, chain=(site.inter,))
-    yield t
 
 
 def _policy(tmp_path, site):

@@ -14,7 +14,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 
-from conftest import OpensslOcsp, Server, ca_site, free_port, ocsp_probe, run_cli
+from conftest import OpensslOcsp, Server, ca_site, free_port, ocsp_probe, responder_policy, run_cli
 from pki import cert as mkcert, new_key
 from sifguard.enforce.decide import Engine
 from sifguard.ocsp.client import Checker
@@ -266,21 +266,7 @@ class Silent:
 
 # --- decisions per mode -------------------------------------------------------------------
 def _engine(site, tmp_path, mode, url, crl=False, audit=None):
-    pol = tmp_path / f"p-{mode}.yaml"
-    pol.write_text(f"""
-version: 1
-trust: {{roots: [{site['root']}]}}
-revocation:
-  mode: {mode}
-  timeout: 1
-  retries: 0
-  crl_fallback: {'true' if crl else 'false'}
-  cache_dir: {tmp_path}/rc-{time.monotonic_ns()}
-  responders: [{{issuer: "*", url: "{url}"}}]
-cache: {{images: off}}
-audit: {{log: {audit or tmp_path / 'audit.jsonl'}}}
-""")
-    return Engine(load(str(pol)))
+    return Engine(load(responder_policy(tmp_path / f"p-{mode}.yaml", site, mode, url, crl, audit)))
 
 
 @pytest.mark.parametrize("kind", ["down", "silent", "foreign-key", "wrong-certid", "replayed-nonce", "stale", "unknown"])

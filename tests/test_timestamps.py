@@ -352,22 +352,27 @@ def test_hostile_tsa_peers_are_bounded(tmp_path, cli, site, copy_vector, peer):
         srv.close()
 
 
-def test_token_counts_are_bounded(tmp_path, site, tsa, copy_vector):
-    """12 tokens on one signature: 8 are weighed, the rest reported as ignored; the signature
-    still stands on the ones that count. Tokens are weighed only for a signature that verifies."""
+def _repeat_tokens(path, n):
+    """The first signature's token list repeated n times, in place (a new signature object)."""
     from dataclasses import replace
-    from sifguard.integrity.sign import Signer, sign_image
-    from sifguard.integrity.verify import Trust, verify_image
     from sifguard.sif.image import NewObject
-    p = copy_vector("apptainer/images/one-group.sif", "many.sif")
-    sign_image(p, [Signer(site.leaf_key, (site.leaf, site.inter))], stamp=tsa.token)
-    with SifImage(p, writable=True) as img:
+    with SifImage(path, writable=True) as img:
         so = next(d for d in img.objects if d.is_signature)
         env = dsse.decode(img.read_object(so))
         e = env.signatures[0]
-        many = replace(env, signatures=(replace(e, timestamps=e.timestamps * 12),))
+        many = replace(env, signatures=(replace(e, timestamps=e.timestamps * n),))
         img.append(NewObject(datatype=so.datatype, data=many.encode(), linked_id=so.linked_id, extra=so.extra))
         img.remove(so.id, zero=True)
+
+
+def test_token_counts_are_bounded(tmp_path, site, tsa, copy_vector):
+    """12 tokens on one signature: 8 are weighed, the rest reported as ignored; the signature
+    still stands on the ones that count. Tokens are weighed only for a signature that verifies."""
+    from sifguard.integrity.sign import Signer, sign_image
+    from sifguard.integrity.verify import Trust, verify_image
+    p = copy_vector("apptainer/images/one-group.sif", "many.sif")
+    sign_image(p, [Signer(site.leaf_key, (site.leaf, site.inter))], stamp=tsa.token)
+    _repeat_tokens(p, 12)
     with SifImage(p) as img:
         rep = verify_image(img, Trust(roots=(site.root,), at=utcnow() + dt.timedelta(days=40)))
     s = rep.signatures[0]
@@ -378,17 +383,9 @@ def test_token_counts_are_bounded(tmp_path, site, tsa, copy_vector):
 
 def test_timestamp_refuses_a_ninth_token(tmp_path, cli, site, tsa, copy_vector):
     """Verification weighs 8 tokens a signature: `timestamp` does not add a 9th it would ignore."""
-    from dataclasses import replace
     from sifguard.integrity.sign import Signer, sign_image
-    from sifguard.sif.image import NewObject
     p = copy_vector("apptainer/images/one-group.sif", "nine.sif")
     sign_image(p, [Signer(site.leaf_key, (site.leaf, site.inter))], stamp=tsa.token)
-    with SifImage(p, writable=True) as img:
-        so = next(d for d in img.objects if d.is_signature)
-        env = dsse.decode(img.read_object(so))
-        e = env.signatures[0]
-        img.append(NewObject(datatype=so.datatype, data=replace(env, signatures=(
-            replace(e, timestamps=e.timestamps * 8),)).encode(), linked_id=so.linked_id, extra=so.extra))
-        img.remove(so.id, zero=True)
+    _repeat_tokens(p, 8)
     r = cli("timestamp", p, "--tsa", tsa.url)
     assert r.rc == 1 and "already carries 8 time-stamps" in r.err, r
