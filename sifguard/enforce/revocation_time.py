@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import datetime as dt
 
-COMPROMISE_REASONS = frozenset({"keyCompromise", "cACompromise", "aACompromise", "unspecified", None})
 # The reasons that may spare a time-stamped signature: an allow-list, so that a reason spelt
 # another way (cryptography's ReasonFlags names or members), removeFromCRL or a reason this
 # code does not know refuses like a compromise instead of sparing.
