@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import grp
 import os
-import pwd
 import sys
 
 from sifguard.cli.common import ProgressBar, print_json
@@ -108,18 +106,9 @@ def _never_matching_paths(pol) -> list[str]:
 
 def context_from_args(args):
     from sifguard.policy.decide import JobContext
-    user = args.user
-    group = args.unix_group
-    if user is None:
-        try:
-            user = pwd.getpwuid(os.getuid()).pw_name
-        except KeyError:
-            user = str(os.getuid())
-    if group is None:
-        try:
-            group = grp.getgrgid(os.getgid()).gr_name
-        except KeyError:
-            group = str(os.getgid())
+    from sifguard.slurm.context import group_name, user_name
+    user = args.user if args.user is not None else user_name(os.getuid())
+    group = args.unix_group if args.unix_group is not None else group_name(os.getgid())
     return JobContext(user=user, group=group, account=args.account, partition=args.partition,
                       job_id=os.environ.get("SLURM_JOB_ID"))
 

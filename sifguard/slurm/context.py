@@ -24,18 +24,21 @@ from sifguard.policy.model import Policy
 from sifguard.slurm.config import HookConfig
 
 
-def _user(uid: int) -> str:
+def user_name(uid: int) -> str:
+    """The login name of uid; the number when this host cannot resolve it."""
     try:
         return pwd.getpwuid(uid).pw_name
-    except KeyError:
+    except (KeyError, OverflowError):
         return str(uid)
 
 
-def _group(gid: int) -> str:
+def group_name(gid: int) -> str:
+    """The name of gid; the number when this host cannot resolve it."""
     try:
         return grp.getgrgid(gid).gr_name
     except (KeyError, OverflowError):
         return str(gid)
+
 
 
 def _record(cfg: HookConfig, job_id: str, uid: int) -> dict | None:
@@ -65,12 +68,12 @@ def for_job(cfg: HookConfig, policy: Policy, job_id: str, uid: int, gid: int) ->
     account = partition = None
     if uses_job_attributes(policy) & {"account", "partition"}:
         account, partition = _attrs(_record(cfg, job_id, uid))
-    return JobContext(user=_user(uid), group=_group(gid), account=account, partition=partition, job_id=job_id)
+    return JobContext(user=user_name(uid), group=group_name(gid), account=account, partition=partition, job_id=job_id)
 
 
 def for_record(job) -> JobContext:
     """The controller prolog: everything from Slurm's record of the job (jobinfo.Job)."""
-    return JobContext(user=job.user, group=_group(job.gid), account=job.account or None,
+    return JobContext(user=job.user, group=group_name(job.gid), account=job.account or None,
                       partition=job.partition or None, job_id=job.job_id)
 
 
@@ -88,7 +91,7 @@ def job_of_pid(cfg: HookConfig, pid: int) -> str | None:
 def for_caller(cfg: HookConfig, policy: Policy) -> JobContext:
     """The shim (runs as the job's user): credentials from the kernel, the job from slurmd."""
     uid, gid = os.getuid(), os.getgid()
-    ctx = JobContext(user=_user(uid), group=_group(gid))
+    ctx = JobContext(user=user_name(uid), group=group_name(gid))
     if not uses_job_attributes(policy) & {"account", "partition"}:
         return ctx
     job_id = job_of_pid(cfg, os.getpid())

@@ -108,17 +108,10 @@ def precheck(policy, argv: list[str], wrap: str | None = None, cwd: str | None =
 
 
 def _context(account, partition) -> JobContext:
-    import grp
-    import pwd
-    try:
-        user = pwd.getpwuid(os.getuid()).pw_name
-    except KeyError:
-        user = UNKNOWN
-    try:
-        group = grp.getgrgid(os.getgid()).gr_name
-    except KeyError:
-        group = UNKNOWN
-    return JobContext(user=user, group=group, account=account or UNKNOWN, partition=partition or UNKNOWN)
+    """The submitter as the start-time hooks will name it (slurm/context.py)."""
+    from sifguard.slurm.context import group_name, user_name
+    return JobContext(user=user_name(os.getuid()), group=group_name(os.getgid()), account=account or UNKNOWN,
+                      partition=partition or UNKNOWN)
 
 
 def _stored(engine, path: str, store: str):
