@@ -1,6 +1,7 @@
-"""Reading small files that someone else may have planted: regular files only, opened
-non-blocking (a FIFO or a device never stalls the reader), never more than a cap. Kept
-free of heavy imports: the per-task shim uses it."""
+"""Files and directories someone else may have planted. Reading: regular files only, opened
+non-blocking (a FIFO or a device never stalls the reader), never more than a cap. Writing
+as root: only into a directory root alone can write. Kept free of heavy imports: the
+per-task shim uses it."""
 
 from __future__ import annotations
 
@@ -41,3 +42,14 @@ def read_regular(path: str, cap: int) -> bytes:
         raise FileReadError(f"{path}: {e.strerror}") from None
     finally:
         os.close(fd)
+
+
+def root_only_dir(d: str) -> None:
+    """For a root hook about to write in `d`: create it (0755) when missing; OSError(EPERM)
+    unless root owns it and no one else can write it (a user could swap the file)."""
+    import errno
+    if not os.path.isdir(d):
+        os.makedirs(d, mode=0o755, exist_ok=True)
+    st = os.stat(d)
+    if st.st_uid != 0 or st.st_mode & 0o022:
+        raise OSError(errno.EPERM, f"directory {d} is not root's alone")

@@ -12,6 +12,7 @@ import stat
 import time
 
 from sifguard.errors import SifguardError
+from sifguard.fileio import root_only_dir
 
 
 class AuditError(SifguardError):
@@ -83,11 +84,7 @@ def _append(path: str, line: bytes) -> None:
     planted as the log cannot stall a hook)."""
     d = os.path.dirname(path) or "."
     if os.geteuid() == 0:
-        if not os.path.isdir(d):
-            os.makedirs(d, mode=0o755, exist_ok=True)
-        st = os.stat(d)
-        if st.st_uid != 0 or st.st_mode & 0o022:
-            raise OSError(errno.EPERM, f"directory {d} is not root's alone")
+        root_only_dir(d)
         flags = os.O_CREAT
     else:
         flags = 0

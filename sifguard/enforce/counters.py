@@ -120,11 +120,8 @@ def _increment(path: str, key: tuple[str, str, str]) -> None:
     d = os.path.dirname(path) or "."
     root = os.geteuid() == 0
     if root:
-        if not os.path.isdir(d):
-            os.makedirs(d, mode=0o755, exist_ok=True)
-        st = os.stat(d)
-        if st.st_uid != 0 or st.st_mode & 0o022:
-            raise OSError(errno.EPERM, f"directory {d} is not root's alone")
+        from sifguard.fileio import root_only_dir
+        root_only_dir(d)
     flags = os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK | (os.O_CREAT if root else 0)
     lock = os.open(path + ".lock", flags, 0o600)
     try:
