@@ -8,7 +8,6 @@ import fnmatch
 import os
 import re
 import socket
-import struct
 import time
 from dataclasses import dataclass
 
@@ -138,7 +137,7 @@ def ping_stager(socket_path: str, timeout: float) -> tuple[bool, str]:
             s.connect(socket_path)
         except OSError as e:
             return False, f"{socket_path}: not answering ({e.strerror or e})"
-        uid = struct.unpack("3i", s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))[1]
+        uid = wire.peer_credentials(s)[1]
         if uid != 0:
             return False, f"{socket_path}: the process answering is uid {uid}, not root (the hooks ignore it)"
         try:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import random
 import socket
-import struct
 import time
 
 from sifguard.errors import SifguardError
@@ -74,7 +73,7 @@ def _exchange(socket_path: str, fd: int, request: dict, deadline: float, timeout
             raise StagerUnavailable(f"the image store's stager at {socket_path} is not answering "
                                     f"({getattr(e, 'strerror', None) or e})") from None
         try:
-            uid = struct.unpack("3i", s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))[1]
+            uid = wire.peer_credentials(s)[1]
         except OSError:
             uid = -1
         if uid != 0:       # whoever bound that path (a stopped stager's socket in a directory users can write)

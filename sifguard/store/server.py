@@ -13,7 +13,6 @@ import os
 import signal
 import socket
 import stat
-import struct
 import sys
 import threading
 import time
@@ -34,9 +33,7 @@ class Limits:
 
 
 def _peer(conn: socket.socket) -> Peer:
-    raw = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    pid, uid, gid = struct.unpack("3i", raw)
-    return Peer(pid, uid, gid)
+    return Peer(*wire.peer_credentials(conn))
 
 
 def _log(msg: str) -> None:

@@ -22,6 +22,11 @@ class WireError(Exception):
     pass
 
 
+def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
+    """(pid, uid, gid) of the process at the other end, as the kernel gives it (SO_PEERCRED)."""
+    return struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+
+
 def send(sock: socket.socket, doc: dict, fd: int | None = None) -> None:
     data = json.dumps(doc, separators=(",", ":")).encode()
     msg = struct.pack(">I", len(data)) + data
